@@ -1,0 +1,73 @@
+"""Turning untrusted documents (files, stdin, admission requests) into API objects.
+
+Every problem of every document is collected before refusing, so a user fixes a file in one go.
+"""
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+
+from mlworkload.api.policy import MLWorkloadPolicy
+from mlworkload.api.workload import MLWorkload
+from mlworkload.constants import API_VERSION, POLICY_KIND, WORKLOAD_KIND
+from mlworkload.problems import Problem, Refused, problems_from_validation
+
+
+def parse_workload(document: Any) -> MLWorkload:
+    """An MLWorkload from its wire form; Refused with field-path problems otherwise."""
+    try:
+        return MLWorkload.model_validate(document)
+    except ValidationError as error:
+        raise Refused(problems_from_validation(error), subject=_describe(document)) from None
+
+
+def parse_policy(document: Any) -> MLWorkloadPolicy:
+    try:
+        return MLWorkloadPolicy.model_validate(document)
+    except ValidationError as error:
+        raise Refused(problems_from_validation(error), subject=_describe(document)) from None
+
+
+def _describe(document: Any) -> str:
+    if not isinstance(document, dict):
+        return "document"
+    metadata = document.get("metadata") if isinstance(document.get("metadata"), dict) else {}
+    name = metadata.get("name", "<unnamed>") if metadata else "<unnamed>"
+    namespace = metadata.get("namespace") if metadata else None
+    kind = document.get("kind", "object")
+    return f"{kind} {namespace}/{name}" if namespace else f"{kind} {name}"
+
+
+@dataclass
+class Documents:
+    workloads: list[MLWorkload] = field(default_factory=list)
+    policies: list[MLWorkloadPolicy] = field(default_factory=list)
+
+
+def parse_documents(documents: list[Any], source: str) -> Documents:
+    """MLWorkloads and MLWorkloadPolicies from a list of documents, all problems at once."""
+    parsed = Documents()
+    lines: list[Problem] = []
+    for index, document in enumerate(documents):
+        where = f"{source}, document {index + 1}"
+        if not isinstance(document, dict):
+            lines.append(Problem(where, "expected a Kubernetes object (a mapping with apiVersion and kind)"))
+            continue
+        kind, api_version = document.get("kind"), document.get("apiVersion")
+        if api_version != API_VERSION or kind not in {WORKLOAD_KIND, POLICY_KIND}:
+            lines.append(
+                Problem(where, f"apiVersion {api_version!r} kind {kind!r} is not an {API_VERSION}"
+                        f" {WORKLOAD_KIND} or {POLICY_KIND}")
+            )  # fmt: skip
+            continue
+        try:
+            if kind == WORKLOAD_KIND:
+                parsed.workloads.append(parse_workload(document))
+            else:
+                parsed.policies.append(parse_policy(document))
+        except Refused as refused:
+            lines.extend(Problem(f"{where} ({refused.subject})", str(problem)) for problem in refused.problems)
+    if lines:
+        raise Refused(lines)
+    return parsed

@@ -1,0 +1,194 @@
+"""MLWorkloadPolicy: what the platform team allows each namespace, and the defaults it sets.
+
+Omitting a section means "no restriction" for that dimension, with one deliberate exception:
+GCP identity and buckets are granted only when a policy names them, so that a namespace can never
+obtain a Google identity nobody gave it.
+"""
+
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import Field
+
+from mlworkload.api.base import ApiModel, cel, with_cel
+from mlworkload.api.meta import LabelSelector, NetworkPolicyPeer, ObjectMeta
+from mlworkload.api.workload import GSA_PATTERN, Isolation
+
+# Google Front End and health-check source ranges (documented by Google for GCLB backends).
+GOOGLE_LB_SOURCE_RANGES = ("35.191.0.0/16", "130.211.0.0/22")
+
+
+class SpotRule(StrEnum):
+    REQUIRED = "Required"
+    PREFERRED = "Preferred"
+    FORBIDDEN = "Forbidden"
+
+
+class LocationPolicy(StrEnum):
+    ANY = "ANY"
+    BALANCED = "BALANCED"
+
+
+class PolicyGcp(ApiModel):
+    """The GKE cluster that the governed namespaces' node pools and identities live in."""
+
+    project: str = Field(description="GCP project id.", pattern=r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
+    location: str = Field(description="Region or zone of the GKE cluster.", min_length=1, max_length=63)
+    cluster: str = Field(description="GKE cluster name.", pattern=r"^[a-z]([-a-z0-9]{0,38}[a-z0-9])?$")
+    node_locations: list[str] = Field(default_factory=list, description="Zones for node pools. Default: the cluster's.")
+    project_number: str | None = Field(
+        default=None,
+        description="Project number, for direct Workload Identity Federation principals when no GSA is set.",
+        pattern=r"^[0-9]{6,20}$",
+    )
+
+
+class PolicyIdentity(ApiModel):
+    """The only GCP identity and buckets the governed namespaces get."""
+
+    gcp_service_account: str | None = Field(
+        default=None,
+        description="The only Google service account workloads may use; also the default. None: no GSA.",
+        pattern=GSA_PATTERN,
+    )
+    allowed_buckets: list[str] = Field(
+        default_factory=list,
+        description="Bucket patterns (gs://team-*, shell-style globs) workloads may be granted. Empty: none.",
+    )
+
+
+class PolicyAccelerators(ApiModel):
+    """Which GPUs, and how many per workload."""
+
+    allowed: list[str] | None = Field(
+        default=None, description="Accelerator types allowed. Omitted: any type the operator knows."
+    )
+    max_per_workload: int | None = Field(
+        default=None, ge=0, description="Most GPUs one workload may use at its maximum scale."
+    )
+
+
+class PolicyQuota(ApiModel):
+    """GPU quota of all governed namespaces together."""
+
+    max_gpus: int | None = Field(
+        default=None,
+        ge=0,
+        alias="maxGPUs",
+        description="Most GPUs all workloads of the governed namespaces may use together, at max scale.",
+    )
+
+
+class PolicyCapacity(ApiModel):
+    """Spot rules."""
+
+    spot: SpotRule = Field(
+        default=SpotRule.PREFERRED,
+        description=(
+            "Required: every worker group on Spot; Forbidden: OnDemand only; Preferred: any, default"
+            " SpotWithFallback. Default Preferred."
+        ),
+    )
+
+
+class PolicyNodePools(ApiModel):
+    """Node pools the operator creates for the governed namespaces."""
+
+    max_nodes_per_pool: int = Field(default=8, ge=1, le=1000, description="Autoscaling cap per pool. Default 8.")
+    location_policy: LocationPolicy = Field(
+        default=LocationPolicy.ANY,
+        description="GKE autoscaler location policy, ANY or BALANCED. Default ANY.",
+    )
+
+
+class PolicyRay(ApiModel):
+    """Ray versions and image sources."""
+
+    allowed_versions: list[str] | None = Field(
+        default=None, description="Version patterns (2.41.*). Omitted: any version."
+    )
+    image_repositories: list[str] | None = Field(
+        default=None,
+        description="Image prefixes allowed (rayproject/, us-docker.pkg.dev/p/ray/). Omitted: any.",
+    )
+
+
+class PolicyNetwork(ApiModel):
+    """Network defaults and allowances."""
+
+    default_isolation: Isolation = Field(
+        default=Isolation.STRICT, description="Isolation for workloads that set none. Default Strict."
+    )
+    allowed_egress: list[NetworkPolicyPeer] = Field(
+        default_factory=list,
+        description="Egress peers every Ray pod may reach besides the cluster, DNS and Google APIs.",
+    )
+    load_balancer_source_ranges: list[str] = Field(
+        default_factory=lambda: list(GOOGLE_LB_SOURCE_RANGES),
+        description=(
+            "Source ranges of load balancer proxies and health checks, admitted to exposed ports."
+            " Default: Google's 35.191.0.0/16 and 130.211.0.0/22; add the proxy-only subnet for"
+            " Internal endpoints."
+        ),
+    )
+
+
+class PolicyExpose(ApiModel):
+    """Exposure rules."""
+
+    allow_external: bool = Field(default=False, description="Allow External endpoints. Default false.")
+    require_iap: bool = Field(
+        default=False, alias="requireIAP", description="Every endpoint must use IAP (and defaults to it)."
+    )
+
+
+class PolicyLabels(ApiModel):
+    """Labels workloads must carry; they are copied to every object and pod as cost labels."""
+
+    required: list[str] = Field(default_factory=list, description="Label keys every workload must set.")
+
+
+class PolicyLifecycle(ApiModel):
+    """Time limits."""
+
+    max_cluster_idle_seconds: int | None = Field(
+        default=None, gt=0, description="Cluster type: suspend after this long with no Ray activity."
+    )
+    max_job_runtime_seconds: int | None = Field(
+        default=None, gt=0, description="Cap and default for job.activeDeadlineSeconds."
+    )
+
+
+class MLWorkloadPolicySpec(ApiModel):
+    """What the governed namespaces may use, and the defaults they get."""
+
+    namespace_selector: LabelSelector | None = Field(
+        default=None, description="Namespaces this policy governs. Omitted or empty: every namespace."
+    )
+    priority: int = Field(default=0, description="When several policies match, highest wins; ties: by name.")
+    gcp: PolicyGcp | None = Field(default=None, description="GKE cluster. Default: the operator's settings.")
+    identity: PolicyIdentity = Field(default_factory=PolicyIdentity, description="GCP identity and buckets.")
+    accelerators: PolicyAccelerators = Field(default_factory=PolicyAccelerators, description="GPU rules.")
+    quota: PolicyQuota = Field(default_factory=PolicyQuota, description="GPU quota.")
+    capacity: PolicyCapacity = Field(default_factory=PolicyCapacity, description="Spot rules.")
+    node_pools: PolicyNodePools = Field(default_factory=PolicyNodePools, description="Node pool settings.")
+    ray: PolicyRay = Field(default_factory=PolicyRay, description="Ray versions and images.")
+    network: PolicyNetwork = Field(default_factory=PolicyNetwork, description="Network rules.")
+    expose: PolicyExpose = Field(default_factory=PolicyExpose, description="Exposure rules.")
+    labels: PolicyLabels = Field(default_factory=PolicyLabels, description="Required (cost) labels.")
+    lifecycle: PolicyLifecycle = Field(default_factory=PolicyLifecycle, description="Time limits.")
+
+
+class MLWorkloadPolicy(ApiModel):
+    """Cluster-scoped rules and defaults for the MLWorkloads of selected namespaces."""
+
+    model_config = with_cel(cel("size(self.metadata.name) <= 63", "metadata.name must be at most 63 characters"))
+
+    api_version: Literal["mlworkload.io/v1alpha1"] = Field(default="mlworkload.io/v1alpha1", description="API version.")
+    kind: Literal["MLWorkloadPolicy"] = Field(default="MLWorkloadPolicy", description="MLWorkloadPolicy.")
+    metadata: ObjectMeta = Field(default_factory=ObjectMeta, description="Standard object metadata.")
+    spec: MLWorkloadPolicySpec = Field(default_factory=MLWorkloadPolicySpec, description="Rules and defaults.")
+
+    @property
+    def name(self) -> str:
+        return self.metadata.name

@@ -1,0 +1,59 @@
+"""RayCluster (ray.io/v1), and the RayClusterSpec that RayJob and RayService embed too."""
+
+from mlworkload.builders.metadata import Manifest, object_meta
+from mlworkload.builders.names import ray_object_name
+from mlworkload.builders.pods import build_head_template, build_worker_template
+from mlworkload.constants import RAY_API_VERSION
+from mlworkload.policy.resolve import ResolvedWorkload
+
+
+def _head_start_params(resolved: ResolvedWorkload) -> dict[str, str]:
+    params = {"dashboard-host": "0.0.0.0"}
+    if not resolved.workload.spec.head.schedulable:
+        params["num-cpus"] = "0"  # the head holds the GCS; tasks there compete with it
+    return params
+
+
+def build_ray_cluster_spec(resolved: ResolvedWorkload) -> Manifest:
+    """The RayClusterSpec shared by all three kinds."""
+    spec = resolved.workload.spec
+    cluster: Manifest = {
+        "rayVersion": spec.ray.version,
+        "enableInTreeAutoscaling": spec.autoscaling.enabled,
+        "headGroupSpec": {
+            "rayStartParams": _head_start_params(resolved),
+            "template": build_head_template(resolved),
+        },
+        "workerGroupSpecs": [
+            {
+                "groupName": group.name,
+                "replicas": group.spec.replicas,
+                "minReplicas": group.spec.effective_min_replicas,
+                "maxReplicas": group.spec.effective_max_replicas,
+                "rayStartParams": {},
+                "template": build_worker_template(resolved, group),
+            }
+            for group in resolved.groups
+        ],
+    }
+    if spec.autoscaling.enabled:
+        cluster["autoscalerOptions"] = {
+            "upscalingMode": "Default",
+            "idleTimeoutSeconds": spec.autoscaling.idle_timeout_seconds,
+        }
+    return cluster
+
+
+def ray_object(resolved: ResolvedWorkload, kind: str, spec: Manifest) -> Manifest:
+    return {
+        "apiVersion": RAY_API_VERSION,
+        "kind": kind,
+        "metadata": object_meta(resolved, ray_object_name(resolved)),
+        "spec": spec,
+    }
+
+
+def build_ray_cluster(resolved: ResolvedWorkload) -> Manifest:
+    spec = build_ray_cluster_spec(resolved)
+    spec["suspend"] = resolved.workload.spec.suspend
+    return ray_object(resolved, "RayCluster", spec)

@@ -1,0 +1,30 @@
+"""RayJob (ray.io/v1): a batch job on its own Ray cluster, deleted after the job ends."""
+
+from typing import Any
+
+from mlworkload.builders.metadata import Manifest
+from mlworkload.builders.pods import build_submitter_template
+from mlworkload.builders.raycluster import build_ray_cluster_spec, ray_object
+from mlworkload.policy.resolve import ResolvedWorkload
+from mlworkload.yamlio import dump
+
+
+def build_ray_job(resolved: ResolvedWorkload) -> Manifest:
+    job = resolved.workload.spec.job
+    assert job is not None, "a Job workload always has spec.job (enforced by the API)"
+    spec: dict[str, Any] = {
+        "entrypoint": job.entrypoint,
+        "submissionMode": "K8sJobMode",
+        # The only way KubeRay honours ttlSecondsAfterFinished; GPUs are not left idling.
+        "shutdownAfterJobFinishes": True,
+        "ttlSecondsAfterFinished": job.ttl_seconds_after_finished,
+        "backoffLimit": job.backoff_limit,
+        "suspend": resolved.workload.spec.suspend,
+        "rayClusterSpec": build_ray_cluster_spec(resolved),
+        "submitterPodTemplate": build_submitter_template(resolved),
+    }
+    if job.runtime_env:
+        spec["runtimeEnvYAML"] = dump(job.runtime_env)
+    if resolved.active_deadline_seconds is not None:
+        spec["activeDeadlineSeconds"] = resolved.active_deadline_seconds
+    return ray_object(resolved, "RayJob", spec)

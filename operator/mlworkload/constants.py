@@ -1,0 +1,67 @@
+"""Names shared by every part of the operator: API coordinates, labels, annotations, reasons.
+
+One place for each string that crosses a boundary (the API server, GCP, the user's terminal),
+so that the builders, the controller and the tests can never disagree about it.
+"""
+
+from typing import Final
+
+GROUP: Final = "mlworkload.io"
+VERSION: Final = "v1alpha1"
+API_VERSION: Final = f"{GROUP}/{VERSION}"
+WORKLOAD_KIND: Final = "MLWorkload"
+POLICY_KIND: Final = "MLWorkloadPolicy"
+WORKLOAD_PLURAL: Final = "mlworkloads"
+POLICY_PLURAL: Final = "mlworkloadpolicies"
+
+RAY_API_VERSION: Final = "ray.io/v1"
+
+# Ownership. These labels, together with owner references, decide what the operator may touch.
+LABEL_MANAGED_BY: Final = "app.kubernetes.io/managed-by"
+MANAGED_BY: Final = "mlworkload"
+LABEL_WORKLOAD: Final = f"{GROUP}/workload"
+LABEL_ROLE: Final = f"{GROUP}/role"  # head | worker | submitter
+LABEL_GROUP: Final = f"{GROUP}/group"  # the worker group name, or "head"
+LABEL_POOL_SHAPE: Final = f"{GROUP}/pool-shape"
+GCP_LABEL_MANAGED_BY: Final = "managed-by"  # GCP labels allow no "/" in keys
+GCP_LABEL_POOL_SHAPE: Final = "mlworkload-shape"
+
+FIELD_MANAGER: Final = "mlworkload-operator"
+FINALIZER: Final = f"{GROUP}/cleanup"
+ANNOTATION_PREFIX: Final = GROUP
+
+# KubeRay's own labels on the pods it creates.
+RAY_LABEL_NODE_TYPE: Final = "ray.io/node-type"
+RAY_LABEL_SERVE: Final = "ray.io/serve"
+
+# GKE scheduling vocabulary.
+GKE_ACCELERATOR_LABEL: Final = "cloud.google.com/gke-accelerator"
+GKE_SPOT_LABEL: Final = "cloud.google.com/gke-spot"
+GKE_COMPUTE_CLASS_LABEL: Final = "cloud.google.com/compute-class"
+GKE_NODEPOOL_LABEL: Final = "cloud.google.com/gke-nodepool"
+GPU_RESOURCE: Final = "nvidia.com/gpu"
+GPU_TAINT_KEY: Final = "nvidia.com/gpu"
+GPU_TAINT_VALUE: Final = "present"
+# GKE's own key for spot taints, so that pods also fit spot pools GKE auto-provisions.
+SPOT_TAINT_KEY: Final = GKE_SPOT_LABEL
+SPOT_TAINT_VALUE: Final = "true"
+
+# Ray ports (KubeRay defaults; the serve port must be named "serve" on a RayService head).
+PORT_GCS: Final = 6379
+PORT_DASHBOARD: Final = 8265
+PORT_CLIENT: Final = 10001
+PORT_SERVE: Final = 8000
+PORT_METRICS: Final = 8080
+
+# Condition types and reasons on MLWorkload status (machine-readable, PascalCase).
+CONDITION_READY: Final = "Ready"
+CONDITION_RECONCILING: Final = "Reconciling"
+CONDITION_STALLED: Final = "Stalled"
+CONDITION_POLICY_ADMITTED: Final = "PolicyAdmitted"
+CONDITION_NODE_POOLS_READY: Final = "NodePoolsReady"
+CONDITION_IDENTITY_READY: Final = "IdentityReady"
+CONDITION_RAY_READY: Final = "RayReady"
+
+REASON_POLICY_VIOLATION: Final = "PolicyViolation"
+REASON_INVALID_SPEC: Final = "InvalidSpec"
+REASON_ALLOWED: Final = "Allowed"

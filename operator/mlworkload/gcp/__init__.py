@@ -1,0 +1,1 @@
+"""Google Cloud: the machine catalogue, the GCP plan's shape, and (later) the API adapters."""

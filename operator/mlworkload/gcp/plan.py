@@ -1,0 +1,54 @@
+"""The GCP side of desired state: node pools and IAM bindings, as `mlworkload plan` prints them."""
+
+from typing import Literal
+
+from pydantic import Field
+
+from mlworkload.api.base import ApiModel
+
+
+class Taint(ApiModel):
+    key: str
+    value: str
+    effect: Literal["NO_SCHEDULE", "PREFER_NO_SCHEDULE", "NO_EXECUTE"] = "NO_SCHEDULE"
+
+
+class AcceleratorPlan(ApiModel):
+    type: str
+    count: int
+
+
+class NodePoolPlan(ApiModel):
+    """One GKE node pool, shared by every workload of the same shape."""
+
+    name: str
+    project: str
+    location: str
+    cluster: str
+    machine_type: str
+    accelerator: AcceleratorPlan | None = None
+    spot: bool
+    min_nodes: int = 0
+    max_nodes: int
+    locations: list[str] = Field(default_factory=list)
+    location_policy: Literal["ANY", "BALANCED"] = "ANY"
+    labels: dict[str, str] = Field(default_factory=dict, description="GCP labels on the pool's VMs.")
+    node_labels: dict[str, str] = Field(default_factory=dict, description="Kubernetes labels on its nodes.")
+    taints: list[Taint] = Field(default_factory=list)
+
+    @property
+    def cluster_path(self) -> str:
+        return f"projects/{self.project}/locations/{self.location}/clusters/{self.cluster}"
+
+
+class IamBinding(ApiModel):
+    """One member granted one role on one resource."""
+
+    resource: str
+    role: str
+    member: str
+
+
+class GcpPlan(ApiModel):
+    node_pools: list[NodePoolPlan] = Field(default_factory=list)
+    iam_bindings: list[IamBinding] = Field(default_factory=list)

@@ -1,0 +1,276 @@
+"""Every policy check in api.md, each a pure function of the resolved workload.
+
+A check returns problems, never raises: the caller shows all of them at once, each naming the
+field, the offending value and what the policy allows.
+"""
+
+from collections.abc import Callable, Iterable
+from decimal import Decimal
+from fnmatch import fnmatchcase
+
+from mlworkload.api.policy import SpotRule
+from mlworkload.api.quantity import GIB, parse_quantity
+from mlworkload.api.workload import Capacity, Visibility
+from mlworkload.gcp.machines import (
+    KNOWN_ACCELERATORS,
+    MACHINES,
+    accelerator_fits_machine,
+    machines_for,
+)
+from mlworkload.policy.resolve import ResolvedEndpoint, ResolvedWorkload
+from mlworkload.problems import Problem
+
+Check = Callable[[ResolvedWorkload], list[Problem]]
+
+
+def _listing(values: Iterable[str]) -> str:
+    items = list(values)
+    return ", ".join(items) if items else "none"
+
+
+def _by(resolved: ResolvedWorkload) -> str:
+    return f"policy {resolved.policy_name}"
+
+
+def check_accelerators(resolved: ResolvedWorkload) -> list[Problem]:
+    problems: list[Problem] = []
+    allowed = resolved.policy.accelerators.allowed
+    for index, group in enumerate(resolved.groups):
+        accelerator = group.spec.accelerator
+        if accelerator is None:
+            continue
+        path = f"spec.workerGroups[{index}].accelerator"
+        if allowed is not None and accelerator.type not in allowed:
+            problems.append(
+                Problem(
+                    f"{path}.type",
+                    f"{accelerator.type!r} is not allowed by {_by(resolved)}; allowed: {_listing(allowed)}",
+                )
+            )
+        elif allowed is None and accelerator.type not in KNOWN_ACCELERATORS and group.spec.machine_type is None:
+            problems.append(
+                Problem(
+                    f"{path}.type",
+                    f"unknown accelerator {accelerator.type!r}; known:"
+                    f" {_listing(KNOWN_ACCELERATORS)}, or set machineType for another type",
+                )
+            )
+        elif group.machine_error is not None:
+            problems.append(Problem(path, group.machine_error))
+        machine = group.spec.machine_type
+        if (
+            machine is not None
+            and accelerator.type in KNOWN_ACCELERATORS
+            and not accelerator_fits_machine(accelerator.type, accelerator.count, machine)
+        ):
+            try:
+                fitting = _listing(machines_for(accelerator.type, accelerator.count))
+            except ValueError:
+                fitting = "none"
+            problems.append(
+                Problem(
+                    f"spec.workerGroups[{index}].machineType",
+                    f"{machine!r} cannot carry"
+                    f" {accelerator.count} x {accelerator.type}; machine types that can: {fitting}",
+                )
+            )
+    limit = resolved.policy.accelerators.max_per_workload
+    total = resolved.workload.spec.gpus_at_max_scale
+    if limit is not None and total > limit:
+        problems.append(
+            Problem(
+                "spec.workerGroups",
+                f"the workload needs {total} GPUs at max scale (maxReplicas x"
+                f" accelerator.count, summed over groups); {_by(resolved)} allows at most {limit} per workload",
+            )
+        )
+    return problems
+
+
+def _format_gib(value: Decimal) -> str:
+    return f"{(value / GIB).quantize(Decimal('0.1'))}Gi"
+
+
+def check_resources_fit(resolved: ResolvedWorkload) -> list[Problem]:
+    """A pod larger than its node's allocatable resources would stay Pending forever."""
+    problems: list[Problem] = []
+    for index, group in enumerate(resolved.groups):
+        machine = MACHINES.get(group.machine_type or "")
+        if machine is None:
+            continue
+        path = f"spec.workerGroups[{index}].resources"
+        cpu = parse_quantity(group.spec.resources.cpu)
+        memory = parse_quantity(group.spec.resources.memory)
+        if cpu > machine.allocatable_cpu:
+            problems.append(
+                Problem(
+                    f"{path}.cpu",
+                    f"{group.spec.resources.cpu} does not fit a {machine.name} node"
+                    f" ({machine.allocatable_cpu.quantize(Decimal('0.01'))} CPUs allocatable);"
+                    " request less or choose a larger machineType",
+                )
+            )
+        if memory > machine.allocatable_memory:
+            problems.append(
+                Problem(
+                    f"{path}.memory",
+                    f"{group.spec.resources.memory} does not fit a {machine.name} node"
+                    f" ({_format_gib(machine.allocatable_memory)} allocatable);"
+                    " request less or choose a larger machineType",
+                )
+            )
+    return problems
+
+
+def check_ray(resolved: ResolvedWorkload) -> list[Problem]:
+    problems: list[Problem] = []
+    rules = resolved.policy.ray
+    version = resolved.workload.spec.ray.version
+    if rules.allowed_versions is not None and not any(
+        fnmatchcase(version, pattern) for pattern in rules.allowed_versions
+    ):
+        problems.append(
+            Problem(
+                "spec.ray.version",
+                f"{version!r} is not allowed by {_by(resolved)}; allowed: {_listing(rules.allowed_versions)}",
+            )
+        )
+    repositories = rules.image_repositories
+    if repositories is not None and not any(resolved.image.startswith(prefix) for prefix in repositories):
+        hint = "" if resolved.workload.spec.ray.image else " (the default image); set spec.ray.image to one"
+        problems.append(
+            Problem(
+                "spec.ray.image",
+                f"{resolved.image!r}{hint} is not from a repository {_by(resolved)} allows: {_listing(repositories)}",
+            )
+        )
+    return problems
+
+
+def check_identity(resolved: ResolvedWorkload) -> list[Problem]:
+    """A namespace gets exactly the GCP identity and buckets its policy grants, nothing else."""
+    problems: list[Problem] = []
+    granted = resolved.policy.identity.gcp_service_account
+    asked = resolved.workload.spec.identity.gcp_service_account
+    if asked is not None and asked != granted:
+        allowed = f"only {granted}" if granted else "none"
+        problems.append(
+            Problem(
+                "spec.identity.gcpServiceAccount",
+                f"{asked!r} is not granted to this namespace by {_by(resolved)}; allowed: {allowed}",
+            )
+        )
+    storage = resolved.workload.spec.storage
+    if storage is None:
+        return problems
+    patterns = resolved.policy.identity.allowed_buckets
+    if not any(fnmatchcase(storage.bucket, pattern) for pattern in patterns):
+        problems.append(
+            Problem(
+                "spec.storage.bucket",
+                f"{storage.bucket!r} is not allowed by {_by(resolved)}; allowed: {_listing(patterns)}",
+            )
+        )
+    has_principal = resolved.gcp is not None and resolved.gcp.project_number is not None
+    if resolved.gcp_service_account is None and not has_principal:
+        problems.append(
+            Problem(
+                "spec.storage",
+                "bucket access needs a GCP identity, and none applies: the policy names"
+                " no identity.gcpServiceAccount (nor gcp.projectNumber for direct Workload Identity)",
+            )
+        )
+    return problems
+
+
+def _check_endpoint(resolved: ResolvedWorkload, which: str, endpoint: ResolvedEndpoint | None) -> list[Problem]:
+    if endpoint is None:
+        return []
+    problems: list[Problem] = []
+    rules = resolved.policy.expose
+    path = f"spec.expose.{which}"
+    if endpoint.visibility is Visibility.EXTERNAL and not rules.allow_external:
+        problems.append(Problem(f"{path}.visibility", f"External is not allowed by {_by(resolved)}; use Internal"))
+    if rules.require_iap and not endpoint.iap:
+        problems.append(Problem(f"{path}.iap", f"false is not allowed: {_by(resolved)} requires IAP"))
+    return problems
+
+
+def check_exposure(resolved: ResolvedWorkload) -> list[Problem]:
+    return _check_endpoint(resolved, "dashboard", resolved.dashboard) + _check_endpoint(
+        resolved, "serve", resolved.serve
+    )
+
+
+def check_labels(resolved: ResolvedWorkload) -> list[Problem]:
+    labels = resolved.workload.metadata.labels
+    return [
+        Problem(f"metadata.labels[{key}]", f"required by {_by(resolved)} (a cost label); set it")
+        for key in resolved.policy.labels.required
+        if not labels.get(key)
+    ]
+
+
+def check_capacity(resolved: ResolvedWorkload) -> list[Problem]:
+    rule = resolved.policy.capacity.spot
+    allowed = {
+        SpotRule.REQUIRED: {Capacity.SPOT},
+        SpotRule.FORBIDDEN: {Capacity.ON_DEMAND},
+        SpotRule.PREFERRED: set(Capacity),
+    }[rule]
+    return [
+        Problem(
+            f"spec.workerGroups[{index}].capacity",
+            f"{group.capacity.value} is not allowed: spot is"
+            f" {rule.value} under {_by(resolved)}; allowed: {_listing(sorted(c.value for c in allowed))}",
+        )
+        for index, group in enumerate(resolved.groups)
+        if group.capacity not in allowed
+    ]
+
+
+def check_lifecycle(resolved: ResolvedWorkload) -> list[Problem]:
+    limit = resolved.policy.lifecycle.max_job_runtime_seconds
+    job = resolved.workload.spec.job
+    if job is None or limit is None or job.active_deadline_seconds is None:
+        return []
+    if job.active_deadline_seconds <= limit:
+        return []
+    return [
+        Problem(
+            "spec.job.activeDeadlineSeconds",
+            f"{job.active_deadline_seconds} exceeds the {limit} seconds {_by(resolved)} allows (maxJobRuntimeSeconds)",
+        )
+    ]
+
+
+CHECKS: tuple[Check, ...] = (
+    check_labels,
+    check_ray,
+    check_accelerators,
+    check_resources_fit,
+    check_capacity,
+    check_identity,
+    check_exposure,
+    check_lifecycle,
+)
+
+
+def check_workload(resolved: ResolvedWorkload) -> list[Problem]:
+    """Every single-object policy problem of a workload, in a stable order."""
+    return [problem for check in CHECKS for problem in check(resolved)]
+
+
+def check_quota(resolved: ResolvedWorkload, gpus_of_others: int) -> list[Problem]:
+    """The cross-object rule: all governed workloads together stay within the GPU quota."""
+    quota = resolved.policy.quota.max_gpus
+    own = resolved.workload.spec.gpus_at_max_scale
+    if quota is None or own == 0 or gpus_of_others + own <= quota:
+        return []
+    return [
+        Problem(
+            "spec.workerGroups",
+            f"the workload needs {own} GPUs at max scale and the namespaces governed"
+            f" by {_by(resolved)} already use {gpus_of_others} of their quota of {quota} (quota.maxGPUs)",
+        )
+    ]

@@ -1,0 +1,78 @@
+"""A problem with user input: where it is (a field path) and what to do about it.
+
+Every refusal the operator gives, from schema errors to policy checks, is a list of these, so the
+CLI, the webhook and status conditions all print the same one line per problem.
+"""
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from pydantic import ValidationError
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}" if self.path else self.message
+
+
+class Refused(Exception):
+    """Input that cannot be accepted; carries every problem found, not just the first."""
+
+    def __init__(self, problems: Sequence[Problem], subject: str = "") -> None:
+        self.problems = list(problems)
+        self.subject = subject
+        super().__init__("\n".join(self.lines()))
+
+    def lines(self) -> list[str]:
+        prefix = f"{self.subject}: " if self.subject else ""
+        return [f"{prefix}{problem}" for problem in self.problems]
+
+
+def field_path(location: Iterable[str | int]) -> str:
+    """('spec', 'workerGroups', 0, 'name') -> 'spec.workerGroups[0].name'."""
+    path = ""
+    for part in location:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        else:
+            path += f".{part}" if path else part
+    return path
+
+
+def problems_from_validation(error: ValidationError, prefix: str = "") -> list[Problem]:
+    """pydantic's errors as field-path problems; a multi-line message becomes one problem a line."""
+    problems: list[Problem] = []
+    for item in error.errors(include_url=False):
+        location = [part for part in item["loc"] if not _is_union_tag(part)]
+        path = field_path([prefix, *location] if prefix else location)
+        message = _message(item)
+        problems.extend(Problem(path, line) for line in message.splitlines() if line.strip())
+    return problems
+
+
+def _is_union_tag(part: str | int) -> bool:
+    # pydantic names the member of a union or the validator function in the location.
+    return isinstance(part, str) and (part.startswith("function-") or part in {"str", "int", "float"})
+
+
+def _message(item: object) -> str:
+    assert isinstance(item, dict)
+    kind: str = item["type"]
+    message: str = item["msg"]
+    if kind == "value_error":
+        message = message.removeprefix("Value error, ")
+    elif kind == "extra_forbidden":
+        message = "unknown field; remove it (check the spelling against `kubectl explain`)"
+    elif kind == "missing":
+        message = "required field is missing"
+    elif kind == "string_pattern_mismatch":
+        pattern = item.get("ctx", {}).get("pattern", "")
+        message = f"{item.get('input')!r} does not match {pattern}"
+    elif kind in {"enum", "literal_error"}:
+        allowed = message.split("Input should be ")[-1]
+        message = f"{item.get('input')!r} is not one of the allowed values ({allowed})"
+    return message
