@@ -8,7 +8,7 @@ obtain a Google identity nobody gave it.
 from enum import StrEnum
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, StrictBool, StrictInt
 
 from mlworkload.api.base import ApiModel, cel, with_cel
 from mlworkload.api.meta import LabelSelector, NetworkPolicyPeer, ObjectMeta
@@ -63,7 +63,7 @@ class PolicyAccelerators(ApiModel):
     allowed: list[str] | None = Field(
         default=None, description="Accelerator types allowed. Omitted: any type the operator knows."
     )
-    max_per_workload: int | None = Field(
+    max_per_workload: StrictInt | None = Field(
         default=None, ge=0, description="Most GPUs one workload may use at its maximum scale."
     )
 
@@ -71,7 +71,7 @@ class PolicyAccelerators(ApiModel):
 class PolicyQuota(ApiModel):
     """GPU quota of all governed namespaces together."""
 
-    max_gpus: int | None = Field(
+    max_gpus: StrictInt | None = Field(
         default=None,
         ge=0,
         alias="maxGPUs",
@@ -94,7 +94,7 @@ class PolicyCapacity(ApiModel):
 class PolicyNodePools(ApiModel):
     """Node pools the operator creates for the governed namespaces."""
 
-    max_nodes_per_pool: int = Field(default=8, ge=1, le=1000, description="Autoscaling cap per pool. Default 8.")
+    max_nodes_per_pool: StrictInt = Field(default=8, ge=1, le=1000, description="Autoscaling cap per pool. Default 8.")
     location_policy: LocationPolicy = Field(
         default=LocationPolicy.ANY,
         description="GKE autoscaler location policy, ANY or BALANCED. Default ANY.",
@@ -136,8 +136,8 @@ class PolicyNetwork(ApiModel):
 class PolicyExpose(ApiModel):
     """Exposure rules."""
 
-    allow_external: bool = Field(default=False, description="Allow External endpoints. Default false.")
-    require_iap: bool = Field(
+    allow_external: StrictBool = Field(default=False, description="Allow External endpoints. Default false.")
+    require_iap: StrictBool = Field(
         default=False, alias="requireIAP", description="Every endpoint must use IAP (and defaults to it)."
     )
 
@@ -151,10 +151,10 @@ class PolicyLabels(ApiModel):
 class PolicyLifecycle(ApiModel):
     """Time limits."""
 
-    max_cluster_idle_seconds: int | None = Field(
+    max_cluster_idle_seconds: StrictInt | None = Field(
         default=None, gt=0, description="Cluster type: suspend after this long with no Ray activity."
     )
-    max_job_runtime_seconds: int | None = Field(
+    max_job_runtime_seconds: StrictInt | None = Field(
         default=None, gt=0, description="Cap and default for job.activeDeadlineSeconds."
     )
 
@@ -165,7 +165,7 @@ class MLWorkloadPolicySpec(ApiModel):
     namespace_selector: LabelSelector | None = Field(
         default=None, description="Namespaces this policy governs. Omitted or empty: every namespace."
     )
-    priority: int = Field(default=0, description="When several policies match, highest wins; ties: by name.")
+    priority: StrictInt = Field(default=0, description="When several policies match, highest wins; ties: by name.")
     gcp: PolicyGcp | None = Field(default=None, description="GKE cluster. Default: the operator's settings.")
     identity: PolicyIdentity = Field(default_factory=PolicyIdentity, description="GCP identity and buckets.")
     accelerators: PolicyAccelerators = Field(default_factory=PolicyAccelerators, description="GPU rules.")

@@ -8,7 +8,7 @@ by `mlworkload.policy`; the CRD carries no defaults, so what a user applied is w
 from enum import StrEnum
 from typing import Any, Literal, Self
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, StrictBool, StrictInt, field_validator, model_validator
 
 from mlworkload.api.base import ApiModel, cel, with_cel
 from mlworkload.api.meta import (
@@ -84,7 +84,7 @@ class KeyRef(ApiModel):
 
     name: str = Field(description="Name of the Secret or ConfigMap.", min_length=1)
     key: str = Field(description="The key whose value is used.", min_length=1)
-    optional: bool | None = Field(default=None, description="Start even when the key is missing.")
+    optional: StrictBool | None = Field(default=None, description="Start even when the key is missing.")
 
 
 class EnvVarSource(ApiModel):
@@ -179,7 +179,7 @@ class HeadSpec(ApiModel):
     resources: Resources = Field(
         default=DEFAULT_HEAD_RESOURCES, description="Head requests. Default: cpu 2, memory 8Gi."
     )
-    schedulable: bool = Field(
+    schedulable: StrictBool = Field(
         default=False,
         description="Let Ray schedule tasks on the head. Default false: rayStartParams num-cpus '0'.",
     )
@@ -213,11 +213,11 @@ class WorkerGroup(ApiModel):
     )
 
     name: DnsLabel = Field(description="Group name, unique in the workload (DNS-1123 label).")
-    replicas: int = Field(default=1, ge=0, le=1000, description="Workers at start. Default 1.")
-    min_replicas: int | None = Field(
+    replicas: StrictInt = Field(default=1, ge=0, le=1000, description="Workers at start. Default 1.")
+    min_replicas: StrictInt | None = Field(
         default=None, ge=0, le=1000, description="Fewest workers under autoscaling. Default: replicas."
     )
-    max_replicas: int | None = Field(
+    max_replicas: StrictInt | None = Field(
         default=None, ge=0, le=1000, description="Most workers under autoscaling. Default: replicas."
     )
     resources: Resources = Field(
@@ -262,8 +262,8 @@ class WorkerGroup(ApiModel):
 class AutoscalingSpec(ApiModel):
     """KubeRay's in-tree Ray autoscaler."""
 
-    enabled: bool = Field(default=False, description="Run the Ray autoscaler. Default false.")
-    idle_timeout_seconds: int = Field(
+    enabled: StrictBool = Field(default=False, description="Run the Ray autoscaler. Default false.")
+    idle_timeout_seconds: StrictInt = Field(
         default=60, ge=0, le=86400, description="Seconds an idle worker lives before removal. Default 60."
     )
 
@@ -277,18 +277,18 @@ class JobSpec(ApiModel):
         description="Ray runtime environment (working_dir, pip, env_vars, ...), as an object.",
         json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
     )
-    active_deadline_seconds: int | None = Field(
+    active_deadline_seconds: StrictInt | None = Field(
         default=None,
         gt=0,
         description="Seconds before the job is failed. Default: the policy's maxJobRuntimeSeconds.",
     )
-    backoff_limit: int = Field(
+    backoff_limit: StrictInt = Field(
         default=0,
         ge=0,
         le=100,
         description="Retries of the whole job (e.g. after spot preemption). Default 0.",
     )
-    ttl_seconds_after_finished: int = Field(
+    ttl_seconds_after_finished: StrictInt = Field(
         default=0,
         ge=0,
         description="Seconds the Ray cluster is kept after the job ends, then deleted. Default 0.",
@@ -357,12 +357,12 @@ class NetworkSpec(ApiModel):
 class Endpoint(ApiModel):
     """An HTTP endpoint exposed through a GKE Ingress."""
 
-    enabled: bool = Field(default=False, description="Create the Ingress. Default false.")
+    enabled: StrictBool = Field(default=False, description="Create the Ingress. Default false.")
     visibility: Visibility = Field(
         default=Visibility.INTERNAL,
         description="Internal (gce-internal load balancer) or External (gce). Default Internal.",
     )
-    iap: bool | None = Field(
+    iap: StrictBool | None = Field(
         default=None, description="Put Identity-Aware Proxy in front. Default: true when policy requires IAP."
     )
     host: str | None = Field(
@@ -399,7 +399,7 @@ class MLWorkloadSpec(ApiModel):
     )
 
     type: WorkloadType = Field(description="Cluster, Job or Service -> RayCluster, RayJob or RayService.")
-    suspend: bool = Field(default=False, description="Cluster/Job: delete the Ray pods, keep the object.")
+    suspend: StrictBool = Field(default=False, description="Cluster/Job: delete the Ray pods, keep the object.")
     ray: RaySpec = Field(description="Ray version, image and environment.")
     head: HeadSpec = Field(default_factory=HeadSpec, description="The Ray head pod.")
     worker_groups: list[WorkerGroup] = Field(
@@ -451,7 +451,7 @@ class Condition(ApiModel):
     reason: str = Field(description="Machine-readable PascalCase reason.")
     message: str = Field(default="", description="Human-readable detail.")
     last_transition_time: str | None = Field(default=None, description="When status last changed (RFC 3339).")
-    observed_generation: int | None = Field(default=None, description="The generation this reflects.")
+    observed_generation: StrictInt | None = Field(default=None, description="The generation this reflects.")
 
 
 class RayObjectStatus(ApiModel):
@@ -474,7 +474,7 @@ class NodePoolStatus(ApiModel):
 class GpuStatus(ApiModel):
     """GPUs the workload may use at its maximum scale."""
 
-    requested: int = Field(description="GPUs at max scale.")
+    requested: StrictInt = Field(description="GPUs at max scale.")
     accelerator: str = Field(default="", description="Accelerator types, comma-separated.")
 
 
@@ -485,7 +485,7 @@ class JobRunStatus(ApiModel):
     job_id: str = Field(default="", description="Ray job id.")
     start_time: str | None = Field(default=None, description="When the job started.")
     end_time: str | None = Field(default=None, description="When the job ended.")
-    attempts: int = Field(default=0, description="Attempts so far, retries included.")
+    attempts: StrictInt = Field(default=0, description="Attempts so far, retries included.")
     message: str = Field(default="", description="KubeRay's message.")
 
 
@@ -502,7 +502,7 @@ class Phase(StrEnum):
 class MLWorkloadStatus(ApiModel):
     """What the operator observed. Written by the operator only."""
 
-    observed_generation: int | None = Field(default=None, description="The spec generation last acted on.")
+    observed_generation: StrictInt | None = Field(default=None, description="The spec generation last acted on.")
     phase: Phase | None = Field(default=None, description="Pending, Provisioning, Running, Succeeded, ...")
     conditions: list[Condition] = Field(
         default_factory=list,

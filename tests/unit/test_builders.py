@@ -1,0 +1,492 @@
+"""Every builder branch: Ray objects, placement, identity, isolation, exposure, the GCP plan."""
+
+from typing import Any
+
+import pytest
+import yaml
+
+from mlworkload.builders import build_gcp_plan, build_objects
+from mlworkload.builders.names import kuberay_check_name
+from mlworkload.builders.nodepools import GKE_POOL_NAME_PATTERN, gke_name
+from mlworkload.problems import Refused
+from tests.support.documents import GSA, WorkloadDoc, permissive_policy, policy, resolved, workload
+
+Manifest = dict[str, Any]
+
+
+def render(doc: WorkloadDoc, with_policy: Any = None) -> list[Manifest]:
+    return build_objects(resolved(doc, with_policy if with_policy is not None else permissive_policy()))
+
+
+def only(objects: list[Manifest], kind: str, name: str | None = None) -> Manifest:
+    found = [o for o in objects if o["kind"] == kind and (name is None or o["metadata"]["name"] == name)]
+    assert len(found) == 1, [(o["kind"], o["metadata"]["name"]) for o in objects]
+    return found[0]
+
+
+def kinds(objects: list[Manifest]) -> list[tuple[str, str]]:
+    return [(o["kind"], o["metadata"]["name"]) for o in objects]
+
+
+def cluster_spec(ray_object: Manifest) -> Manifest:
+    spec: Manifest = ray_object["spec"]
+    return spec.get("rayClusterSpec") or spec.get("rayClusterConfig") or spec
+
+
+def pod_templates(ray_object: Manifest) -> list[Manifest]:
+    spec = cluster_spec(ray_object)
+    templates = [spec["headGroupSpec"]["template"], *(g["template"] for g in spec["workerGroupSpecs"])]
+    if "submitterPodTemplate" in ray_object["spec"]:
+        templates.append(ray_object["spec"]["submitterPodTemplate"])
+    return templates
+
+
+def worker_pod(objects: list[Manifest], index: int = 0) -> Manifest:
+    ray_object = next(o for o in objects if o["apiVersion"] == "ray.io/v1")
+    pod: Manifest = cluster_spec(ray_object)["workerGroupSpecs"][index]["template"]["spec"]
+    return pod
+
+
+# --- the Ray object ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("doc", "kind"),
+    [(workload(), "RayCluster"), (workload().job(), "RayJob"), (workload().service(), "RayService")],
+)
+def test_each_type_becomes_its_kuberay_kind(doc: WorkloadDoc, kind: str) -> None:
+    ray_object = only(render(doc), kind, "demo")
+    assert ray_object["apiVersion"] == "ray.io/v1"
+    assert cluster_spec(ray_object)["rayVersion"] == "2.41.0"
+
+
+def test_the_head_takes_no_tasks_unless_schedulable() -> None:
+    params = cluster_spec(only(render(workload()), "RayCluster"))["headGroupSpec"]["rayStartParams"]
+    assert params == {"dashboard-host": "0.0.0.0", "num-cpus": "0"}
+    schedulable = workload().set("spec.head.schedulable", True)
+    params = cluster_spec(only(render(schedulable), "RayCluster"))["headGroupSpec"]["rayStartParams"]
+    assert "num-cpus" not in params
+
+
+def test_workers_get_resources_gpu_limits_and_the_gpu_image() -> None:
+    objects = render(workload().gpu_group(count=2, resources={"cpu": "20", "memory": "80Gi"}))
+    container = worker_pod(objects)["containers"][0]
+    assert container["image"] == "rayproject/ray:2.41.0-py311-gpu"
+    assert container["resources"] == {
+        "requests": {"cpu": "20", "memory": "80Gi"},
+        "limits": {"memory": "80Gi", "nvidia.com/gpu": "2"},
+    }
+
+
+def test_user_env_comes_first_and_can_override_the_register_timeout() -> None:
+    objects = render(workload().group().set("spec.ray.env", [{"name": "A", "value": "1"}]))
+    assert worker_pod(objects)["containers"][0]["env"] == [
+        {"name": "A", "value": "1"},
+        {"name": "RAY_worker_register_timeout_seconds", "value": "600"},
+    ]
+    overridden = workload().group().set("spec.ray.env", [{"name": "RAY_worker_register_timeout_seconds", "value": "5"}])
+    assert worker_pod(render(overridden))["containers"][0]["env"] == [
+        {"name": "RAY_worker_register_timeout_seconds", "value": "5"}
+    ]
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_autoscaling_options_and_replica_bounds(enabled: bool) -> None:
+    doc = (
+        workload()
+        .group("cpu", replicas=2, minReplicas=1, maxReplicas=5)
+        .set("spec.autoscaling", {"enabled": enabled, "idleTimeoutSeconds": 90})
+    )
+    spec = cluster_spec(only(render(doc), "RayCluster"))
+    assert spec["enableInTreeAutoscaling"] is enabled
+    group = spec["workerGroupSpecs"][0]
+    assert (group["replicas"], group["minReplicas"], group["maxReplicas"]) == (2, 1, 5)
+    if enabled:
+        assert spec["autoscalerOptions"] == {"upscalingMode": "Default", "idleTimeoutSeconds": 90}
+    else:
+        assert "autoscalerOptions" not in spec
+    # Only the head runs the autoscaler: only it gets a Kubernetes token, and only when it runs.
+    head = spec["headGroupSpec"]["template"]["spec"]
+    assert head["automountServiceAccountToken"] is enabled
+    assert group["template"]["spec"]["automountServiceAccountToken"] is False
+
+
+def test_suspend_reaches_raycluster_and_rayjob() -> None:
+    assert only(render(workload().set("spec.suspend", True)), "RayCluster")["spec"]["suspend"] is True
+    assert only(render(workload().job().set("spec.suspend", True)), "RayJob")["spec"]["suspend"] is True
+
+
+def test_rayjob_fields() -> None:
+    doc = workload().job(
+        "python train.py",
+        runtimeEnv={"working_dir": "gs://b/code.zip", "pip": ["torch==2.5.1"]},
+        backoffLimit=2,
+        ttlSecondsAfterFinished=600,
+        activeDeadlineSeconds=3600,
+    )
+    spec = only(render(doc), "RayJob")["spec"]
+    assert spec["entrypoint"] == "python train.py"
+    assert spec["submissionMode"] == "K8sJobMode"
+    assert spec["shutdownAfterJobFinishes"] is True
+    assert (spec["ttlSecondsAfterFinished"], spec["backoffLimit"], spec["activeDeadlineSeconds"]) == (600, 2, 3600)
+    assert yaml.safe_load(spec["runtimeEnvYAML"]) == {"working_dir": "gs://b/code.zip", "pip": ["torch==2.5.1"]}
+    submitter = spec["submitterPodTemplate"]
+    assert submitter["spec"]["restartPolicy"] == "Never"
+    assert submitter["spec"]["containers"][0]["image"] == "rayproject/ray:2.41.0-py311"
+    assert "command" not in submitter["spec"]["containers"][0]  # KubeRay supplies it
+
+
+def test_rayjob_without_runtime_env_or_deadline_leaves_them_out() -> None:
+    spec = only(render(workload().job()), "RayJob")["spec"]
+    assert "runtimeEnvYAML" not in spec
+    assert "activeDeadlineSeconds" not in spec
+    assert spec["ttlSecondsAfterFinished"] == 0
+
+
+def test_rayservice_carries_the_serve_config_and_a_serve_port() -> None:
+    apps = [{"name": "llm", "import_path": "app:app", "route_prefix": "/", "args": {"n": 1}}]
+    ray_service = only(render(workload().service(apps)), "RayService")
+    assert yaml.safe_load(ray_service["spec"]["serveConfigV2"]) == {"applications": apps}
+    head = cluster_spec(ray_service)["headGroupSpec"]["template"]["spec"]["containers"][0]
+    assert {"name": "serve", "containerPort": 8000} in head["ports"]
+
+
+# --- ownership ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("doc", [workload().job().gpu_group(), workload().service().group(capacity="Spot")])
+def test_every_object_and_pod_template_carries_ownership_and_cost_labels(doc: WorkloadDoc) -> None:
+    doc.expose("dashboard").expose("serve")
+    objects = render(doc, permissive_policy().set("labels.required", ["cost-center"]))
+    expected = {"app.kubernetes.io/managed-by": "mlworkload", "mlworkload.io/workload": "demo", "cost-center": "nlp"}
+    for manifest in objects:
+        if manifest["kind"] == "ComputeClass":  # cluster-scoped and shared by workloads
+            assert manifest["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "mlworkload"
+            continue
+        assert expected.items() <= manifest["metadata"]["labels"].items(), manifest["kind"]
+        if manifest["apiVersion"] == "ray.io/v1":
+            for template in pod_templates(manifest):
+                assert expected.items() <= template["metadata"]["labels"].items()
+
+
+def test_owner_references_only_when_the_workload_has_a_uid() -> None:
+    assert all("ownerReferences" not in o["metadata"] for o in render(workload().expose("dashboard")))
+    objects = render(workload().set("metadata.uid", "uid-1").expose("dashboard"))
+    for manifest in objects:
+        assert manifest["metadata"]["ownerReferences"] == [
+            {"apiVersion": "mlworkload.io/v1alpha1", "kind": "MLWorkload", "name": "demo", "uid": "uid-1",
+             "controller": True, "blockOwnerDeletion": True}
+        ]  # fmt: skip
+
+
+# --- placement ------------------------------------------------------------------------------------
+
+GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+SPOT_TOLERATION = {"key": "cloud.google.com/gke-spot", "operator": "Equal", "value": "true", "effect": "NoSchedule"}
+NOT_SPOT = {
+    "nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+        {"matchExpressions": [{"key": "cloud.google.com/gke-spot", "operator": "NotIn", "values": ["true"]}]}]}}
+}  # fmt: skip
+
+
+def test_spot_gpu_workers_select_accelerator_and_spot_and_tolerate_both_taints() -> None:
+    pod = worker_pod(render(workload().gpu_group(capacity="Spot")))
+    assert pod["nodeSelector"] == {"cloud.google.com/gke-accelerator": "nvidia-l4", "cloud.google.com/gke-spot": "true"}
+    assert pod["tolerations"] == [GPU_TOLERATION, SPOT_TOLERATION]
+    assert "affinity" not in pod
+
+
+def test_on_demand_gpu_workers_never_land_on_spot() -> None:
+    pod = worker_pod(render(workload().gpu_group(capacity="OnDemand")))
+    assert pod["nodeSelector"] == {"cloud.google.com/gke-accelerator": "nvidia-l4"}
+    assert pod["tolerations"] == [GPU_TOLERATION]
+    assert pod["affinity"] == NOT_SPOT
+
+
+def test_fallback_gpu_workers_select_only_their_compute_class() -> None:
+    pod = worker_pod(render(workload().gpu_group(capacity="SpotWithFallback")))
+    # GKE refuses gke-spot / gke-accelerator selectors next to a ComputeClass selector.
+    assert pod["nodeSelector"] == {"cloud.google.com/compute-class": "mlw-l4x1-swf"}
+    assert pod["tolerations"] == [
+        GPU_TOLERATION,
+        SPOT_TOLERATION,
+        {"key": "cloud.google.com/compute-class", "operator": "Equal", "value": "mlw-l4x1-swf", "effect": "NoSchedule"},
+    ]
+
+
+@pytest.mark.parametrize(
+    ("capacity", "selector", "tolerations", "affinity_kind"),
+    [
+        ("Spot", {"cloud.google.com/gke-spot": "true"}, [SPOT_TOLERATION], None),
+        ("OnDemand", None, None, "requiredDuringSchedulingIgnoredDuringExecution"),
+        ("SpotWithFallback", None, [SPOT_TOLERATION], "preferredDuringSchedulingIgnoredDuringExecution"),
+    ],
+)
+def test_cpu_workers_on_general_nodes(
+    capacity: str, selector: dict[str, str] | None, tolerations: list[Any] | None, affinity_kind: str | None
+) -> None:
+    pod = worker_pod(render(workload().group("cpu", capacity=capacity)))
+    assert pod.get("nodeSelector") == selector
+    assert pod.get("tolerations") == tolerations
+    assert (next(iter(pod["affinity"]["nodeAffinity"])) if "affinity" in pod else None) == affinity_kind
+
+
+def test_a_chosen_machine_type_holds_the_pods_to_it() -> None:
+    pod = worker_pod(render(workload().group("cpu", machineType="n2-standard-8", capacity="Spot")))
+    assert pod["nodeSelector"] == {
+        "node.kubernetes.io/instance-type": "n2-standard-8",
+        "cloud.google.com/gke-spot": "true",
+    }
+
+
+def test_the_head_never_runs_on_spot() -> None:
+    head = cluster_spec(only(render(workload().gpu_group(capacity="Spot")), "RayCluster"))["headGroupSpec"]
+    assert head["template"]["spec"]["affinity"] == NOT_SPOT
+    assert "tolerations" not in head["template"]["spec"]
+
+
+# --- identity -------------------------------------------------------------------------------------
+
+
+def test_the_service_account_carries_the_gsa_and_every_pod_uses_it() -> None:
+    objects = render(workload().job().gpu_group())
+    account = only(objects, "ServiceAccount", "demo")
+    assert account["metadata"]["annotations"] == {"iam.gke.io/gcp-service-account": GSA}
+    for template in pod_templates(only(objects, "RayJob")):
+        assert template["spec"]["serviceAccountName"] == "demo"
+
+
+def test_no_gsa_means_no_annotation() -> None:
+    account = only(render(workload(), policy()), "ServiceAccount")
+    assert "annotations" not in account["metadata"]
+
+
+def test_long_names_are_cut_as_kuberay_cuts_the_head_service_account() -> None:
+    name = "a" + "b" * 51 + "c"  # 53 characters
+    assert kuberay_check_name(name) == ("b" * 49) + "c"
+    assert kuberay_check_name("x" * 47 + "-9") == "x" * 47 + "-9"
+    assert kuberay_check_name("x" * 10 + "-" + "a" * 49) == "r" + "a" * 49  # no leading punctuation
+    objects = render(workload(name))
+    assert only(objects, "ServiceAccount")["metadata"]["name"] == ("b" * 49) + "c"
+
+
+# --- network isolation ----------------------------------------------------------------------------
+
+
+def policies_by_name(objects: list[Manifest]) -> dict[str, Manifest]:
+    return {o["metadata"]["name"]: o["spec"] for o in objects if o["kind"] == "NetworkPolicy"}
+
+
+def test_strict_isolation_admits_only_the_workloads_pods_and_allow_from() -> None:
+    peer = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "gateway"}}}
+    doc = workload().job().group("a").group("b").set("spec.network.allowFrom", [peer])
+    found = policies_by_name(render(doc))
+    assert sorted(found) == ["demo-head", "demo-submitter", "demo-workers-a", "demo-workers-b"]
+    own = {"podSelector": {"matchLabels": {"app.kubernetes.io/managed-by": "mlworkload",
+                                           "mlworkload.io/workload": "demo"}}}  # fmt: skip
+    assert found["demo-workers-a"]["podSelector"]["matchLabels"]["mlworkload.io/group"] == "a"
+    assert found["demo-head"]["ingress"] == [{"from": [own, peer]}]
+    assert found["demo-submitter"]["ingress"] == []
+    for spec in found.values():
+        assert spec["policyTypes"] == ["Ingress", "Egress"]
+        assert spec["egress"][0] == {"to": [own]}
+
+
+def test_namespace_isolation_admits_the_whole_namespace() -> None:
+    found = policies_by_name(render(workload().set("spec.network.isolation", "Namespace")))
+    assert found["demo-head"]["ingress"] == [{"from": [{"podSelector": {}}]}]
+
+
+def test_isolation_none_renders_no_policy() -> None:
+    assert policies_by_name(render(workload().group().set("spec.network.isolation", "None"))) == {}
+
+
+def test_egress_reaches_dns_metadata_google_apis_and_allowed_egress() -> None:
+    rules = permissive_policy().set("network.allowedEgress", [{"ipBlock": {"cidr": "10.10.0.0/16"}}])
+    egress = policies_by_name(render(workload().group(), rules))["demo-workers-cpu"]["egress"]
+    assert {"ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]} in egress
+    assert {"to": [{"ipBlock": {"cidr": "169.254.169.254/32"}}], "ports": [{"protocol": "TCP", "port": 80}]} in egress
+    assert {"to": [{"ipBlock": {"cidr": "169.254.169.252/32"}}], "ports": [{"protocol": "TCP", "port": 988}]} in egress
+    assert {"to": [{"ipBlock": {"cidr": "199.36.153.8/30"}}, {"ipBlock": {"cidr": "199.36.153.4/30"}}],
+            "ports": [{"protocol": "TCP", "port": 443}]} in egress  # fmt: skip
+    assert {"to": [{"ipBlock": {"cidr": "10.10.0.0/16"}}]} in egress
+    assert {"ports": [{"protocol": "TCP", "port": 443}]} not in egress
+
+
+def test_only_the_autoscaling_head_reaches_the_kubernetes_api() -> None:
+    found = policies_by_name(render(workload().group().set("spec.autoscaling.enabled", True)))
+    assert {"ports": [{"protocol": "TCP", "port": 443}]} in found["demo-head"]["egress"]
+    assert {"ports": [{"protocol": "TCP", "port": 443}]} not in found["demo-workers-cpu"]["egress"]
+
+
+def test_load_balancer_ranges_reach_exactly_the_exposed_ports() -> None:
+    lb = [{"ipBlock": {"cidr": "35.191.0.0/16"}}, {"ipBlock": {"cidr": "130.211.0.0/22"}}]
+    found = policies_by_name(render(workload().service().group().expose("dashboard").expose("serve")))
+    assert found["demo-head"]["ingress"][1] == {"from": lb, "ports": [{"protocol": "TCP", "port": 8265},
+                                                                     {"protocol": "TCP", "port": 8000}]}  # fmt: skip
+    assert found["demo-workers-cpu"]["ingress"][1] == {"from": lb, "ports": [{"protocol": "TCP", "port": 8000}]}
+    cluster = policies_by_name(render(workload().group().expose("serve")))
+    assert len(cluster["demo-workers-cpu"]["ingress"]) == 1  # on a RayCluster, serve runs on the head
+
+
+# --- exposure -------------------------------------------------------------------------------------
+
+
+def test_internal_dashboard_with_iap() -> None:
+    objects = render(workload().expose("dashboard", iap=True, host="ray.internal.example.com"))
+    assert kinds(objects)[-3:] == [("Service", "demo-dashboard"), ("BackendConfig", "demo-dashboard"),
+                                   ("Ingress", "demo-dashboard")]  # fmt: skip
+    service = only(objects, "Service")
+    assert service["metadata"]["annotations"] == {
+        "cloud.google.com/neg": '{"ingress": true}',
+        "cloud.google.com/backend-config": '{"default": "demo-dashboard"}',
+    }
+    assert service["spec"]["type"] == "ClusterIP"
+    assert service["spec"]["selector"] == {"app.kubernetes.io/managed-by": "mlworkload",
+                                           "mlworkload.io/workload": "demo", "ray.io/node-type": "head"}  # fmt: skip
+    assert only(objects, "BackendConfig")["spec"] == {
+        "healthCheck": {"type": "HTTP", "requestPath": "/api/gcs_healthz", "port": 8265},
+        "iap": {"enabled": True},
+    }
+    ingress = only(objects, "Ingress")
+    assert ingress["metadata"]["annotations"] == {"kubernetes.io/ingress.class": "gce-internal"}
+    assert "ingressClassName" not in ingress["spec"]
+    assert ingress["spec"]["rules"][0]["host"] == "ray.internal.example.com"
+
+
+def test_external_serve_without_iap_or_host() -> None:
+    objects = render(workload().service().expose("serve", visibility="External", iap=False))
+    assert only(objects, "Ingress")["metadata"]["annotations"] == {"kubernetes.io/ingress.class": "gce"}
+    assert only(objects, "Ingress")["spec"] == {
+        "defaultBackend": {"service": {"name": "demo-serve", "port": {"number": 8000}}}
+    }
+    assert only(objects, "BackendConfig")["spec"] == {
+        "healthCheck": {"type": "HTTP", "requestPath": "/-/healthz", "port": 8000}
+    }
+    assert only(objects, "Service")["spec"]["selector"]["ray.io/serve"] == "true"
+
+
+def test_nothing_exposed_means_no_ingress() -> None:
+    objects = render(workload().set("spec.expose.dashboard", {"enabled": False}))
+    assert not [o for o in objects if o["kind"] in {"Ingress", "Service", "BackendConfig"}]
+
+
+# --- GKE ComputeClass and node pools --------------------------------------------------------------
+
+
+def test_fallback_groups_share_one_compute_class_per_shape() -> None:
+    doc = workload().gpu_group("a", capacity="SpotWithFallback").gpu_group("b", capacity="SpotWithFallback")
+    compute_class = only(render(doc), "ComputeClass")
+    assert compute_class["metadata"] == {"name": "mlw-l4x1-swf", "labels": {
+        "app.kubernetes.io/managed-by": "mlworkload", "mlworkload.io/pool-shape": "mlw-l4x1-swf"}}  # fmt: skip
+    assert compute_class["spec"] == {
+        "priorities": [{"nodepools": ["mlw-l4x1-swf-spot"]}, {"nodepools": ["mlw-l4x1-swf-ondemand"]}],
+        "nodePoolAutoCreation": {"enabled": False},
+        "whenUnsatisfiable": "DoNotScaleUp",
+    }
+
+
+def test_no_compute_class_without_fallback_pools() -> None:
+    doc = workload().gpu_group(capacity="Spot").group("cpu", capacity="SpotWithFallback")
+    assert not [o for o in render(doc) if o["kind"] == "ComputeClass"]
+
+
+def plan_of(doc: WorkloadDoc, with_policy: Any = None) -> Any:
+    return build_gcp_plan(resolved(doc, with_policy if with_policy is not None else permissive_policy())).to_dict()
+
+
+def test_node_pools_match_the_api_md_plan_shape() -> None:
+    rules = permissive_policy().set("gcp.nodeLocations", ["us-central1-a"]).set("nodePools.maxNodesPerPool", 8)
+    plan = plan_of(workload("llm-serve").gpu_group(capacity="Spot"), rules)
+    assert plan["nodePools"] == [
+        {
+            "name": "mlw-l4x1-spot", "project": "my-proj", "location": "us-central1", "cluster": "ml-cluster",
+            "machineType": "g2-standard-8", "accelerator": {"type": "nvidia-l4", "count": 1}, "spot": True,
+            "minNodes": 0, "maxNodes": 8, "locations": ["us-central1-a"], "locationPolicy": "ANY",
+            "labels": {"managed-by": "mlworkload", "mlworkload-shape": "mlw-l4x1"}, "nodeLabels": {},
+            "taints": [{"key": "nvidia.com/gpu", "value": "present", "effect": "NO_SCHEDULE"},
+                       {"key": "cloud.google.com/gke-spot", "value": "true", "effect": "NO_SCHEDULE"}],
+        }
+    ]  # fmt: skip
+
+
+def test_fallback_shapes_get_a_spot_and_an_on_demand_pool_with_the_class_label_and_taint() -> None:
+    pools = plan_of(workload().gpu_group(accelerator="nvidia-tesla-a100", count=4, capacity="SpotWithFallback"))[
+        "nodePools"
+    ]
+    assert [(p["name"], p["spot"], p["machineType"]) for p in pools] == [
+        ("mlw-a100x4-swf-ondemand", False, "a2-highgpu-4g"),
+        ("mlw-a100x4-swf-spot", True, "a2-highgpu-4g"),
+    ]
+    for pool in pools:
+        assert pool["nodeLabels"] == {"cloud.google.com/compute-class": "mlw-a100x4-swf"}
+        assert {"key": "cloud.google.com/compute-class", "value": "mlw-a100x4-swf", "effect": "NO_SCHEDULE"} in pool[
+            "taints"
+        ]
+
+
+def test_pools_are_shared_by_shape_and_named_by_it() -> None:
+    doc = (
+        workload()
+        .gpu_group("a", capacity="Spot")
+        .gpu_group("b", capacity="Spot", replicas=3)  # same shape: same pool
+        .gpu_group("c", capacity="OnDemand")
+        .gpu_group("d", capacity="Spot", machineType="g2-standard-16")
+        .group("e", machineType="n2-standard-8", capacity="Spot")
+        .group("f")  # general nodes: no pool
+    )
+    names = [pool["name"] for pool in plan_of(doc)["nodePools"]]
+    assert names == ["mlw-l4x1-g2-standard-16-spot", "mlw-l4x1-ondemand", "mlw-l4x1-spot", "mlw-n2-standard-8-spot"]
+    cpu_pool = plan_of(workload().group("e", machineType="n2-standard-8", capacity="Spot"))["nodePools"][0]
+    assert cpu_pool["accelerator"] is None if "accelerator" in cpu_pool else True
+    assert cpu_pool["taints"] == [{"key": "cloud.google.com/gke-spot", "value": "true", "effect": "NO_SCHEDULE"}]
+
+
+@pytest.mark.parametrize(
+    "body", ["l4x1-spot", "h100-mega-80gbx8-a3-megagpu-8g-swf-ondemand", "x" * 80, "Upper_Case.and.dots"]
+)
+def test_pool_names_fit_gkes_rule(body: str) -> None:
+    name = gke_name(body)
+    assert GKE_POOL_NAME_PATTERN.match(name), name
+    assert name.startswith("mlw-")
+
+
+def test_long_pool_names_stay_distinct() -> None:
+    assert gke_name("a" * 60 + "-spot") != gke_name("a" * 60 + "-ondemand")
+
+
+def test_iam_bindings_for_workload_identity_and_buckets() -> None:
+    doc = workload("llm-serve").set("spec.storage", {"bucket": "gs://team-nlp-ckpt", "access": "ReadWrite"})
+    assert plan_of(doc)["iamBindings"] == [
+        {"resource": "projects/my-proj/serviceAccounts/ray-nlp@my-proj.iam.gserviceaccount.com",
+         "role": "roles/iam.workloadIdentityUser", "member": "serviceAccount:my-proj.svc.id.goog[team-nlp/llm-serve]"},
+        {"resource": "projects/_/buckets/team-nlp-ckpt", "role": "roles/storage.objectUser",
+         "member": "serviceAccount:ray-nlp@my-proj.iam.gserviceaccount.com"},
+    ]  # fmt: skip
+    read_only = doc.set("spec.storage.access", "ReadOnly")
+    assert plan_of(read_only)["iamBindings"][1]["role"] == "roles/storage.objectViewer"
+
+
+def test_direct_workload_identity_principal_without_a_gsa() -> None:
+    rules = policy().set("identity.allowedBuckets", ["gs://*"]).set("gcp.projectNumber", "123456789012")
+    plan = plan_of(workload().set("spec.storage.bucket", "gs://data"), rules)
+    assert plan["iamBindings"] == [
+        {"resource": "projects/_/buckets/data", "role": "roles/storage.objectViewer",
+         "member": "principal://iam.googleapis.com/projects/123456789012/locations/global/workloadIdentityPools/"
+                   "my-proj.svc.id.goog/subject/ns/team-nlp/sa/demo"}
+    ]  # fmt: skip
+
+
+def test_a_gsa_from_another_domain_uses_the_wildcard_project() -> None:
+    gsa = "123-compute@developer.gserviceaccount.com"
+    rules = permissive_policy().set("identity.gcpServiceAccount", gsa)
+    assert plan_of(workload(), rules)["iamBindings"][0]["resource"] == f"projects/-/serviceAccounts/{gsa}"
+
+
+def test_no_gcp_changes_for_a_cpu_workload_without_identity() -> None:
+    assert plan_of(workload().group(), policy().set("gcp", None)) == {"nodePools": [], "iamBindings": []}
+
+
+def test_the_plan_is_refused_when_gcp_is_needed_but_unknown() -> None:
+    with pytest.raises(Refused, match="no GKE cluster is known"):
+        build_gcp_plan(resolved(workload().gpu_group(), policy().set("gcp", None)))

@@ -1,0 +1,338 @@
+"""Policy selection, defaults and every check: table-driven, refusals included."""
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from mlworkload.api.policy import PolicyGcp
+from mlworkload.api.workload import Capacity, Isolation, Visibility
+from mlworkload.policy import BUILTIN_POLICY_NAME, admit, gpus_in_use, select_policy
+from tests.support.documents import GSA, PolicyDoc, WorkloadDoc, permissive_policy, policy, workload
+
+# --- selection ----------------------------------------------------------------------------------
+
+
+def named(name: str, priority: int = 0, selector: dict[str, Any] | None = None) -> PolicyDoc:
+    doc = policy(name).set("priority", priority)
+    return doc.set("namespaceSelector", selector) if selector is not None else doc
+
+
+@pytest.mark.parametrize(
+    ("policies", "labels", "chosen"),
+    [
+        ([], {"team": "nlp"}, None),
+        ([named("a", selector={"matchLabels": {"team": "cv"}})], {"team": "nlp"}, None),
+        ([named("a", selector={"matchLabels": {"team": "nlp"}})], {"team": "nlp"}, "a"),
+        ([named("everything")], {"team": "nlp"}, "everything"),  # no selector: every namespace
+        ([named("empty", selector={})], {}, "empty"),
+        ([named("low", 1), named("high", 5)], {}, "high"),
+        ([named("b", 5), named("a", 5), named("c", 5)], {}, "a"),  # ties: alphabetical
+        ([named("prod", 9, {"matchExpressions": [{"key": "env", "operator": "In", "values": ["prod"]}]}),
+          named("base")], {"env": "dev"}, "base"),
+        ([named("prod", 9, {"matchExpressions": [{"key": "env", "operator": "In", "values": ["prod"]}]}),
+          named("base")], {"env": "prod"}, "prod"),
+        ([named("x", 1, {"matchExpressions": [{"key": "tier", "operator": "NotIn", "values": ["free"]}]})],
+         {}, "x"),
+        ([named("x", 1, {"matchExpressions": [{"key": "tier", "operator": "Exists"}]})], {}, None),
+        ([named("x", 1, {"matchExpressions": [{"key": "tier", "operator": "DoesNotExist"}]})], {}, "x"),
+        ([named("sel", 1, {"matchLabels": {"team": "nlp"}}), named("other", 0)], None, "sel"),  # offline
+    ],
+)  # fmt: skip
+def test_the_governing_policy_is_selected_by_labels_priority_then_name(
+    policies: list[PolicyDoc], labels: dict[str, str] | None, chosen: str | None
+) -> None:
+    selected = select_policy([doc.obj() for doc in policies], labels)
+    assert (selected.name if selected else None) == chosen
+
+
+# --- defaults -----------------------------------------------------------------------------------
+
+
+def test_without_a_policy_the_documented_safe_defaults_apply() -> None:
+    verdict = admit(workload().gpu_group().expose("dashboard").obj(), [], {"team": "nlp"})
+    assert verdict.allowed
+    resolved = verdict.resolved
+    assert resolved.policy_name == BUILTIN_POLICY_NAME
+    assert resolved.isolation is Isolation.STRICT
+    assert resolved.groups[0].capacity is Capacity.SPOT_WITH_FALLBACK  # spot Preferred
+    assert resolved.gcp_service_account is None
+    assert resolved.dashboard is not None and resolved.dashboard.visibility is Visibility.INTERNAL
+    assert resolved.gcp is None
+
+
+def test_no_policy_means_no_external_exposure_no_identity_and_no_buckets() -> None:
+    doc = (
+        workload()
+        .expose("serve", visibility="External")
+        .set("spec.identity.gcpServiceAccount", GSA)
+        .set("spec.storage.bucket", "gs://anything")
+    )
+    verdict = admit(doc.obj(), [], None)
+    paths = [problem.path for problem in verdict.problems]
+    assert paths == ["spec.identity.gcpServiceAccount", "spec.storage.bucket", "spec.expose.serve.visibility"]
+
+
+@pytest.mark.parametrize(
+    ("spot", "capacity"),
+    [("Required", Capacity.SPOT), ("Preferred", Capacity.SPOT_WITH_FALLBACK), ("Forbidden", Capacity.ON_DEMAND)],
+)
+def test_capacity_defaults_to_what_the_spot_rule_allows(spot: str, capacity: Capacity) -> None:
+    verdict = admit(workload().gpu_group().obj(), [policy().set("capacity.spot", spot).obj()], None)
+    assert verdict.allowed
+    assert verdict.resolved.groups[0].capacity is capacity
+
+
+def test_policy_defaults_fill_identity_isolation_iap_deadline_and_gcp() -> None:
+    rules = (
+        permissive_policy()
+        .set("network.defaultIsolation", "Namespace")
+        .set("expose.requireIAP", True)
+        .set("lifecycle.maxJobRuntimeSeconds", 3600)
+    )
+    resolved = admit(workload().job().expose("dashboard").obj(), [rules.obj()], None).resolved
+    assert resolved.gcp_service_account == GSA
+    assert resolved.isolation is Isolation.NAMESPACE
+    assert resolved.dashboard is not None and resolved.dashboard.iap is True
+    assert resolved.active_deadline_seconds == 3600
+    assert resolved.gcp == PolicyGcp(project="my-proj", location="us-central1", cluster="ml-cluster")
+
+
+def test_the_operators_gcp_setting_applies_when_the_policy_names_no_cluster() -> None:
+    fallback = PolicyGcp(project="ops-proj", location="europe-west4", cluster="ops")
+    verdict = admit(workload().obj(), [policy().set("gcp", None).obj()], None, gcp=fallback)
+    assert verdict.resolved.gcp == fallback
+
+
+def test_default_image_follows_version_and_gpu() -> None:
+    assert admit(workload().obj(), [], None).resolved.image == "rayproject/ray:2.41.0-py311"
+    assert admit(workload().gpu_group().obj(), [], None).resolved.image == "rayproject/ray:2.41.0-py311-gpu"
+
+
+def test_the_machine_type_is_derived_from_the_accelerator() -> None:
+    resolved = admit(workload().gpu_group(accelerator="nvidia-h100-80gb", count=8).obj(), [], None).resolved
+    assert resolved.groups[0].machine_type == "a3-highgpu-8g"
+
+
+# --- checks: one row per rule, refusals and admissions ---------------------------------------------
+
+
+@dataclass
+class Case:
+    workload: WorkloadDoc
+    policy: PolicyDoc | None = field(default_factory=permissive_policy)
+    refused: list[str] = field(default_factory=list)  # "path: message fragment"
+
+
+def l4(**fields: Any) -> WorkloadDoc:
+    return workload().gpu_group("gpu", **fields)
+
+
+CASES = {
+    "accelerator allowed": Case(l4(), permissive_policy().set("accelerators.allowed", ["nvidia-l4"])),
+    "accelerator not allowed": Case(
+        workload().gpu_group(accelerator="nvidia-h100-80gb", count=8),
+        permissive_policy().set("accelerators.allowed", ["nvidia-l4", "nvidia-tesla-a100"]),
+        ["spec.workerGroups[0].accelerator.type: 'nvidia-h100-80gb' is not allowed by policy permissive;"
+         " allowed: nvidia-l4, nvidia-tesla-a100"],
+    ),
+    "unknown accelerator without machine type": Case(
+        workload().gpu_group(accelerator="nvidia-b200", count=8),
+        refused=["spec.workerGroups[0].accelerator.type: unknown accelerator 'nvidia-b200'; known:"],
+    ),
+    "unknown accelerator with machine type": Case(
+        workload().gpu_group(accelerator="nvidia-b200", count=8, machineType="a4-highgpu-8g")
+    ),
+    "count the machine family does not offer": Case(
+        workload().gpu_group(accelerator="nvidia-h200-141gb", count=4),
+        refused=["spec.workerGroups[0].accelerator: nvidia-h200-141gb comes in 8 GPUs per node on GKE, not 4"],
+    ),
+    "machine type that cannot carry the GPUs": Case(
+        l4(machineType="a2-highgpu-1g"),
+        refused=["spec.workerGroups[0].machineType: 'a2-highgpu-1g' cannot carry 1 x nvidia-l4; machine types"
+                 " that can: g2-standard-8, g2-standard-4"],
+    ),
+    "t4 on n1 within the vCPU limit": Case(workload().gpu_group(accelerator="nvidia-tesla-t4",
+                                                                machineType="n1-standard-16")),
+    "t4 on a machine too large": Case(
+        workload().gpu_group(accelerator="nvidia-tesla-t4", machineType="n1-standard-96"),
+        refused=["spec.workerGroups[0].machineType: 'n1-standard-96' cannot carry 1 x nvidia-tesla-t4"],
+    ),
+    "gpus per workload at max scale": Case(
+        l4(replicas=1, maxReplicas=8),
+        permissive_policy().set("accelerators.maxPerWorkload", 4),
+        ["spec.workerGroups: the workload needs 8 GPUs at max scale"],
+    ),
+    "gpus within per-workload cap": Case(l4(maxReplicas=4), permissive_policy().set("accelerators.maxPerWorkload", 4)),
+    "pod larger than its node": Case(
+        l4(resources={"cpu": "8", "memory": "32Gi"}),
+        refused=["spec.workerGroups[0].resources.cpu: 8 does not fit a g2-standard-8 node (7.91 CPUs allocatable)",
+                 "spec.workerGroups[0].resources.memory: 32Gi does not fit a g2-standard-8 node (28.3Gi"],
+    ),
+    "pod that fits a larger chosen machine": Case(l4(resources={"cpu": "8", "memory": "32Gi"},
+                                                     machineType="g2-standard-16")),
+    "ray version allowed": Case(workload(), permissive_policy().set("ray.allowedVersions", ["2.41.*"])),
+    "ray version not allowed": Case(
+        workload(),
+        permissive_policy().set("ray.allowedVersions", ["2.40.*", "2.39.*"]),
+        ["spec.ray.version: '2.41.0' is not allowed by policy permissive; allowed: 2.40.*, 2.39.*"],
+    ),
+    "image repository not allowed": Case(
+        workload().set("spec.ray.image", "docker.io/evil/ray:2.41.0"),
+        permissive_policy().set("ray.imageRepositories", ["us-docker.pkg.dev/my-proj/ray/"]),
+        ["spec.ray.image: 'docker.io/evil/ray:2.41.0' is not from a repository policy permissive allows:"],
+    ),
+    "default image not allowed names the fix": Case(
+        workload(),
+        permissive_policy().set("ray.imageRepositories", ["us-docker.pkg.dev/my-proj/ray/"]),
+        ["spec.ray.image: 'rayproject/ray:2.41.0-py311' (the default image); set spec.ray.image to one"],
+    ),
+    "the policy's GSA by name": Case(workload().set("spec.identity.gcpServiceAccount", GSA)),
+    "another team's GSA": Case(
+        workload().set("spec.identity.gcpServiceAccount", "ray-cv@my-proj.iam.gserviceaccount.com"),
+        refused=["spec.identity.gcpServiceAccount: 'ray-cv@my-proj.iam.gserviceaccount.com' is not granted to this"
+                 " namespace by policy permissive; allowed: only " + GSA],
+    ),
+    "any GSA when the policy grants none": Case(
+        workload().set("spec.identity.gcpServiceAccount", GSA),
+        policy(),
+        ["spec.identity.gcpServiceAccount: '" + GSA + "' is not granted to this namespace by policy team-nlp;"
+         " allowed: none"],
+    ),
+    "bucket allowed by pattern": Case(
+        workload().set("spec.storage.bucket", "gs://team-nlp-ckpt"),
+        permissive_policy().set("identity.allowedBuckets", ["gs://team-nlp-*"]),
+    ),
+    "bucket of another team": Case(
+        workload().set("spec.storage.bucket", "gs://team-cv-ckpt"),
+        permissive_policy().set("identity.allowedBuckets", ["gs://team-nlp-*"]),
+        ["spec.storage.bucket: 'gs://team-cv-ckpt' is not allowed by policy permissive; allowed: gs://team-nlp-*"],
+    ),
+    "bucket without any identity": Case(
+        workload().set("spec.storage.bucket", "gs://team-nlp-ckpt"),
+        policy().set("identity.allowedBuckets", ["gs://team-nlp-*"]),
+        ["spec.storage: bucket access needs a GCP identity"],
+    ),
+    "bucket through a direct principal": Case(
+        workload().set("spec.storage.bucket", "gs://team-nlp-ckpt"),
+        policy().set("identity.allowedBuckets", ["gs://team-nlp-*"]).set("gcp.projectNumber", "123456789012"),
+    ),
+    "external exposure not allowed": Case(
+        workload().expose("serve", visibility="External"),
+        policy(),
+        ["spec.expose.serve.visibility: External is not allowed by policy team-nlp; use Internal"],
+    ),
+    "IAP required but switched off": Case(
+        workload().expose("dashboard", iap=False),
+        permissive_policy().set("expose.requireIAP", True),
+        ["spec.expose.dashboard.iap: false is not allowed: policy permissive requires IAP"],
+    ),
+    "IAP required and defaulted": Case(workload().expose("dashboard"), permissive_policy().set("expose.requireIAP", True)),
+    "disabled endpoint is not checked": Case(workload().set("spec.expose.serve", {"enabled": False,
+                                                                                 "visibility": "External"}), policy()),
+    "required label missing": Case(
+        workload().set("metadata.labels", {"team": "nlp"}),
+        permissive_policy().set("labels.required", ["cost-center", "team"]),
+        ["metadata.labels[cost-center]: required by policy permissive (a cost label); set it"],
+    ),
+    "required label empty": Case(
+        workload().set("metadata.labels", {"cost-center": ""}),
+        permissive_policy().set("labels.required", ["cost-center"]),
+        ["metadata.labels[cost-center]: required by policy permissive"],
+    ),
+    "spot required, on-demand asked": Case(
+        l4(capacity="OnDemand"),
+        permissive_policy().set("capacity.spot", "Required"),
+        ["spec.workerGroups[0].capacity: OnDemand is not allowed: spot is Required under policy permissive;"
+         " allowed: Spot"],
+    ),
+    "spot required, fallback asked": Case(
+        l4(capacity="SpotWithFallback"), permissive_policy().set("capacity.spot", "Required"),
+        ["spec.workerGroups[0].capacity: SpotWithFallback is not allowed"],
+    ),
+    "spot forbidden, spot asked": Case(
+        workload().group("cpu", capacity="Spot"), permissive_policy().set("capacity.spot", "Forbidden"),
+        ["spec.workerGroups[0].capacity: Spot is not allowed: spot is Forbidden under policy permissive;"
+         " allowed: OnDemand"],
+    ),
+    "job deadline within the maximum": Case(
+        workload().job(activeDeadlineSeconds=600), permissive_policy().set("lifecycle.maxJobRuntimeSeconds", 3600)
+    ),
+    "job deadline above the maximum": Case(
+        workload().job(activeDeadlineSeconds=7200), permissive_policy().set("lifecycle.maxJobRuntimeSeconds", 3600),
+        ["spec.job.activeDeadlineSeconds: 7200 exceeds the 3600 seconds policy permissive allows"],
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", CASES.values(), ids=CASES.keys())
+def test_policy_checks(case: Case) -> None:
+    policies = [case.policy.obj()] if case.policy is not None else []
+    verdict = admit(case.workload.obj(), policies, None)
+    lines = [str(problem) for problem in verdict.problems]
+    assert len(lines) == len(case.refused), lines
+    for expected, line in zip(case.refused, lines, strict=True):
+        assert line.startswith(expected), (expected, line)
+
+
+def test_every_problem_names_a_field_of_the_workload() -> None:
+    doc = (
+        workload()
+        .set("metadata.labels", {})
+        .gpu_group("a", accelerator="nvidia-h100-80gb", count=8, capacity="OnDemand")
+        .expose("serve", visibility="External", iap=False)
+        .set("spec.storage.bucket", "gs://other")
+    )
+    rules = (
+        policy()
+        .set("labels.required", ["cost-center"])
+        .set("accelerators", {"allowed": ["nvidia-l4"], "maxPerWorkload": 4})
+        .set("capacity.spot", "Required")
+        .set("expose.requireIAP", True)
+    )
+    verdict = admit(doc.obj(), [rules.obj()], None)
+    assert [problem.path for problem in verdict.problems] == [
+        "metadata.labels[cost-center]",
+        "spec.workerGroups[0].accelerator.type",
+        "spec.workerGroups",
+        "spec.workerGroups[0].capacity",
+        "spec.storage.bucket",
+        "spec.storage",
+        "spec.expose.serve.visibility",
+        "spec.expose.serve.iap",
+    ]
+
+
+# --- the cross-object quota rule -------------------------------------------------------------------
+
+
+def test_quota_counts_gpus_at_max_scale_across_governed_namespaces() -> None:
+    rules = permissive_policy().set("quota.maxGPUs", 16).set("namespaceSelector", {"matchLabels": {"team": "nlp"}})
+    others = [
+        workload("a", "nlp-1").gpu_group(count=4, maxReplicas=2).obj(),  # 8
+        workload("b", "nlp-2").gpu_group(count=2, replicas=0, maxReplicas=2).obj(),  # 4
+        workload("c", "cv").gpu_group(count=8, maxReplicas=8).obj(),  # not governed
+    ]
+    labels = {"nlp-1": {"team": "nlp"}, "nlp-2": {"team": "nlp"}, "cv": {"team": "cv"}}
+    new = workload("d", "nlp-1").gpu_group(count=4, maxReplicas=2).obj()  # 8: 12 + 8 > 16
+    used = gpus_in_use([*others, new], rules.obj(), labels, excluding=new)
+    assert used == 12
+    verdict = admit(new, [rules.obj()], labels["nlp-1"], gpus_of_others=used)
+    assert [str(problem) for problem in verdict.problems] == [
+        "spec.workerGroups: the workload needs 8 GPUs at max scale and the namespaces governed by policy permissive"
+        " already use 12 of their quota of 16 (quota.maxGPUs)"
+    ]
+    fits = workload("d", "nlp-1").gpu_group(count=4).obj()  # 4: 12 + 4 = 16
+    assert admit(fits, [rules.obj()], labels["nlp-1"], gpus_of_others=used).allowed
+
+
+def test_an_update_does_not_count_the_workload_against_itself() -> None:
+    rules = permissive_policy().set("quota.maxGPUs", 8)
+    current = workload("a").gpu_group(count=8).obj()
+    assert gpus_in_use([current], rules.obj(), None, excluding=current) == 0
+    assert admit(current, [rules.obj()], None, gpus_of_others=0).allowed
+
+
+def test_cpu_only_workloads_never_hit_the_gpu_quota() -> None:
+    rules = permissive_policy().set("quota.maxGPUs", 0)
+    assert admit(workload().group("cpu").obj(), [rules.obj()], None, gpus_of_others=100).allowed
