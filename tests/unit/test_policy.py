@@ -57,7 +57,8 @@ def test_without_a_policy_the_documented_safe_defaults_apply() -> None:
     assert resolved.isolation is Isolation.STRICT
     assert resolved.groups[0].capacity is Capacity.SPOT_WITH_FALLBACK  # spot Preferred
     assert resolved.gcp_service_account is None
-    assert resolved.dashboard is not None and resolved.dashboard.visibility is Visibility.INTERNAL
+    assert resolved.dashboard is not None
+    assert resolved.dashboard.visibility is Visibility.INTERNAL
     assert resolved.gcp is None
 
 
@@ -93,7 +94,8 @@ def test_policy_defaults_fill_identity_isolation_iap_deadline_and_gcp() -> None:
     resolved = admit(workload().job().expose("dashboard").obj(), [rules.obj()], None).resolved
     assert resolved.gcp_service_account == GSA
     assert resolved.isolation is Isolation.NAMESPACE
-    assert resolved.dashboard is not None and resolved.dashboard.iap is True
+    assert resolved.dashboard is not None
+    assert resolved.dashboard.iap is True
     assert resolved.active_deadline_seconds == 3600
     assert resolved.gcp == PolicyGcp(project="my-proj", location="us-central1", cluster="ml-cluster")
 
@@ -227,7 +229,9 @@ CASES = {
         permissive_policy().set("expose.requireIAP", True),
         ["spec.expose.dashboard.iap: false is not allowed: policy permissive requires IAP"],
     ),
-    "IAP required and defaulted": Case(workload().expose("dashboard"), permissive_policy().set("expose.requireIAP", True)),
+    "IAP required and defaulted": Case(
+        workload().expose("dashboard"), permissive_policy().set("expose.requireIAP", True)
+    ),
     "disabled endpoint is not checked": Case(workload().set("spec.expose.serve", {"enabled": False,
                                                                                  "visibility": "External"}), policy()),
     "required label missing": Case(

@@ -1,0 +1,101 @@
+"""The generated CRDs: in sync with the models, structural, and carrying the API's rules."""
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mlworkload.api.crd import build_crds, crd_files
+
+CRDS_DIR = Path(__file__).resolve().parents[2] / "crds"
+
+
+def walk(schema: dict[str, Any], path: str = "") -> list[tuple[str, dict[str, Any]]]:
+    nodes = [(path, schema)]
+    for name, sub in schema.get("properties", {}).items():
+        nodes += walk(sub, f"{path}.{name}")
+    if isinstance(schema.get("items"), dict):
+        nodes += walk(schema["items"], f"{path}[]")
+    if isinstance(schema.get("additionalProperties"), dict):
+        nodes += walk(schema["additionalProperties"], f"{path}{{}}")
+    return nodes
+
+
+def schemas() -> dict[str, dict[str, Any]]:
+    return {
+        crd["spec"]["names"]["kind"]: crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"] for crd in build_crds()
+    }
+
+
+def test_crd_files_match_the_models() -> None:
+    expected = crd_files()
+    actual = {path.name: path.read_text() for path in CRDS_DIR.glob("*.yaml")}
+    assert actual == expected, "crds/ drifted from the models: run `mlworkload crds --output-dir crds`"
+
+
+@pytest.mark.parametrize("kind", ["MLWorkload", "MLWorkloadPolicy"])
+def test_schemas_are_structural(kind: str) -> None:
+    for path, node in walk(schemas()[kind]):
+        assert not {"$ref", "$defs", "title", "default"} & node.keys(), path
+        if node.get("x-kubernetes-int-or-string"):
+            assert node["anyOf"] == [{"type": "integer"}, {"type": "string"}], path
+            assert "type" not in node, path
+        else:
+            assert "anyOf" not in node, path
+            assert node.get("type") in {"object", "array", "string", "integer", "boolean", "number"}, path
+        if node.get("type") == "object" and not node.get("x-kubernetes-preserve-unknown-fields"):
+            has_fields = "properties" in node or "additionalProperties" in node
+            assert has_fields or path == ".metadata", path
+        assert node.get("additionalProperties") is not False, path
+
+
+def needs_description(path: str, node: dict[str, Any]) -> bool:
+    """Objects and fields do; scalar list items and map values are described by their field."""
+    if path in {"", ".metadata"}:
+        return False
+    return "properties" in node or not path.endswith(("[]", "{}"))
+
+
+@pytest.mark.parametrize("kind", ["MLWorkload", "MLWorkloadPolicy"])
+def test_every_field_is_described_for_kubectl_explain(kind: str) -> None:
+    undocumented = [
+        path for path, node in walk(schemas()[kind]) if needs_description(path, node) and not node.get("description")
+    ]
+    assert undocumented == []
+
+
+def test_names_scope_columns_and_status() -> None:
+    workload, policy = build_crds()
+    assert workload["spec"]["names"]["shortNames"] == ["mlw"]
+    assert policy["spec"]["names"]["shortNames"] == ["mlwp"]
+    assert (workload["spec"]["scope"], policy["spec"]["scope"]) == ("Namespaced", "Cluster")
+    version = workload["spec"]["versions"][0]
+    assert version["subresources"] == {"status": {}}
+    assert [c["name"] for c in version["additionalPrinterColumns"]] == ["Type", "Phase", "Ready", "GPUs", "Age"]
+    assert version["additionalPrinterColumns"][2]["jsonPath"] == '.status.conditions[?(@.type=="Ready")].status'
+
+
+def rules_at(schema: dict[str, Any], path: str) -> list[str]:
+    node = dict(walk(schema))[path]
+    return [rule["rule"] for rule in node.get("x-kubernetes-validations", [])]
+
+
+def test_the_api_rules_are_cel_in_the_crd() -> None:
+    schema = schemas()["MLWorkload"]
+    assert len(rules_at(schema, "")) == 2  # name pattern and length per type
+    spec_rules = rules_at(schema, ".spec")
+    assert "self.type == 'Job' ? has(self.job) : !has(self.job)" in spec_rules
+    assert "self.type == 'Service' ? has(self.serve) : !has(self.serve)" in spec_rules
+    assert len(rules_at(schema, ".spec.workerGroups[]")) == 2  # minReplicas <= replicas <= maxReplicas
+    assert len(rules_at(schema, ".spec.ray")) == 1  # image tag agrees with the version
+    groups = dict(walk(schema))[".spec.workerGroups"]
+    assert (groups["x-kubernetes-list-type"], groups["x-kubernetes-list-map-keys"]) == ("map", ["name"])
+    count = dict(walk(schema))[".spec.workerGroups[].accelerator.count"]
+    assert count["enum"] == [1, 2, 4, 8, 16]
+
+
+def test_free_form_sections_keep_unknown_fields() -> None:
+    nodes = dict(walk(schemas()["MLWorkload"]))
+    assert nodes[".spec.serve.config"]["x-kubernetes-preserve-unknown-fields"] is True
+    assert nodes[".spec.job.runtimeEnv"]["x-kubernetes-preserve-unknown-fields"] is True
+    assert nodes[".spec.workerGroups[].resources.memory"]["x-kubernetes-int-or-string"] is True
