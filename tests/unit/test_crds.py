@@ -6,6 +6,9 @@ from typing import Any
 import pytest
 
 from mlworkload.api.crd import build_crds, crd_files
+from mlworkload.problems import Refused
+from tests.support.documents import WorkloadDoc, workload
+from tests.support.schemas import validate_object
 
 CRDS_DIR = Path(__file__).resolve().parents[2] / "crds"
 
@@ -99,3 +102,43 @@ def test_free_form_sections_keep_unknown_fields() -> None:
     assert nodes[".spec.serve.config"]["x-kubernetes-preserve-unknown-fields"] is True
     assert nodes[".spec.job.runtimeEnv"]["x-kubernetes-preserve-unknown-fields"] is True
     assert nodes[".spec.workerGroups[].resources.memory"]["x-kubernetes-int-or-string"] is True
+
+
+# The CRD's schema and CEL rules, evaluated as the API server would, agree with the models: what the
+# cluster refuses even while the webhook is down is what `mlworkload validate` refuses.
+CEL_CASES = {
+    "valid cluster": (workload().gpu_group(replicas=2, minReplicas=1, maxReplicas=4), True),
+    "valid job": (workload().job(), True),
+    "valid service": (workload().service(), True),
+    "job section on a cluster": (workload().set("spec.job", {"entrypoint": "x"}), False),
+    "job without its section": (workload(type_="Job"), False),
+    "service without serve": (workload(type_="Service"), False),
+    "suspended service": (workload().service().set("spec.suspend", True), False),
+    "minReplicas above replicas": (workload().group(replicas=1, minReplicas=2), False),
+    "replicas above maxReplicas": (workload().group(replicas=3, maxReplicas=2), False),
+    "defaulted replicas above maxReplicas": (workload().group(maxReplicas=0), False),
+    "bad accelerator count": (workload().gpu_group(count=3), False),
+    "image tag without the version": (workload().set("spec.ray.image", "rayproject/ray:2.40.0-gpu"), False),
+    "image tag with the version": (workload().set("spec.ray.image", "rayproject/ray:2.41.0-py311-gpu"), True),
+    "name too long for a job": (workload("j" * 48).job(), False),
+    "name fine for a cluster": (workload("c" * 53), True),
+    "name not DNS-1035": (workload("9lives"), False),
+    "duplicate group names": (workload().group("a").group("a"), False),
+    "unknown field": (workload().set("spec.colour", "blue"), False),
+    "env with value and valueFrom": (
+        workload().set("spec.ray.env", [{"name": "A", "value": "1", "valueFrom": {"secretKeyRef": {"name": "s",
+                                                                                                   "key": "k"}}}]),
+        False,
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(("doc", "valid"), CEL_CASES.values(), ids=CEL_CASES.keys())
+def test_crd_schema_and_cel_agree_with_the_models(doc: WorkloadDoc, valid: bool) -> None:
+    api_server_errors = validate_object(doc.doc)
+    try:
+        doc.obj()
+        model_valid = True
+    except Refused:
+        model_valid = False
+    assert (not api_server_errors, model_valid) == (valid, valid), api_server_errors
