@@ -1,0 +1,1 @@
+"""The operator: kopf handlers that orchestrate policy, builders and the Kubernetes/GCP adapters."""

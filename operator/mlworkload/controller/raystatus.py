@@ -1,0 +1,131 @@
+"""KubeRay's three status models, translated into one observation.
+
+RayCluster reports conditions (HeadPodReady, RayClusterProvisioned, ReplicaFailure,
+RayClusterSuspended); RayJob a deployment status, a Ray job status and a reason; RayService
+conditions (Ready, UpgradeInProgress) and per-application statuses. The controller needs one
+answer: is Ray ready, is it progressing, did it finish, did it fail for good.
+"""
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+
+class RayState(StrEnum):
+    ABSENT = "Absent"
+    PROVISIONING = "Provisioning"
+    READY = "Ready"
+    SUSPENDED = "Suspended"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+
+
+@dataclass(frozen=True, slots=True)
+class RayObservation:
+    state: RayState
+    reason: str  # PascalCase, for the RayReady condition
+    message: str = ""
+    kuberay_state: str = ""  # KubeRay's own word, shown in status.ray.state
+    progressing: bool = False  # an upgrade or a retry is under way
+    permanent: bool = False  # retrying will not fix it (Stalled)
+    job: dict[str, Any] | None = None  # status.job for a RayJob
+
+
+def _conditions(status: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {c.get("type", ""): c for c in status.get("conditions") or [] if isinstance(c, dict)}
+
+
+def _is_true(conditions: dict[str, dict[str, Any]], kind: str) -> bool:
+    return conditions.get(kind, {}).get("status") == "True"
+
+
+def observe_ray_cluster(status: dict[str, Any]) -> RayObservation:
+    conditions = _conditions(status)
+    state = str(status.get("state", ""))
+    if _is_true(conditions, "RayClusterSuspended") or state == "suspended":
+        return RayObservation(RayState.SUSPENDED, "RayClusterSuspended", "the Ray cluster is suspended", state)
+    if _is_true(conditions, "ReplicaFailure"):
+        message = conditions["ReplicaFailure"].get("message", "") or "a Ray pod could not be created"
+        return RayObservation(RayState.PROVISIONING, "ReplicaFailure", message, state or "failed")
+    provisioned = _is_true(conditions, "RayClusterProvisioned")
+    head_ready = _is_true(conditions, "HeadPodReady")
+    if (provisioned and head_ready) or (not conditions and state == "ready"):
+        return RayObservation(RayState.READY, "RayClusterReady", "all Ray pods are ready", state or "ready")
+    waiting = "the head pod is not ready" if not head_ready else "worker pods are not ready yet"
+    return RayObservation(RayState.PROVISIONING, "RayClusterProvisioning", waiting, state)
+
+
+_JOB_FAILURE_REASONS = {"DeadlineExceeded", "AppFailed", "SubmissionFailed", "ValidationFailed"}
+
+
+def _job_status(status: dict[str, Any]) -> dict[str, Any]:
+    job = {
+        "status": status.get("jobStatus", ""),
+        "jobId": status.get("jobId", ""),
+        "attempts": int(status.get("succeeded", 0) or 0) + int(status.get("failed", 0) or 0),
+        "message": status.get("message", ""),
+    }
+    job.update({key: status[key] for key in ("startTime", "endTime") if status.get(key)})
+    if job["attempts"] == 0 and status.get("jobDeploymentStatus") not in (None, "", "New"):
+        job["attempts"] = 1
+    return job
+
+
+def observe_ray_job(status: dict[str, Any]) -> RayObservation:
+    deployment = str(status.get("jobDeploymentStatus", ""))
+    job_status = str(status.get("jobStatus", ""))
+    reason = str(status.get("reason", ""))
+    message = str(status.get("message", ""))
+    job = _job_status(status)
+
+    def seen(state: RayState, why: str, text: str, **flags: bool) -> RayObservation:
+        return RayObservation(state, why, text, deployment or "New", job=job, **flags)
+
+    if deployment == "Complete" and job_status == "SUCCEEDED":
+        return seen(RayState.SUCCEEDED, "RayJobSucceeded", message or "the job succeeded")
+    if deployment in {"Failed", "ValidationFailed"} or (deployment == "Complete" and job_status == "FAILED"):
+        why = reason if reason in _JOB_FAILURE_REASONS else "RayJobFailed"
+        return seen(RayState.FAILED, why, message or f"the job ended with {job_status or deployment}", permanent=True)
+    if deployment in {"Suspended", "Suspending"}:
+        return seen(RayState.SUSPENDED, "RayJobSuspended", "the job is suspended")
+    if deployment == "Running" and job_status == "RUNNING":
+        return seen(RayState.READY, "RayJobRunning", message or "the job is running")
+    if deployment == "Retrying":
+        return seen(RayState.PROVISIONING, "RayJobRetrying", message or "the job is being retried", progressing=True)
+    return seen(RayState.PROVISIONING, "RayJobStarting", message or f"the job is {deployment or 'new'}")
+
+
+_UNHEALTHY_APPS = {"DEPLOY_FAILED", "UNHEALTHY"}
+
+
+def observe_ray_service(status: dict[str, Any]) -> RayObservation:
+    conditions = _conditions(status)
+    applications = (status.get("activeServiceStatus") or {}).get("applicationStatuses") or {}
+    failing = sorted(
+        f"{name}: {app.get('status')}" + (f" ({app['message']})" if app.get("message") else "")
+        for name, app in applications.items()
+        if isinstance(app, dict) and app.get("status") in _UNHEALTHY_APPS
+    )
+    upgrading = _is_true(conditions, "UpgradeInProgress")
+    state = str(status.get("serviceStatus", ""))
+    if _is_true(conditions, "Ready") and not failing:
+        message = "serving; an upgrade is in progress" if upgrading else "serving"
+        return RayObservation(RayState.READY, "RayServiceRunning", message, state or "Running", progressing=upgrading)
+    if failing:
+        return RayObservation(
+            RayState.PROVISIONING, "ServeApplicationsUnhealthy", "; ".join(failing), state, progressing=upgrading
+        )
+    ready = conditions.get("Ready", {})
+    message = ready.get("message") or "waiting for the Serve applications to become ready"
+    return RayObservation(RayState.PROVISIONING, ready.get("reason") or "RayServiceStarting", message, state,
+                          progressing=upgrading)  # fmt: skip
+
+
+_OBSERVERS = {"RayCluster": observe_ray_cluster, "RayJob": observe_ray_job, "RayService": observe_ray_service}
+
+
+def observe_ray(kind: str, ray_object: dict[str, Any] | None) -> RayObservation:
+    """The state of the workload's Ray object, or ABSENT when it does not exist (yet)."""
+    if ray_object is None:
+        return RayObservation(RayState.ABSENT, "RayObjectMissing", f"the {kind} has not been created yet")
+    return _OBSERVERS[kind](ray_object.get("status") or {})

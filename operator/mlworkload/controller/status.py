@@ -1,0 +1,170 @@
+"""MLWorkload status as a pure function of what the reconcile observed.
+
+Conditions follow kstatus: `Ready` says the workload does what it was asked; `Reconciling` is True
+while the operator or Ray is still moving towards that; `Stalled` is True when it cannot get there
+without a change to the spec, the policy or GCP quota. kubectl wait, Argo CD and Flux read them.
+"""
+
+import datetime
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from mlworkload.api.workload import (
+    Condition,
+    GpuStatus,
+    JobRunStatus,
+    MLWorkloadStatus,
+    NodePoolStatus,
+    Phase,
+    RayObjectStatus,
+)
+from mlworkload.constants import (
+    CONDITION_IDENTITY_READY,
+    CONDITION_NODE_POOLS_READY,
+    CONDITION_POLICY_ADMITTED,
+    CONDITION_RAY_READY,
+    CONDITION_READY,
+    CONDITION_RECONCILING,
+    CONDITION_STALLED,
+    REASON_ALLOWED,
+)
+from mlworkload.controller.raystatus import RayObservation, RayState
+from mlworkload.problems import Problem
+
+Status = Literal["True", "False", "Unknown"]
+
+
+@dataclass(frozen=True, slots=True)
+class Readiness:
+    """One dependency's state: ready or not, why, and whether retrying can fix it."""
+
+    ready: bool
+    reason: str
+    message: str = ""
+    permanent: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """Everything status depends on, gathered by one reconcile."""
+
+    generation: int
+    ray_kind: str
+    ray_name: str
+    refusal: Sequence[Problem] = ()
+    refusal_reason: str = "PolicyViolation"
+    ray: RayObservation | None = None
+    node_pools: Readiness = Readiness(True, "NoNodePools", "no node pools are needed")
+    pools: Sequence[NodePoolStatus] = ()
+    identity: Readiness = Readiness(True, "NotRequired", "no GCP identity is needed")
+    suspended: bool = False
+    deleting: bool = False
+    gpus: GpuStatus | None = None
+    dashboard_url: str | None = None
+    serve_url: str | None = None
+    extra_conditions: Sequence[Condition] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True, slots=True)
+class _ConditionFactory:
+    generation: int
+    previous: dict[str, Condition]
+    stamp: str
+
+    def __call__(self, kind: str, status: bool, reason: str, message: str) -> Condition:
+        value: Status = "True" if status else "False"
+        before = self.previous.get(kind)
+        unchanged = before is not None and before.status == value
+        return Condition(
+            type=kind,
+            status=value,
+            reason=reason,
+            message=message,
+            last_transition_time=before.last_transition_time if unchanged and before else self.stamp,
+            observed_generation=self.generation,
+        )
+
+
+def _phase(seen: Observation, ray: RayObservation, ready: bool) -> Phase:
+    if seen.deleting:
+        return Phase.DELETING
+    if seen.refusal:
+        return Phase.PENDING
+    if ray.state is RayState.FAILED:
+        return Phase.FAILED
+    if ray.state is RayState.SUCCEEDED:
+        return Phase.SUCCEEDED
+    if seen.suspended or ray.state is RayState.SUSPENDED:
+        return Phase.SUSPENDED
+    if ready:
+        return Phase.RUNNING
+    return Phase.PENDING if ray.state is RayState.ABSENT else Phase.PROVISIONING
+
+
+def _blocker(seen: Observation, ray: RayObservation) -> Readiness | None:
+    """The first unmet dependency, in the order they are provisioned."""
+    if seen.refusal:
+        return Readiness(False, seen.refusal_reason, "; ".join(map(str, seen.refusal)), permanent=True)
+    for dependency in (seen.node_pools, seen.identity):
+        if not dependency.ready:
+            return dependency
+    if ray.state in {RayState.READY, RayState.SUCCEEDED}:
+        return None
+    return Readiness(False, ray.reason, ray.message, permanent=ray.permanent)
+
+
+def compute_status(seen: Observation, previous: MLWorkloadStatus | None, now: datetime.datetime) -> MLWorkloadStatus:
+    """The status to write. Transition times are kept for conditions whose status did not change."""
+    stamp = now.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    before = {c.type: c for c in previous.conditions} if previous else {}
+    ray = seen.ray or RayObservation(RayState.ABSENT, "NotStarted", "waiting for admission")
+    blocker = _blocker(seen, ray)
+    suspended = (seen.suspended or ray.state is RayState.SUSPENDED) and not seen.refusal
+    ready = blocker is None and not suspended and not seen.deleting
+    stalled = blocker is not None and blocker.permanent
+    settled = ready or stalled or suspended or ray.state in {RayState.SUCCEEDED, RayState.FAILED}
+    reconciling = (not settled) or ray.progressing
+
+    cond = _ConditionFactory(seen.generation, before, stamp)
+    if ready:
+        ready_why = (ray.reason, ray.message)
+    elif suspended:
+        ready_why = ("Suspended", "the workload is suspended")
+    elif seen.deleting:
+        ready_why = ("Deleting", "the workload is being deleted")
+    else:
+        assert blocker is not None
+        ready_why = (blocker.reason, blocker.message)
+    if not reconciling:
+        reconciling_why = ("UpToDate", "")
+    elif blocker is not None:
+        reconciling_why = (blocker.reason, blocker.message)
+    else:  # ready, with an upgrade under way
+        reconciling_why = (ray.reason, ray.message)
+    stalled_why = (blocker.reason, blocker.message) if stalled and blocker else ("UpToDate", "")
+    refusal = "; ".join(map(str, seen.refusal))
+    conditions = [
+        cond(CONDITION_READY, ready, *ready_why),
+        cond(CONDITION_RECONCILING, reconciling, *reconciling_why),
+        cond(CONDITION_STALLED, stalled, *stalled_why),
+        cond(CONDITION_POLICY_ADMITTED, not seen.refusal, seen.refusal_reason if seen.refusal else REASON_ALLOWED,
+             refusal or "admitted by policy"),
+        cond(CONDITION_NODE_POOLS_READY, seen.node_pools.ready, seen.node_pools.reason, seen.node_pools.message),
+        cond(CONDITION_IDENTITY_READY, seen.identity.ready, seen.identity.reason, seen.identity.message),
+        cond(CONDITION_RAY_READY, ray.state in {RayState.READY, RayState.SUCCEEDED}, ray.reason, ray.message),
+        *seen.extra_conditions,
+    ]  # fmt: skip
+    return MLWorkloadStatus(
+        observed_generation=seen.generation,
+        phase=_phase(seen, ray, ready),
+        conditions=conditions,
+        ray=RayObjectStatus(kind=seen.ray_kind, name=seen.ray_name, state=ray.kuberay_state)
+        if ray.state is not RayState.ABSENT
+        else None,
+        node_pools=list(seen.pools),
+        gpus=seen.gpus,
+        dashboard_url=seen.dashboard_url,
+        serve_url=seen.serve_url,
+        job=JobRunStatus.model_validate(ray.job) if ray.job is not None else None,
+    )
