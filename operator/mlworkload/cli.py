@@ -16,7 +16,7 @@ from mlworkload.api.crd import build_crds, crd_files
 from mlworkload.api.load import Documents, parse_documents
 from mlworkload.builders import build_gcp_plan, build_objects
 from mlworkload.gcp.plan import GcpPlan, IamBinding, NodePoolPlan
-from mlworkload.policy import Admission, admit, gpus_in_use
+from mlworkload.policy import Admission, ClusterView, WorkloadGpus, admit_in
 from mlworkload.problems import Problem, Refused
 from mlworkload.settings import gcp_from_env
 from mlworkload.yamlio import dump_all, load_all
@@ -70,18 +70,14 @@ def _admissions(args: argparse.Namespace) -> list[Admission]:
     documents = _load(args.file)
     if not documents.workloads:
         raise UsageError(f"no MLWorkload in {', '.join(args.file)}")
-    policies = documents.policies + _load(args.policy).policies
-    labels = _namespace_labels(args.namespace_labels)
+    # Offline, the workloads of the input share their namespaces' quota with each other.
+    view = ClusterView(
+        policies=documents.policies + _load(args.policy).policies,
+        default_labels=_namespace_labels(args.namespace_labels),
+        usage=[WorkloadGpus.of(workload) for workload in documents.workloads],
+    )
     gcp = gcp_from_env()
-    verdicts = []
-    for workload in documents.workloads:
-        verdict = admit(workload, policies, labels, gcp)
-        # Offline, the other workloads of the input share the namespace's quota.
-        policy = next((p for p in policies if p.name == verdict.policy_name), None)
-        namespaces = None if labels is None else {w.namespace: labels for w in documents.workloads}
-        others = gpus_in_use(documents.workloads, policy, namespaces, excluding=workload)
-        verdicts.append(admit(workload, policies, labels, gcp, gpus_of_others=others) if others else verdict)
-    return verdicts
+    return [admit_in(view, workload, gcp) for workload in documents.workloads]
 
 
 def _admitted(verdicts: list[Admission]) -> list[Admission]:

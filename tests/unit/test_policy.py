@@ -7,7 +7,15 @@ import pytest
 
 from mlworkload.api.policy import PolicyGcp
 from mlworkload.api.workload import Capacity, Isolation, Visibility
-from mlworkload.policy import BUILTIN_POLICY_NAME, admit, gpus_in_use, select_policy
+from mlworkload.policy import (
+    BUILTIN_POLICY_NAME,
+    ClusterView,
+    WorkloadGpus,
+    admit,
+    admit_in,
+    gpus_in_use,
+    select_policy,
+)
 from tests.support.documents import GSA, PolicyDoc, WorkloadDoc, permissive_policy, policy, workload
 
 # --- selection ----------------------------------------------------------------------------------
@@ -319,22 +327,22 @@ def test_quota_counts_gpus_at_max_scale_across_governed_namespaces() -> None:
     ]
     labels = {"nlp-1": {"team": "nlp"}, "nlp-2": {"team": "nlp"}, "cv": {"team": "cv"}}
     new = workload("d", "nlp-1").gpu_group(count=4, maxReplicas=2).obj()  # 8: 12 + 8 > 16
-    used = gpus_in_use([*others, new], rules.obj(), labels, excluding=new)
-    assert used == 12
-    verdict = admit(new, [rules.obj()], labels["nlp-1"], gpus_of_others=used)
+    view = ClusterView([rules.obj()], labels, usage=[WorkloadGpus.of(w) for w in [*others, new]])
+    assert gpus_in_use(view.usage, rules.obj(), view, excluding=new) == 12
+    verdict = admit_in(view, new)
     assert [str(problem) for problem in verdict.problems] == [
         "spec.workerGroups: the workload needs 8 GPUs at max scale and the namespaces governed by policy permissive"
         " already use 12 of their quota of 16 (quota.maxGPUs)"
     ]
     fits = workload("d", "nlp-1").gpu_group(count=4).obj()  # 4: 12 + 4 = 16
-    assert admit(fits, [rules.obj()], labels["nlp-1"], gpus_of_others=used).allowed
+    assert admit_in(view, fits).allowed
 
 
 def test_an_update_does_not_count_the_workload_against_itself() -> None:
     rules = permissive_policy().set("quota.maxGPUs", 8)
     current = workload("a").gpu_group(count=8).obj()
-    assert gpus_in_use([current], rules.obj(), None, excluding=current) == 0
-    assert admit(current, [rules.obj()], None, gpus_of_others=0).allowed
+    view = ClusterView([rules.obj()], usage=[WorkloadGpus.of(current)])
+    assert admit_in(view, current).allowed
 
 
 def test_cpu_only_workloads_never_hit_the_gpu_quota() -> None:

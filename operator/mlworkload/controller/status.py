@@ -30,19 +30,10 @@ from mlworkload.constants import (
     REASON_ALLOWED,
 )
 from mlworkload.controller.raystatus import RayObservation, RayState
+from mlworkload.gcp.provisioner import NO_IDENTITY, NO_NODE_POOLS, Readiness
 from mlworkload.problems import Problem
 
 Status = Literal["True", "False", "Unknown"]
-
-
-@dataclass(frozen=True, slots=True)
-class Readiness:
-    """One dependency's state: ready or not, why, and whether retrying can fix it."""
-
-    ready: bool
-    reason: str
-    message: str = ""
-    permanent: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,9 +46,9 @@ class Observation:
     refusal: Sequence[Problem] = ()
     refusal_reason: str = "PolicyViolation"
     ray: RayObservation | None = None
-    node_pools: Readiness = Readiness(True, "NoNodePools", "no node pools are needed")
+    node_pools: Readiness = NO_NODE_POOLS
     pools: Sequence[NodePoolStatus] = ()
-    identity: Readiness = Readiness(True, "NotRequired", "no GCP identity is needed")
+    identity: Readiness = NO_IDENTITY
     suspended: bool = False
     deleting: bool = False
     gpus: GpuStatus | None = None

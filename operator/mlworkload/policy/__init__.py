@@ -1,6 +1,6 @@
 """Policy: which MLWorkloadPolicy governs a namespace, the defaults it sets, and its checks."""
 
-from mlworkload.policy.admission import Admission, admit, gpus_in_use
+from mlworkload.policy.admission import Admission, ClusterView, WorkloadGpus, admit, admit_in, gpus_in_use
 from mlworkload.policy.resolve import (
     BUILTIN_POLICY_NAME,
     ResolvedEndpoint,
@@ -13,10 +13,13 @@ from mlworkload.policy.selection import select_policy
 __all__ = [
     "BUILTIN_POLICY_NAME",
     "Admission",
+    "ClusterView",
     "ResolvedEndpoint",
     "ResolvedGroup",
     "ResolvedWorkload",
+    "WorkloadGpus",
     "admit",
+    "admit_in",
     "gpus_in_use",
     "resolve",
     "select_policy",

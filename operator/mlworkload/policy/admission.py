@@ -1,7 +1,7 @@
-"""The admission verdict: the same code for `mlworkload validate` and the validating webhook."""
+"""The admission verdict: the same code for `mlworkload validate`, the webhook and the reconciler."""
 
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 from mlworkload.api.policy import MLWorkloadPolicy, PolicyGcp
 from mlworkload.api.workload import MLWorkload
@@ -25,25 +25,46 @@ class Admission:
         return self.resolved.policy_name
 
 
-def gpus_in_use(
-    workloads: Iterable[MLWorkload],
-    policy: MLWorkloadPolicy | None,
-    namespace_labels: Mapping[str, Mapping[str, str]] | None,
-    excluding: MLWorkload,
-) -> int:
-    """GPUs at max scale of every other workload in the namespaces the policy governs.
+@dataclass(frozen=True, slots=True)
+class WorkloadGpus:
+    """One workload's GPUs at max scale, for the namespace quota."""
 
-    `namespace_labels` maps namespace -> labels; None means labels are unknown (offline), in which
-    case every given workload counts as governed.
+    namespace: str
+    name: str
+    gpus: int
+
+    @classmethod
+    def of(cls, workload: MLWorkload) -> "WorkloadGpus":
+        return cls(workload.namespace, workload.name, workload.spec.gpus_at_max_scale)
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterView:
+    """What admission needs to know beyond the workload itself.
+
+    `default_labels` applies to namespaces missing from `namespace_labels`; None means "unknown",
+    which is how the offline CLI makes every given policy govern every workload.
     """
-    total = 0
-    for other in workloads:
-        if (other.namespace, other.name) == (excluding.namespace, excluding.name):
-            continue
-        labels = None if namespace_labels is None else namespace_labels.get(other.namespace, {})
-        if policy is None or governs(policy, labels):
-            total += other.spec.gpus_at_max_scale
-    return total
+
+    policies: Sequence[MLWorkloadPolicy] = ()
+    namespace_labels: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    default_labels: Mapping[str, str] | None = None
+    usage: Sequence[WorkloadGpus] = ()
+
+    def labels_of(self, namespace: str) -> Mapping[str, str] | None:
+        return self.namespace_labels.get(namespace, self.default_labels)
+
+
+def gpus_in_use(
+    usage: Iterable[WorkloadGpus], policy: MLWorkloadPolicy | None, view: ClusterView, excluding: MLWorkload
+) -> int:
+    """GPUs at max scale of every other workload in the namespaces the policy governs."""
+    return sum(
+        other.gpus
+        for other in usage
+        if (other.namespace, other.name) != (excluding.namespace, excluding.name)
+        and (policy is None or governs(policy, view.labels_of(other.namespace)))
+    )
 
 
 def admit(
@@ -58,3 +79,11 @@ def admit(
     resolved = resolve(workload, policy, gcp)
     problems = check_workload(resolved) + check_quota(resolved, gpus_of_others)
     return Admission(resolved, problems)
+
+
+def admit_in(view: ClusterView, workload: MLWorkload, gcp: PolicyGcp | None = None) -> Admission:
+    """`admit` with the namespace's labels and the quota usage taken from a view of the cluster."""
+    labels = view.labels_of(workload.namespace)
+    policy = select_policy(view.policies, labels)
+    others = gpus_in_use(view.usage, policy, view, excluding=workload)
+    return admit(workload, view.policies, labels, gcp, gpus_of_others=others)

@@ -4,7 +4,8 @@ import datetime
 
 from mlworkload.api.workload import Condition, MLWorkloadStatus, NodePoolStatus
 from mlworkload.controller.raystatus import RayObservation, RayState
-from mlworkload.controller.status import Observation, Readiness, compute_status
+from mlworkload.controller.status import Observation, compute_status
+from mlworkload.gcp.provisioner import Readiness
 from mlworkload.problems import Problem
 
 NOW = datetime.datetime(2026, 11, 23, 12, 0, tzinfo=datetime.UTC)

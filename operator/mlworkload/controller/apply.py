@@ -1,0 +1,102 @@
+"""Create-or-update children with server-side apply, skip what is already right, prune the rest.
+
+Each child carries the hash of what the operator last applied. A child whose hash matches and
+whose live state still contains every desired field is left alone, so an unchanged workload
+causes no writes at all; anything else is applied with the operator's field manager, which also
+removes fields the operator set before and no longer wants.
+"""
+
+import hashlib
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from mlworkload.constants import ANNOTATION_PREFIX, LABEL_MANAGED_BY, LABEL_WORKLOAD, MANAGED_BY
+from mlworkload.controller.kube import KubeApi, Manifest, Resource, resource_of
+from mlworkload.problems import Problem
+
+HASH_ANNOTATION = f"{ANNOTATION_PREFIX}/applied-hash"
+
+
+@dataclass
+class ApplyResult:
+    live: dict[tuple[str, str], Manifest] = field(default_factory=dict)  # (kind, name) -> object
+    applied: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+    conflicts: list[Problem] = field(default_factory=list)
+
+
+def desired_hash(manifest: Manifest) -> str:
+    return hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def with_hash(manifest: Manifest) -> Manifest:
+    annotations = {**manifest["metadata"].get("annotations", {}), HASH_ANNOTATION: desired_hash(manifest)}
+    return {**manifest, "metadata": {**manifest["metadata"], "annotations": annotations}}
+
+
+def contains(live: Any, desired: Any) -> bool:
+    """Whether every field of `desired` has the same value in `live` (which may hold more)."""
+    if isinstance(desired, dict):
+        return isinstance(live, dict) and all(k in live and contains(live[k], v) for k, v in desired.items())
+    if isinstance(desired, list):
+        return isinstance(live, list) and len(live) == len(desired) and all(map(contains, live, desired))
+    return bool(live == desired)
+
+
+def owned_by(live: Manifest, workload: str | None) -> bool:
+    """Ownership is decided by labels, never by names: a same-named object of anyone else is left alone."""
+    labels = live.get("metadata", {}).get("labels") or {}
+    if labels.get(LABEL_MANAGED_BY) != MANAGED_BY:
+        return False
+    return workload is None or labels.get(LABEL_WORKLOAD) in (None, workload)
+
+
+def _describe(manifest: Manifest) -> str:
+    return f"{manifest['kind']}/{manifest['metadata']['name']}"
+
+
+async def apply_children(api: KubeApi, workload: str, desired: Iterable[Manifest]) -> ApplyResult:
+    """Bring every desired child to its desired state, in order; report conflicts, never overwrite them."""
+    result = ApplyResult()
+    for manifest in desired:
+        stamped = with_hash(manifest)
+        meta = stamped["metadata"]
+        resource = resource_of(stamped)
+        live = await api.get(resource, meta.get("namespace"), meta["name"])
+        shared = resource.namespaced is False  # shared cluster-scoped children (ComputeClass)
+        if live is not None and not owned_by(live, None if shared else workload):
+            result.conflicts.append(
+                Problem(_describe(stamped), "exists and is not managed by this workload; the operator leaves it"
+                        " alone: delete or rename it")
+            )  # fmt: skip
+            continue
+        if live is not None and contains(live, stamped):
+            result.unchanged.append(_describe(stamped))
+        else:
+            live = await api.apply(stamped)
+            result.applied.append(_describe(stamped))
+        result.live[stamped["kind"], meta["name"]] = live
+    return result
+
+
+async def delete_stale(
+    api: KubeApi,
+    *,
+    namespace: str,
+    workload: str,
+    kinds: Sequence[Resource],
+    keep: set[tuple[str, str]],
+    result: ApplyResult,
+) -> None:
+    """Delete the workload's children that are no longer desired (a removed Ingress, a group's policy)."""
+    selector = {LABEL_MANAGED_BY: MANAGED_BY, LABEL_WORKLOAD: workload}
+    for resource in kinds:
+        for live in await api.list(resource, namespace, selector):
+            meta = live["metadata"]
+            if (resource.kind, meta["name"]) in keep or not owned_by(live, workload) or meta.get("deletionTimestamp"):
+                continue
+            await api.delete(resource, namespace, meta["name"], meta["uid"])
+            result.deleted.append(f"{resource.kind}/{meta['name']}")

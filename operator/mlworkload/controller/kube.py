@@ -1,0 +1,171 @@
+"""The Kubernetes API, as the reconciler needs it: get, list by labels, apply, delete, status.
+
+A small Protocol (defined where it is consumed) in front of the official client. Requests use a
+static table of the kinds the operator manages rather than discovery: the operator never touches
+a kind it does not know, and a missing CRD shows up as a clear 404 on that kind.
+"""
+
+import asyncio
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import kubernetes.client
+from kubernetes.client.exceptions import ApiException
+
+from mlworkload.constants import FIELD_MANAGER
+
+Manifest = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Resource:
+    api_version: str
+    kind: str
+    plural: str
+    namespaced: bool = True
+
+    def path(self, namespace: str | None = None, name: str | None = None, subresource: str | None = None) -> str:
+        base = f"/api/{self.api_version}" if "/" not in self.api_version else f"/apis/{self.api_version}"
+        if self.namespaced and namespace:
+            base += f"/namespaces/{namespace}"
+        parts = [base, self.plural, name, subresource]
+        return "/".join(part for part in parts if part)
+
+
+_RESOURCES = [
+    Resource("v1", "ServiceAccount", "serviceaccounts"),
+    Resource("v1", "Service", "services"),
+    Resource("v1", "Namespace", "namespaces", namespaced=False),
+    Resource("networking.k8s.io/v1", "NetworkPolicy", "networkpolicies"),
+    Resource("networking.k8s.io/v1", "Ingress", "ingresses"),
+    Resource("cloud.google.com/v1", "BackendConfig", "backendconfigs"),
+    Resource("cloud.google.com/v1", "ComputeClass", "computeclasses", namespaced=False),
+    Resource("ray.io/v1", "RayCluster", "rayclusters"),
+    Resource("ray.io/v1", "RayJob", "rayjobs"),
+    Resource("ray.io/v1", "RayService", "rayservices"),
+    Resource("mlworkload.io/v1alpha1", "MLWorkload", "mlworkloads"),
+    Resource("mlworkload.io/v1alpha1", "MLWorkloadPolicy", "mlworkloadpolicies", namespaced=False),
+]
+RESOURCES: dict[tuple[str, str], Resource] = {(r.api_version, r.kind): r for r in _RESOURCES}
+WORKLOADS = RESOURCES["mlworkload.io/v1alpha1", "MLWorkload"]
+
+
+def resource_of(manifest: Mapping[str, Any]) -> Resource:
+    return RESOURCES[manifest["apiVersion"], manifest["kind"]]
+
+
+class KubeError(Exception):
+    """A refused Kubernetes API call: the HTTP status and the API server's own reason and message."""
+
+    def __init__(self, status: int, reason: str, message: str) -> None:
+        super().__init__(f"{status} {reason}: {message}")
+        self.status = status
+        self.reason = reason
+        self.message = message
+
+
+class KubeApi(Protocol):
+    async def get(self, resource: Resource, namespace: str | None, name: str) -> Manifest | None: ...
+
+    async def list(self, resource: Resource, namespace: str | None, labels: Mapping[str, str]) -> list[Manifest]: ...
+
+    async def apply(self, manifest: Manifest) -> Manifest: ...
+
+    async def delete(self, resource: Resource, namespace: str | None, name: str, uid: str) -> None: ...
+
+    async def patch_status(self, resource: Resource, namespace: str, name: str, status: Manifest) -> Manifest: ...
+
+
+def label_selector(labels: Mapping[str, str]) -> str:
+    return ",".join(f"{key}={value}" for key, value in sorted(labels.items()))
+
+
+class ClientKubeApi:
+    """KubeApi on the official `kubernetes` client; each call runs in a worker thread."""
+
+    def __init__(self, api_client: kubernetes.client.ApiClient) -> None:
+        self._client = api_client
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: list[tuple[str, str]] | None = None,
+        body: Any = None,
+        content_type: str = "application/json",
+    ) -> Manifest:
+        request = self._client.param_serialize(
+            method,
+            path,
+            query_params=query or [],
+            header_params={"Accept": "application/json", "Content-Type": content_type},
+            body=body,
+            auth_settings=["BearerToken"],
+        )
+        try:
+            response = self._client.call_api(*request)
+            data = response.read()  # type: ignore[no-untyped-call]
+            if not 200 <= response.status <= 299:
+                raise ApiException(http_resp=response)
+        except ApiException as error:
+            raise _kube_error(error) from None
+        parsed: Manifest = json.loads(data) if data else {}
+        return parsed
+
+    async def get(self, resource: Resource, namespace: str | None, name: str) -> Manifest | None:
+        try:
+            return await asyncio.to_thread(self._call, "GET", resource.path(namespace, name))
+        except KubeError as error:
+            if error.status == 404:
+                return None
+            raise
+
+    async def list(self, resource: Resource, namespace: str | None, labels: Mapping[str, str]) -> list[Manifest]:
+        query = [("labelSelector", label_selector(labels))] if labels else []
+        listing = await asyncio.to_thread(self._call, "GET", resource.path(namespace), query=query)
+        items: list[Manifest] = listing.get("items") or []
+        return items
+
+    async def apply(self, manifest: Manifest) -> Manifest:
+        resource = resource_of(manifest)
+        meta = manifest["metadata"]
+        path = resource.path(meta.get("namespace"), meta["name"])
+        query = [("fieldManager", FIELD_MANAGER), ("force", "true")]
+        return await asyncio.to_thread(
+            self._call,
+            "PATCH",
+            path,
+            query=query,
+            body=json.dumps(manifest),
+            content_type="application/apply-patch+yaml",
+        )
+
+    async def delete(self, resource: Resource, namespace: str | None, name: str, uid: str) -> None:
+        # The uid precondition: never delete a same-named object someone else created meanwhile.
+        body = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background",
+                "preconditions": {"uid": uid}}  # fmt: skip
+        try:
+            await asyncio.to_thread(self._call, "DELETE", resource.path(namespace, name), body=body)
+        except KubeError as error:
+            if error.status != 404:
+                raise
+
+    async def patch_status(self, resource: Resource, namespace: str, name: str, status: Manifest) -> Manifest:
+        return await asyncio.to_thread(
+            self._call, "PATCH", resource.path(namespace, name, "status"), body={"status": status},
+            content_type="application/merge-patch+json",
+        )  # fmt: skip
+
+
+def _kube_error(error: ApiException) -> KubeError:
+    status = int(error.status or 0)
+    reason, message = str(error.reason or ""), str(error.body or error)
+    try:
+        body = json.loads(error.body) if error.body else {}
+        reason, message = body.get("reason", reason), body.get("message", message)
+    except (TypeError, ValueError):
+        pass
+    return KubeError(status, reason, message)
