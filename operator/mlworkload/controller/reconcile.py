@@ -1,0 +1,178 @@
+"""One reconcile of one MLWorkload, as an ordered list of steps (as KubeRay's reconciler does):
+
+admit -> provision GCP -> apply children -> prune stale children -> compute and write status.
+
+Level-triggered and idempotent: it reads the world, compares with the desired state and writes
+only differences, so running it twice in a row writes nothing the second time.
+"""
+
+import datetime
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from mlworkload.api.load import parse_workload
+from mlworkload.api.policy import PolicyGcp
+from mlworkload.api.workload import GpuStatus, MLWorkload, MLWorkloadStatus
+from mlworkload.builders import build_gcp_plan, build_objects
+from mlworkload.builders.endpoints import exposed_endpoints
+from mlworkload.constants import REASON_INVALID_SPEC, REASON_POLICY_VIOLATION
+from mlworkload.controller.apply import ApplyResult, apply_children, delete_stale
+from mlworkload.controller.kube import RESOURCES, WORKLOADS, KubeApi, Resource
+from mlworkload.controller.raystatus import observe_ray
+from mlworkload.controller.status import Observation, compute_status
+from mlworkload.gcp.provisioner import GcpProvisioner, GcpState, Readiness
+from mlworkload.policy import ClusterView, ResolvedWorkload, admit_in
+from mlworkload.problems import Refused
+
+logger = logging.getLogger(__name__)
+
+# The namespaced kinds a workload may own; stale ones are pruned by label. ComputeClasses are
+# cluster-scoped and shared by shape: their lifecycle follows the node pools, not one workload.
+PRUNED_KINDS: tuple[Resource, ...] = tuple(
+    RESOURCES[key]
+    for key in [
+        ("v1", "ServiceAccount"),
+        ("networking.k8s.io/v1", "NetworkPolicy"),
+        ("ray.io/v1", "RayCluster"),
+        ("ray.io/v1", "RayJob"),
+        ("ray.io/v1", "RayService"),
+        ("v1", "Service"),
+        ("cloud.google.com/v1", "BackendConfig"),
+        ("networking.k8s.io/v1", "Ingress"),
+    ]
+)
+
+
+@dataclass(frozen=True)
+class Reconciler:
+    kube: KubeApi
+    gcp: GcpProvisioner
+    gcp_defaults: PolicyGcp | None = None
+    clock: Callable[[], datetime.datetime] = lambda: datetime.datetime.now(datetime.UTC)
+
+
+@dataclass
+class Outcome:
+    """What one reconcile did, for events, metrics and tests."""
+
+    result: str  # "applied", "unchanged", "refused", "error"
+    apply: ApplyResult = field(default_factory=ApplyResult)
+    status_written: bool = False
+    status: MLWorkloadStatus | None = None
+
+
+def owner_key(namespace: str, name: str) -> str:
+    return f"{namespace}/{name}"
+
+
+_STATUS_KEYS = {field.alias or name for name, field in MLWorkloadStatus.model_fields.items()}
+
+
+def _previous_status(body: Mapping[str, Any]) -> MLWorkloadStatus | None:
+    """The status last written; keys others put there (kubectl, older versions) are ignored."""
+    status = body.get("status")
+    if not isinstance(status, Mapping) or not status:
+        return None
+    try:
+        return MLWorkloadStatus.model_validate({key: value for key, value in status.items() if key in _STATUS_KEYS})
+    except ValueError:
+        return None  # a status we cannot read is rewritten from scratch
+
+
+def _with_uid(workload: MLWorkload, body: Mapping[str, Any]) -> MLWorkload:
+    metadata = body.get("metadata") or {}
+    return workload.model_copy(update={"metadata": workload.metadata.model_copy(update={
+        "uid": metadata.get("uid"), "generation": metadata.get("generation")})})  # fmt: skip
+
+
+def _urls(resolved: ResolvedWorkload) -> tuple[str | None, str | None]:
+    urls: dict[str, str | None] = {"dashboard": None, "serve": None}
+    for endpoint in exposed_endpoints(resolved):
+        if endpoint.endpoint.host:
+            urls[endpoint.which] = f"https://{endpoint.endpoint.host}"
+    return urls["dashboard"], urls["serve"]
+
+
+def _gpus(workload: MLWorkload) -> GpuStatus:
+    accelerators = sorted({g.accelerator.type for g in workload.spec.worker_groups if g.accelerator})
+    return GpuStatus(requested=workload.spec.gpus_at_max_scale, accelerator=",".join(accelerators))
+
+
+async def _write_status(
+    reconciler: Reconciler, body: Mapping[str, Any], seen: Observation, outcome: Outcome
+) -> Outcome:
+    previous = _previous_status(body)
+    status = compute_status(seen, previous, reconciler.clock())
+    outcome.status = status
+    if status != previous:
+        meta = body["metadata"]
+        await reconciler.kube.patch_status(WORKLOADS, meta["namespace"], meta["name"], status.to_dict())
+        outcome.status_written = True
+    return outcome
+
+
+def _base_observation(body: Mapping[str, Any], kind: str) -> dict[str, Any]:
+    meta = body["metadata"]
+    return {"generation": int(meta.get("generation") or 0), "ray_kind": kind, "ray_name": meta["name"],
+            "deleting": bool(meta.get("deletionTimestamp"))}  # fmt: skip
+
+
+async def reconcile(reconciler: Reconciler, body: Mapping[str, Any], view: ClusterView) -> Outcome:
+    """Bring one MLWorkload's children and GCP resources to their desired state; report it in status."""
+    spec_type = (body.get("spec") or {}).get("type", "Cluster")
+    kind = {"Cluster": "RayCluster", "Job": "RayJob", "Service": "RayService"}.get(spec_type, "RayCluster")
+    base = _base_observation(body, kind)
+    try:
+        workload = _with_uid(parse_workload(dict(body)), body)
+    except Refused as refused:
+        seen = Observation(**base, refusal=refused.problems, refusal_reason=REASON_INVALID_SPEC)
+        return await _write_status(reconciler, body, seen, Outcome("refused"))
+
+    admission = admit_in(view, workload, reconciler.gcp_defaults)
+    if not admission.allowed:
+        # Slipped past admission (the policy changed since): apply nothing, say why.
+        seen = Observation(**base, refusal=admission.problems, refusal_reason=REASON_POLICY_VIOLATION,
+                           gpus=_gpus(workload))  # fmt: skip
+        return await _write_status(reconciler, body, seen, Outcome("refused"))
+    resolved = admission.resolved
+
+    gcp = await _provision(reconciler, resolved)
+    # Children are applied while node pools provision: their pods simply wait for the nodes.
+    outcome = Outcome("applied")
+    desired = build_objects(resolved)
+    outcome.apply = await apply_children(reconciler.kube, workload.name, desired)
+    keep = {(manifest["kind"], manifest["metadata"]["name"]) for manifest in desired}
+    await delete_stale(reconciler.kube, namespace=workload.namespace, workload=workload.name,
+                       kinds=PRUNED_KINDS, keep=keep, result=outcome.apply)  # fmt: skip
+    if not outcome.apply.applied and not outcome.apply.deleted:
+        outcome.result = "unchanged"
+    ray_object = outcome.apply.live.get((kind, workload.name))
+    dashboard_url, serve_url = _urls(resolved)
+    conflicts = outcome.apply.conflicts
+    seen = Observation(
+        **base,
+        refusal=conflicts,
+        refusal_reason="ChildConflict",
+        ray=observe_ray(kind, ray_object),
+        node_pools=gcp.node_pools,
+        pools=gcp.pools,
+        identity=gcp.identity,
+        suspended=workload.spec.suspend,
+        gpus=_gpus(workload),
+        dashboard_url=dashboard_url,
+        serve_url=serve_url,
+    )
+    return await _write_status(reconciler, body, seen, outcome)
+
+
+async def _provision(reconciler: Reconciler, resolved: ResolvedWorkload) -> GcpState:
+    owner = owner_key(resolved.namespace, resolved.name)
+    try:
+        plan = build_gcp_plan(resolved)
+    except Refused as refused:
+        problem = "; ".join(map(str, refused.problems))
+        unknown = Readiness(False, "GcpNotConfigured", problem, permanent=True)
+        return GcpState(node_pools=unknown, identity=unknown)
+    return await reconciler.gcp.ensure(owner, plan)

@@ -1,0 +1,75 @@
+"""An in-memory KubeApi for unit tests of the reconciler (the integration tier uses a real HTTP server)."""
+
+import copy
+import itertools
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+from mlworkload.controller.kube import KubeError, Manifest, Resource, resource_of
+
+Key = tuple[str, str | None, str]  # kind, namespace, name
+
+
+class FakeKubeApi:
+    def __init__(self) -> None:
+        self.objects: dict[Key, Manifest] = {}
+        self.writes: list[str] = []
+        self._versions = itertools.count(1)
+
+    def put(self, manifest: Manifest) -> Manifest:
+        """Store an object as if someone else created it."""
+        stored = copy.deepcopy(manifest)
+        meta = stored["metadata"]
+        meta.setdefault("uid", str(uuid.uuid4()))
+        meta["resourceVersion"] = str(next(self._versions))
+        self.objects[self._key(resource_of(stored), meta.get("namespace"), meta["name"])] = stored
+        return stored
+
+    @staticmethod
+    def _key(resource: Resource, namespace: str | None, name: str) -> Key:
+        return resource.kind, namespace if resource.namespaced else None, name
+
+    async def get(self, resource: Resource, namespace: str | None, name: str) -> Manifest | None:
+        found = self.objects.get(self._key(resource, namespace, name))
+        return copy.deepcopy(found) if found else None
+
+    async def list(self, resource: Resource, namespace: str | None, labels: Mapping[str, str]) -> list[Manifest]:
+        return [
+            copy.deepcopy(obj)
+            for (kind, ns, _), obj in self.objects.items()
+            if kind == resource.kind and (namespace is None or ns == namespace)
+            and labels.items() <= (obj["metadata"].get("labels") or {}).items()
+        ]  # fmt: skip
+
+    async def apply(self, manifest: Manifest) -> Manifest:
+        resource = resource_of(manifest)
+        meta = manifest["metadata"]
+        self.writes.append(f"apply {resource.kind}/{meta['name']}")
+        existing = self.objects.get(self._key(resource, meta.get("namespace"), meta["name"]))
+        merged = copy.deepcopy(manifest)
+        if existing is not None:
+            merged["metadata"]["uid"] = existing["metadata"]["uid"]
+            if "status" in existing:
+                merged["status"] = existing["status"]
+        return copy.deepcopy(self.put(merged))
+
+    async def delete(self, resource: Resource, namespace: str | None, name: str, uid: str) -> None:
+        key = self._key(resource, namespace, name)
+        if key not in self.objects:
+            return
+        if self.objects[key]["metadata"]["uid"] != uid:
+            raise KubeError(409, "Conflict", "uid precondition failed")
+        self.writes.append(f"delete {resource.kind}/{name}")
+        del self.objects[key]
+
+    async def patch_status(self, resource: Resource, namespace: str, name: str, status: Manifest) -> Manifest:
+        self.writes.append(f"status {resource.kind}/{name}")
+        stored = self.objects[self._key(resource, namespace, name)]
+        stored["status"] = copy.deepcopy(status)
+        stored["metadata"]["resourceVersion"] = str(next(self._versions))
+        return copy.deepcopy(stored)
+
+    def status_of(self, kind: str, namespace: str | None, name: str) -> dict[str, Any]:
+        status: dict[str, Any] = self.objects[kind, namespace, name].get("status", {})
+        return status

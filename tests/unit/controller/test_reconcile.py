@@ -1,0 +1,142 @@
+"""The reconcile steps against an in-memory API: apply, skip unchanged, prune, refuse, report."""
+
+import datetime
+from typing import Any
+
+import pytest
+
+from mlworkload.controller.reconcile import Reconciler, reconcile
+from mlworkload.gcp.provisioner import DryRunProvisioner
+from mlworkload.policy import ClusterView
+from tests.support.documents import WorkloadDoc, permissive_policy, policy, workload
+from tests.support.fake_kube import FakeKubeApi
+
+NOW = datetime.datetime(2026, 11, 23, 12, 0, tzinfo=datetime.UTC)
+
+
+@pytest.fixture
+def kube() -> FakeKubeApi:
+    return FakeKubeApi()
+
+
+@pytest.fixture
+def reconciler(kube: FakeKubeApi) -> Reconciler:
+    return Reconciler(kube=kube, gcp=DryRunProvisioner(), clock=lambda: NOW)
+
+
+VIEW = ClusterView(policies=[permissive_policy().obj()], default_labels={})
+
+
+def created(kube: FakeKubeApi, doc: WorkloadDoc) -> dict[str, Any]:
+    body = kube.put(doc.set("metadata.generation", 1).doc)
+    body["metadata"]["generation"] = 1
+    return body
+
+
+def body_of(kube: FakeKubeApi, name: str = "demo") -> dict[str, Any]:
+    return kube.objects["MLWorkload", "team-nlp", name]
+
+
+async def test_first_reconcile_applies_every_child_and_reports_status(
+    kube: FakeKubeApi, reconciler: Reconciler
+) -> None:
+    created(kube, workload().gpu_group().expose("dashboard"))
+    outcome = await reconcile(reconciler, body_of(kube), VIEW)
+    assert outcome.result == "applied"
+    assert sorted(outcome.apply.applied) == sorted([
+        "ServiceAccount/demo", "NetworkPolicy/demo-head", "NetworkPolicy/demo-workers-gpu",
+        "ComputeClass/mlw-l4x1-swf", "RayCluster/demo", "Service/demo-dashboard", "BackendConfig/demo-dashboard",
+        "Ingress/demo-dashboard",
+    ])  # fmt: skip
+    ray_cluster = kube.objects["RayCluster", "team-nlp", "demo"]
+    assert ray_cluster["metadata"]["ownerReferences"][0]["uid"] == body_of(kube)["metadata"]["uid"]
+    status = kube.status_of("MLWorkload", "team-nlp", "demo")
+    assert status["phase"] == "Provisioning"
+    assert status["observedGeneration"] == 1
+    assert {c["type"]: c["status"] for c in status["conditions"]}["Reconciling"] == "True"
+
+
+async def test_a_second_reconcile_of_an_unchanged_workload_writes_nothing(
+    kube: FakeKubeApi, reconciler: Reconciler
+) -> None:
+    created(kube, workload().job().gpu_group().expose("dashboard").expose("serve"))
+    await reconcile(reconciler, body_of(kube), VIEW)
+    writes = len(kube.writes)
+    outcome = await reconcile(reconciler, body_of(kube), VIEW)
+    assert (outcome.result, outcome.status_written) == ("unchanged", False)
+    assert kube.writes[writes:] == []
+
+
+async def test_ray_readiness_reaches_the_workload_status(kube: FakeKubeApi, reconciler: Reconciler) -> None:
+    created(kube, workload().group())
+    await reconcile(reconciler, body_of(kube), VIEW)
+    kube.objects["RayCluster", "team-nlp", "demo"]["status"] = {"state": "ready", "conditions": [
+        {"type": "HeadPodReady", "status": "True"}, {"type": "RayClusterProvisioned", "status": "True"}]}  # fmt: skip
+    outcome = await reconcile(reconciler, body_of(kube), VIEW)
+    assert outcome.status_written
+    status = kube.status_of("MLWorkload", "team-nlp", "demo")
+    assert status["phase"] == "Running"
+    assert {c["type"]: c["reason"] for c in status["conditions"]}["Ready"] == "RayClusterReady"
+
+
+async def test_removed_children_are_pruned(kube: FakeKubeApi, reconciler: Reconciler) -> None:
+    doc = workload().group("a").group("b").expose("dashboard")
+    created(kube, doc)
+    await reconcile(reconciler, body_of(kube), VIEW)
+    doc.set("spec.expose", None).set("spec.workerGroups", [{"name": "a"}]).set("metadata.generation", 2)
+    kube.objects["MLWorkload", "team-nlp", "demo"]["spec"] = doc.doc["spec"]
+    outcome = await reconcile(reconciler, body_of(kube), VIEW)
+    assert sorted(outcome.apply.deleted) == [
+        "BackendConfig/demo-dashboard", "Ingress/demo-dashboard", "NetworkPolicy/demo-workers-b",
+        "Service/demo-dashboard",
+    ]  # fmt: skip
+    assert ("NetworkPolicy", "team-nlp", "demo-workers-a") in kube.objects
+
+
+async def test_a_policy_violation_after_admission_applies_nothing(kube: FakeKubeApi, reconciler: Reconciler) -> None:
+    created(kube, workload().expose("serve", visibility="External"))
+    outcome = await reconcile(reconciler, body_of(kube), ClusterView(policies=[policy().obj()]))
+    assert outcome.result == "refused"
+    assert kube.writes == ["status MLWorkload/demo"]
+    status = kube.status_of("MLWorkload", "team-nlp", "demo")
+    stalled = next(c for c in status["conditions"] if c["type"] == "Stalled")
+    assert (stalled["status"], stalled["reason"]) == ("True", "PolicyViolation")
+    assert "spec.expose.serve.visibility: External is not allowed" in stalled["message"]
+
+
+async def test_an_invalid_spec_is_reported_not_raised(kube: FakeKubeApi, reconciler: Reconciler) -> None:
+    created(kube, workload().set("spec.workerGroups", [{"name": "g", "replicas": 2, "maxReplicas": 1}]))
+    outcome = await reconcile(reconciler, body_of(kube), VIEW)
+    assert outcome.result == "refused"
+    stalled = next(c for c in kube.status_of("MLWorkload", "team-nlp", "demo")["conditions"] if c["type"] == "Stalled")
+    assert stalled["reason"] == "InvalidSpec"
+
+
+async def test_foreign_objects_with_a_childs_name_are_never_touched(kube: FakeKubeApi, reconciler: Reconciler) -> None:
+    foreign = kube.put({"apiVersion": "v1", "kind": "ServiceAccount",
+                        "metadata": {"name": "demo", "namespace": "team-nlp", "labels": {"app": "theirs"}}})  # fmt: skip
+    created(kube, workload())
+    outcome = await reconcile(reconciler, body_of(kube), VIEW)
+    assert kube.objects["ServiceAccount", "team-nlp", "demo"] == foreign
+    stalled = next(c for c in kube.status_of("MLWorkload", "team-nlp", "demo")["conditions"] if c["type"] == "Stalled")
+    assert (stalled["status"], stalled["reason"]) == ("True", "ChildConflict")
+    assert outcome.apply.conflicts[0].path == "ServiceAccount/demo"
+
+
+async def test_drift_in_a_child_is_corrected(kube: FakeKubeApi, reconciler: Reconciler) -> None:
+    created(kube, workload().group())
+    await reconcile(reconciler, body_of(kube), VIEW)
+    kube.objects["RayCluster", "team-nlp", "demo"]["spec"]["workerGroupSpecs"][0]["replicas"] = 7
+    outcome = await reconcile(reconciler, body_of(kube), VIEW)
+    assert outcome.apply.applied == ["RayCluster/demo"]
+    assert kube.objects["RayCluster", "team-nlp", "demo"]["spec"]["workerGroupSpecs"][0]["replicas"] == 1
+
+
+async def test_gpu_plan_goes_to_the_gcp_provisioner(kube: FakeKubeApi) -> None:
+    gcp = DryRunProvisioner()
+    created(kube, workload().gpu_group(capacity="Spot"))
+    await reconcile(Reconciler(kube=kube, gcp=gcp, clock=lambda: NOW), body_of(kube), VIEW)
+    assert [pool.name for pool in gcp.plans["team-nlp/demo"].node_pools] == ["mlw-l4x1-spot"]
+    status = kube.status_of("MLWorkload", "team-nlp", "demo")
+    assert status["nodePools"] == [{"name": "mlw-l4x1-spot", "capacity": "Spot", "state": "DryRun", "operation": ""}]
+    assert status["gpus"] == {"requested": 1, "accelerator": "nvidia-l4"}
