@@ -112,9 +112,9 @@ async def test_an_invalid_spec_is_reported_not_raised(kube: FakeKubeApi, reconci
     assert stalled["reason"] == "InvalidSpec"
 
 
-async def test_foreign_objects_with_a_childs_name_are_never_touched(kube: FakeKubeApi, reconciler: Reconciler) -> None:
-    foreign = kube.put({"apiVersion": "v1", "kind": "ServiceAccount",
-                        "metadata": {"name": "demo", "namespace": "team-nlp", "labels": {"app": "theirs"}}})  # fmt: skip
+async def test_foreign_objects_with_a_childs_name_are_left_alone(kube: FakeKubeApi, reconciler: Reconciler) -> None:
+    theirs = {"name": "demo", "namespace": "team-nlp", "labels": {"app": "theirs"}}
+    foreign = kube.put({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": theirs})
     created(kube, workload())
     outcome = await reconcile(reconciler, body_of(kube), VIEW)
     assert kube.objects["ServiceAccount", "team-nlp", "demo"] == foreign
