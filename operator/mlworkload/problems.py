@@ -14,6 +14,7 @@ from pydantic import ValidationError
 class Problem:
     path: str
     message: str
+    rule: str = ""  # which check found it (metrics label); not part of the message
 
     def __str__(self) -> str:
         return f"{self.path}: {self.message}" if self.path else self.message

@@ -1,23 +1,101 @@
-"""Operator settings from the environment (each also a `mlworkload run` flag, later)."""
+"""Operator settings: environment variables (api.md's table), each also a `mlworkload run` flag."""
 
 import os
 from collections.abc import Mapping
+from enum import StrEnum
+from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mlworkload.api.policy import PolicyGcp
 from mlworkload.problems import Problem, Refused, problems_from_validation
 
+_GCP_VARIABLES = {"project": "MLW_GCP_PROJECT", "location": "MLW_GCP_LOCATION", "cluster": "MLW_GKE_CLUSTER"}
+
 
 def gcp_from_env(environ: Mapping[str, str] | None = None) -> PolicyGcp | None:
-    """The GKE cluster from MLW_GCP_PROJECT / MLW_GCP_LOCATION / MLW_GKE_CLUSTER, if all are set."""
+    """The GKE cluster from MLW_GCP_PROJECT / MLW_GCP_LOCATION / MLW_GKE_CLUSTER, if any is set."""
     env = os.environ if environ is None else environ
-    names = {"project": "MLW_GCP_PROJECT", "location": "MLW_GCP_LOCATION", "cluster": "MLW_GKE_CLUSTER"}
-    values = {field: env[variable] for field, variable in names.items() if env.get(variable)}
+    values = {field: env[variable] for field, variable in _GCP_VARIABLES.items() if env.get(variable)}
     if not values:
         return None
     try:
         return PolicyGcp.model_validate(values)
     except ValidationError as error:
-        problems = [Problem(names.get(p.path, p.path), p.message) for p in problems_from_validation(error)]
+        problems = [Problem(_GCP_VARIABLES.get(p.path, p.path), p.message) for p in problems_from_validation(error)]
         raise Refused(problems, subject="environment") from None
+
+
+class GcpMode(StrEnum):
+    LIVE = "live"
+    DRY_RUN = "dry-run"
+
+
+class LogFormat(StrEnum):
+    JSON = "json"
+    TEXT = "text"
+
+
+# Field name -> (environment variable, --flag). The single table behind env parsing and flags.
+SETTINGS_VARIABLES: dict[str, tuple[str, str]] = {
+    "namespaces": ("MLW_NAMESPACES", "--namespaces"),
+    "gcp_mode": ("MLW_GCP_MODE", "--gcp-mode"),
+    "gke_endpoint": ("MLW_GKE_ENDPOINT", "--gke-endpoint"),
+    "iam_endpoint": ("MLW_IAM_ENDPOINT", "--iam-endpoint"),
+    "storage_endpoint": ("MLW_STORAGE_ENDPOINT", "--storage-endpoint"),
+    "pool_release_grace_seconds": ("MLW_POOL_RELEASE_GRACE_SECONDS", "--pool-release-grace-seconds"),
+    "metrics_port": ("MLW_METRICS_PORT", "--metrics-port"),
+    "webhook_port": ("MLW_WEBHOOK_PORT", "--webhook-port"),
+    "webhook_cert_dir": ("MLW_WEBHOOK_CERT_DIR", "--webhook-cert-dir"),
+    "health_port": ("MLW_HEALTH_PORT", "--health-port"),
+    "resync_seconds": ("MLW_RESYNC_SECONDS", "--resync-seconds"),
+    "log_format": ("MLW_LOG_FORMAT", "--log-format"),
+}
+
+
+class OperatorSettings(BaseModel):
+    """How `mlworkload run` behaves. Defaults are api.md's."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    namespaces: list[str] = Field(default_factory=list, description="Namespaces to watch; empty: all.")
+    gcp: PolicyGcp | None = Field(default=None, description="GKE cluster used when no policy names one.")
+    gcp_mode: GcpMode | None = Field(default=None, description="live or dry-run; default dry-run without a project.")
+    gke_endpoint: str | None = None
+    iam_endpoint: str | None = None
+    storage_endpoint: str | None = None
+    pool_release_grace_seconds: int = Field(default=600, ge=0)
+    metrics_port: int = Field(default=8080, ge=0, le=65535, description="0 disables /metrics.")
+    webhook_port: int = Field(default=9443, ge=0, le=65535, description="0 disables the admission webhook.")
+    webhook_cert_dir: str | None = Field(default=None, description="tls.crt/tls.key; none: self-signed.")
+    health_port: int = Field(default=8081, ge=0, le=65535, description="Liveness probe /healthz; 0 disables.")
+    resync_seconds: float = Field(default=300, gt=0, description="Periodic reconcile (drift, status refresh).")
+    log_format: LogFormat = LogFormat.JSON
+
+    @property
+    def effective_gcp_mode(self) -> GcpMode:
+        if self.gcp_mode is not None:
+            return self.gcp_mode
+        return GcpMode.LIVE if self.gcp is not None else GcpMode.DRY_RUN
+
+    @classmethod
+    def load(
+        cls, overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None
+    ) -> "OperatorSettings":
+        """Settings from the environment, then flags (`overrides`, by field name) on top."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {
+            field: env[variable] for field, (variable, _) in SETTINGS_VARIABLES.items() if env.get(variable)
+        }
+        values.update({key: value for key, value in (overrides or {}).items() if value is not None})
+        if isinstance(values.get("namespaces"), str):
+            values["namespaces"] = [ns.strip() for ns in values["namespaces"].split(",") if ns.strip()]
+        values["gcp"] = gcp_from_env(env)
+        try:
+            return cls.model_validate(values)
+        except ValidationError as error:
+            problems = [
+                Problem(SETTINGS_VARIABLES.get(p.path.split(".")[0], (p.path, ""))[0], p.message)
+                for p in problems_from_validation(error)
+            ]
+            raise Refused(problems, subject="settings") from None

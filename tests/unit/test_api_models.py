@@ -70,6 +70,8 @@ def test_the_api_md_example_parses_and_round_trips() -> None:
         ("spec.ray.env", [{"name": "A", "value": "1", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}],
          "spec.ray.env[0]: value and valueFrom are exclusive"),
         ("spec.ray.env", [{"name": "A", "valueFrom": {}}], "exactly one of secretKeyRef and configMapKeyRef"),
+        ("spec.ray.env", [{"name": "A", "value": "1"}, {"name": "A", "value": "2"}],
+         "spec.ray.env: env names must be unique; repeated: A"),
         ("metadata.name", "Train_Job", "metadata.name 'Train_Job' must be a DNS-1035 label"),
         ("metadata.name", "1train", "must be a DNS-1035 label"),
         ("metadata.name", "c" * 54, "type Cluster allows at most 53"),

@@ -125,6 +125,7 @@ CEL_CASES = {
     "name not DNS-1035": (workload("9lives"), False),
     "duplicate group names": (workload().group("a").group("a"), False),
     "unknown field": (workload().set("spec.colour", "blue"), False),
+    "duplicate env names": (workload().set("spec.ray.env", [{"name": "A", "value": "1"}, {"name": "A"}]), False),
     "env with value and valueFrom": (
         workload().set("spec.ray.env", [{"name": "A", "value": "1", "valueFrom": {"secretKeyRef": {"name": "s",
                                                                                                    "key": "k"}}}]),

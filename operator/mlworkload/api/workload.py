@@ -150,7 +150,20 @@ class RaySpec(ApiModel):
         min_length=1,
         max_length=512,
     )
-    env: list[EnvVar] = Field(default_factory=list, description="Environment added to every Ray container.")
+    env: list[EnvVar] = Field(
+        default_factory=list,
+        description="Environment added to every Ray container; names unique.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
+
+    @field_validator("env")
+    @classmethod
+    def _unique_env(cls, env: list[EnvVar]) -> list[EnvVar]:
+        names = [variable.name for variable in env]
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise ValueError(f"env names must be unique; repeated: {', '.join(repeated)}")
+        return env
 
     @model_validator(mode="after")
     def _tag_agrees(self) -> Self:

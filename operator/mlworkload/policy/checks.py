@@ -5,6 +5,7 @@ field, the offending value and what the policy allows.
 """
 
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from decimal import Decimal
 from fnmatch import fnmatchcase
 
@@ -257,8 +258,10 @@ CHECKS: tuple[Check, ...] = (
 
 
 def check_workload(resolved: ResolvedWorkload) -> list[Problem]:
-    """Every single-object policy problem of a workload, in a stable order."""
-    return [problem for check in CHECKS for problem in check(resolved)]
+    """Every single-object policy problem of a workload, in a stable order, tagged with its rule."""
+    return [
+        replace(problem, rule=check.__name__.removeprefix("check_")) for check in CHECKS for problem in check(resolved)
+    ]
 
 
 def check_quota(resolved: ResolvedWorkload, gpus_of_others: int) -> list[Problem]:
@@ -270,7 +273,8 @@ def check_quota(resolved: ResolvedWorkload, gpus_of_others: int) -> list[Problem
     return [
         Problem(
             "spec.workerGroups",
-            f"the workload needs {own} GPUs at max scale and the namespaces governed"
+            rule="quota",
+            message=f"the workload needs {own} GPUs at max scale and the namespaces governed"
             f" by {_by(resolved)} already use {gpus_of_others} of their quota of {quota} (quota.maxGPUs)",
         )
     ]

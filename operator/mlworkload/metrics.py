@@ -1,0 +1,67 @@
+"""Prometheus metrics, all prefixed `mlworkload_`, in one module (as Kueue keeps them)."""
+
+from collections.abc import Iterator
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from mlworkload.api.workload import MLWorkload
+
+RECONCILES = Counter("mlworkload_reconciles_total", "Reconciles by result.", ["result"])
+RECONCILE_SECONDS = Histogram(
+    "mlworkload_reconcile_duration_seconds",
+    "Time to reconcile one MLWorkload.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+ADMISSION_REFUSALS = Counter(
+    "mlworkload_admission_refusals_total", "Workloads refused at admission or reconcile, by rule.", ["reason"]
+)
+KUBE_API_ERRORS = Counter("mlworkload_kubernetes_api_errors_total", "Failed Kubernetes API calls.", ["verb", "code"])
+
+
+class WorkloadInventory(Collector):
+    """Workloads by type and phase, and GPUs requested, from what the reconciler last saw."""
+
+    def __init__(self) -> None:
+        self._workloads: dict[tuple[str, str], tuple[MLWorkload, str]] = {}
+
+    def record(self, workload: MLWorkload, phase: str) -> None:
+        self._workloads[workload.namespace, workload.name] = (workload, phase)
+
+    def forget(self, namespace: str, name: str) -> None:
+        self._workloads.pop((namespace, name), None)
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        by_phase = GaugeMetricFamily("mlworkload_workloads", "MLWorkloads by type and phase.", labels=["type", "phase"])
+        counts: dict[tuple[str, str], int] = {}
+        gpus: dict[tuple[str, str, str], int] = {}
+        for workload, phase in self._workloads.values():
+            key = (workload.spec.type.value, phase)
+            counts[key] = counts.get(key, 0) + 1
+            for group in workload.spec.worker_groups:
+                if group.accelerator is None:
+                    continue
+                capacity = group.capacity.value if group.capacity else "PolicyDefault"
+                gpu_key = (workload.namespace, group.accelerator.type, capacity)
+                gpus[gpu_key] = gpus.get(gpu_key, 0) + group.gpus_at_max_scale
+        for (kind, phase), count in sorted(counts.items()):
+            by_phase.add_metric([kind, phase], count)
+        yield by_phase
+        requested = GaugeMetricFamily(
+            "mlworkload_gpus_requested",
+            "GPUs at max scale, by namespace, accelerator and capacity.",
+            labels=["namespace", "accelerator", "capacity"],
+        )
+        for labels, count in sorted(gpus.items()):
+            requested.add_metric(list(labels), count)
+        yield requested
+
+
+INVENTORY = WorkloadInventory()
+
+
+def register_inventory(registry: CollectorRegistry = REGISTRY) -> None:
+    """Idempotent: several operator runs in one process (tests) share the collector."""
+    if INVENTORY not in getattr(registry, "_collector_to_names", {}):
+        registry.register(INVENTORY)
