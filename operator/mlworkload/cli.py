@@ -18,7 +18,7 @@ from mlworkload.builders import build_gcp_plan, build_objects
 from mlworkload.gcp.plan import GcpPlan, IamBinding, NodePoolPlan
 from mlworkload.policy import Admission, ClusterView, WorkloadGpus, admit_in
 from mlworkload.problems import Problem, Refused
-from mlworkload.settings import gcp_from_env
+from mlworkload.settings import SETTINGS_VARIABLES, OperatorSettings, gcp_from_env
 from mlworkload.yamlio import dump_all, load_all
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE = 0, 1, 2
@@ -155,6 +155,15 @@ def _crds(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
+def _run(args: argparse.Namespace, out: TextIO) -> int:
+    """Run the operator until interrupted (imported lazily: the offline commands need no kopf)."""
+    from mlworkload.operator_main import run_operator  # noqa: PLC0415
+
+    overrides = {field: getattr(args, field) for field in SETTINGS_VARIABLES if hasattr(args, field)}
+    run_operator(OperatorSettings.load(overrides))
+    return EXIT_OK
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mlworkload",
@@ -194,6 +203,15 @@ def _parser() -> argparse.ArgumentParser:
     crds = commands.add_parser("crds", help="print the generated CRDs", description="print the generated CRDs")
     crds.add_argument("--output-dir", metavar="DIR", help="write one file per CRD into DIR instead (e.g. crds)")
     crds.set_defaults(handler=_crds)
+    run = commands.add_parser(
+        "run",
+        help="run the operator against the current kubeconfig / in-cluster config",
+        description="Run the operator. Every flag has an environment variable (shown); flags win.",
+    )
+    for field, (variable, flag) in SETTINGS_VARIABLES.items():
+        described = OperatorSettings.model_fields[field].description or ""
+        run.add_argument(flag, dest=field, metavar="VALUE", help=f"{described} [{variable}]".strip())
+    run.set_defaults(handler=_run)
     return parser
 
 

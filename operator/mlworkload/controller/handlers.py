@@ -1,0 +1,245 @@
+"""kopf handlers: decorators and orchestration only; the work is in reconcile, policy and builders.
+
+Every entry point (create, update, resume, the resync timer, a change of a Ray child) runs the
+same reconcile under a per-object lock, because kopf runs timers and change handlers of one
+object as separate tasks that may overlap.
+"""
+
+import asyncio
+import logging
+import os
+import time
+from collections import defaultdict
+from collections.abc import Mapping
+from typing import Any
+
+import kopf
+import kubernetes.client
+import kubernetes.config
+
+from mlworkload.api.load import parse_policy
+from mlworkload.api.policy import MLWorkloadPolicy
+from mlworkload.api.workload import MLWorkload
+from mlworkload.constants import (
+    FINALIZER,
+    GROUP,
+    LABEL_MANAGED_BY,
+    LABEL_WORKLOAD,
+    MANAGED_BY,
+    POLICY_PLURAL,
+    VERSION,
+    WORKLOAD_PLURAL,
+)
+from mlworkload.controller.kube import WORKLOADS, ClientKubeApi, KubeError
+from mlworkload.controller.reconcile import Outcome, Reconciler, owner_key, reconcile
+from mlworkload.gcp.provisioner import DryRunProvisioner, GcpProvisioner
+from mlworkload.metrics import ADMISSION_REFUSALS, INVENTORY, RECONCILE_SECONDS, RECONCILES
+from mlworkload.policy import ClusterView, WorkloadGpus, admit_in
+from mlworkload.problems import Refused
+from mlworkload.settings import GcpMode, OperatorSettings
+
+logger = logging.getLogger(__name__)
+
+WORKLOAD = (GROUP, VERSION, WORKLOAD_PLURAL)
+OWNED = {LABEL_MANAGED_BY: MANAGED_BY}
+RETRY_DELAY_SECONDS = 10.0
+# kopf fixes a timer's interval when the decorator runs, before settings exist: read it from the
+# environment here (the same MLW_RESYNC_SECONDS that `mlworkload run --resync-seconds` sets).
+RESYNC_SECONDS = float(os.environ.get("MLW_RESYNC_SECONDS") or 300)
+
+
+# --- start-up -------------------------------------------------------------------------------------
+
+
+def _api_client() -> kubernetes.client.ApiClient:
+    try:
+        kubernetes.config.load_incluster_config()  # type: ignore[no-untyped-call]
+    except kubernetes.config.ConfigException:
+        kubernetes.config.load_kube_config()  # type: ignore[no-untyped-call]
+    return kubernetes.client.ApiClient()
+
+
+def _gcp_provisioner(config: OperatorSettings) -> GcpProvisioner:
+    if config.effective_gcp_mode is GcpMode.LIVE:
+        raise kopf.PermanentError(
+            "MLW_GCP_MODE=live is not available in this version (the GCP adapters come with the GCP issue);"
+            " run with MLW_GCP_MODE=dry-run"
+        )
+    return DryRunProvisioner()
+
+
+@kopf.on.startup()
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    config: OperatorSettings = getattr(memo, "config", None) or OperatorSettings.load()
+    settings.persistence.finalizer = FINALIZER
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=GROUP, key="last-handled-configuration"
+    )
+    # One replica with a Recreate strategy: no peering needed (kopf has no leader election).
+    settings.peering.standalone = True
+    settings.posting.level = logging.INFO
+    settings.watching.server_timeout = 300
+    if config.webhook_port:
+        cert_dir = config.webhook_cert_dir
+        settings.admission.server = kopf.WebhookServer(
+            addr="0.0.0.0",
+            port=config.webhook_port,
+            certfile=f"{cert_dir}/tls.crt" if cert_dir else None,
+            pkeyfile=f"{cert_dir}/tls.key" if cert_dir else None,
+        )
+    memo.config = config
+    memo.reconciler = Reconciler(
+        kube=ClientKubeApi(_api_client()), gcp=_gcp_provisioner(config), gcp_defaults=config.gcp
+    )
+    memo.locks = defaultdict(asyncio.Lock)
+
+
+# --- indexes: the cluster view admission needs, kept in memory by kopf's watches ----------------------
+
+
+@kopf.index(GROUP, VERSION, POLICY_PLURAL)
+def policy_index(name: str, body: kopf.Body, **_: Any) -> dict[str, Mapping[str, Any]]:
+    return {name: dict(body)}
+
+
+@kopf.index("", "v1", "namespaces")
+def namespace_index(name: str, labels: kopf.Labels, **_: Any) -> dict[str, Mapping[str, str]]:
+    return {name: dict(labels)}
+
+
+@kopf.index(*WORKLOAD)
+def gpu_index(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict[tuple[str, str], int]:
+    groups = (body.get("spec") or {}).get("workerGroups") or []
+    try:
+        gpus = sum(
+            int(g["accelerator"]["count"]) * int(g.get("maxReplicas", g.get("replicas", 1)))
+            for g in groups
+            if isinstance(g, Mapping) and g.get("accelerator")
+        )
+    except (KeyError, TypeError, ValueError):
+        gpus = 0  # an unparseable spec is refused elsewhere; it reserves no quota
+    return {(namespace or "", name): gpus}
+
+
+def _single(store: kopf.Store[Any]) -> Any:
+    return next(iter(store))
+
+
+PolicyIndex = kopf.Index[str, Mapping[str, Any]]
+NamespaceIndex = kopf.Index[str, Mapping[str, str]]
+GpuIndex = kopf.Index[tuple[str, str], int]
+
+
+def cluster_view(indexes: Mapping[str, Any]) -> ClusterView:
+    """The view from the handler's index keyword arguments (kopf passes each index by its name)."""
+    policy_index: PolicyIndex = indexes["policy_index"]
+    namespace_index: NamespaceIndex = indexes["namespace_index"]
+    gpu_index: GpuIndex = indexes["gpu_index"]
+    policies: list[MLWorkloadPolicy] = []
+    for name, store in policy_index.items():
+        try:
+            policies.append(parse_policy(_single(store)))
+        except Refused as refused:
+            logger.warning("ignoring MLWorkloadPolicy %s: %s", name, "; ".join(refused.lines()))
+    labels = {name: _single(store) for name, store in namespace_index.items()}
+    usage = [WorkloadGpus(ns, name, _single(store)) for (ns, name), store in gpu_index.items()]
+    return ClusterView(policies=policies, namespace_labels=labels, default_labels={}, usage=usage)
+
+
+# --- reconcile --------------------------------------------------------------------------------------
+
+
+def _post_events(body: kopf.Body, outcome: Outcome) -> None:
+    if outcome.apply.applied:
+        kopf.info(body, reason="Applied", message="applied " + ", ".join(outcome.apply.applied))
+    if outcome.apply.deleted:
+        kopf.info(body, reason="Pruned", message="deleted " + ", ".join(outcome.apply.deleted))
+    if outcome.status_written and outcome.status is not None:
+        stalled = next((c for c in outcome.status.conditions if c.type == "Stalled" and c.status == "True"), None)
+        if stalled is not None:
+            kopf.warn(body, reason=stalled.reason, message=stalled.message)
+            ADMISSION_REFUSALS.labels(reason=stalled.reason).inc()
+
+
+async def run_reconcile(body: Mapping[str, Any], memo: kopf.Memo, view: ClusterView) -> Outcome:
+    """One serialised reconcile of one object; Kubernetes errors are retried by kopf with a delay."""
+    meta = body["metadata"]
+    started = time.perf_counter()
+    async with memo.locks[owner_key(meta["namespace"], meta["name"])]:
+        # Re-read under the lock: another entry point may have just changed it.
+        fresh = await memo.reconciler.kube.get(WORKLOADS, meta["namespace"], meta["name"])
+        if fresh is None:
+            return Outcome("gone")
+        try:
+            outcome = await reconcile(memo.reconciler, fresh, view)
+        except KubeError as error:
+            RECONCILES.labels(result="error").inc()
+            raise kopf.TemporaryError(f"Kubernetes API: {error}", delay=RETRY_DELAY_SECONDS) from error
+    RECONCILES.labels(result=outcome.result).inc()
+    RECONCILE_SECONDS.observe(time.perf_counter() - started)
+    _post_events(kopf.Body(fresh), outcome)
+    if outcome.status is not None and outcome.status.phase is not None:
+        try:
+            INVENTORY.record(MLWorkload.model_validate(dict(fresh)), outcome.status.phase.value)
+        except ValueError:
+            INVENTORY.forget(meta["namespace"], meta["name"])
+    return outcome
+
+
+@kopf.on.resume(*WORKLOAD)
+@kopf.on.create(*WORKLOAD)
+@kopf.on.update(*WORKLOAD)
+async def workload_changed(
+    body: kopf.Body,
+    memo: kopf.Memo,
+    **indexes: Any,
+) -> None:
+    await run_reconcile(body, memo, cluster_view(indexes))
+
+
+@kopf.timer(*WORKLOAD, interval=RESYNC_SECONDS, initial_delay=RESYNC_SECONDS)
+async def resync(
+    body: kopf.Body,
+    memo: kopf.Memo,
+    **indexes: Any,
+) -> None:
+    """Drift correction and status refresh, and re-admission after a policy change."""
+    await run_reconcile(body, memo, cluster_view(indexes))
+
+
+@kopf.on.event("ray.io", "v1", "rayclusters", labels=OWNED)
+@kopf.on.event("ray.io", "v1", "rayjobs", labels=OWNED)
+@kopf.on.event("ray.io", "v1", "rayservices", labels=OWNED)
+async def ray_child_changed(namespace: str | None, labels: kopf.Labels, memo: kopf.Memo, **indexes: Any) -> None:
+    """KubeRay moved a Ray object: bring its MLWorkload's status along at once, not at the next resync."""
+    name = labels.get(LABEL_WORKLOAD)
+    if not name or not namespace or not hasattr(memo, "reconciler"):
+        return
+    await run_reconcile({"metadata": {"namespace": namespace, "name": name}}, memo, cluster_view(indexes))
+
+
+@kopf.on.delete(*WORKLOAD)
+async def workload_deleted(namespace: str | None, name: str, memo: kopf.Memo, **_: Any) -> None:
+    """Children go with their owner references; GCP resources are released here, behind the finalizer."""
+    await memo.reconciler.gcp.release(owner_key(namespace or "", name))
+    INVENTORY.forget(namespace or "", name)
+
+
+# --- admission --------------------------------------------------------------------------------------
+
+
+@kopf.on.validate(*WORKLOAD, id="policy", operations=["CREATE", "UPDATE"])
+def validate_workload(body: kopf.Body, memo: kopf.Memo, **indexes: Any) -> None:
+    """The same checks as `mlworkload validate`, plus the namespace quota across workloads."""
+    view = cluster_view(indexes)
+    try:
+        workload = MLWorkload.model_validate(dict(body))
+    except ValueError as error:
+        ADMISSION_REFUSALS.labels(reason="schema").inc()
+        raise kopf.AdmissionError(str(error), code=422) from None
+    verdict = admit_in(view, workload, getattr(memo, "config", OperatorSettings()).gcp)
+    if not verdict.allowed:
+        for problem in verdict.problems:
+            ADMISSION_REFUSALS.labels(reason=problem.rule or "policy").inc()
+        raise kopf.AdmissionError("\n".join(map(str, verdict.problems)), code=422)

@@ -1,0 +1,28 @@
+"""Start the operator: logging, metrics, then kopf with the handlers in mlworkload.controller."""
+
+import os
+
+import kopf
+from prometheus_client import start_http_server
+
+from mlworkload.metrics import register_inventory
+from mlworkload.settings import LogFormat, OperatorSettings
+
+
+def run_operator(settings: OperatorSettings) -> None:
+    """Blocks until the operator stops (SIGTERM / SIGINT)."""
+    kopf.configure(log_format=kopf.LogFormat.JSON if settings.log_format is LogFormat.JSON else kopf.LogFormat.FULL)
+    register_inventory()
+    if settings.metrics_port:
+        start_http_server(settings.metrics_port)
+    # The handlers module reads the resync interval when its timer decorator runs, at import.
+    os.environ["MLW_RESYNC_SECONDS"] = str(settings.resync_seconds)
+    import mlworkload.controller.handlers  # noqa: F401, PLC0415  (registers the handlers with kopf)
+
+    kopf.run(
+        standalone=True,
+        clusterwide=not settings.namespaces,
+        namespaces=settings.namespaces,
+        liveness_endpoint=f"http://0.0.0.0:{settings.health_port}/healthz" if settings.health_port else None,
+        memo=kopf.Memo(config=settings),
+    )
