@@ -17,7 +17,15 @@ class Problem:
     rule: str = ""  # which check found it (metrics label); not part of the message
 
     def __str__(self) -> str:
-        return f"{self.path}: {self.message}" if self.path else self.message
+        line = f"{self.path}: {self.message}" if self.path else self.message
+        return printable(line)
+
+
+def printable(text: str) -> str:
+    """One terminal-safe line: user-supplied names may carry newlines or escape sequences."""
+    if text.isprintable():
+        return text
+    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
 
 
 class Refused(Exception):

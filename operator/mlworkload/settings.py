@@ -66,7 +66,7 @@ class OperatorSettings(BaseModel):
     storage_endpoint: str | None = None
     pool_release_grace_seconds: int = Field(default=600, ge=0)
     metrics_port: int = Field(default=8080, ge=0, le=65535, description="0 disables /metrics.")
-    webhook_port: int = Field(default=9443, ge=0, le=65535, description="0 disables the admission webhook.")
+    webhook_port: int = Field(default=9443, ge=0, le=65535, description="Admission webhook (TLS); 0: any free port.")
     webhook_cert_dir: str | None = Field(default=None, description="tls.crt/tls.key; none: self-signed.")
     health_port: int = Field(default=8081, ge=0, le=65535, description="Liveness probe /healthz; 0 disables.")
     resync_seconds: float = Field(default=300, gt=0, description="Periodic reconcile (drift, status refresh).")

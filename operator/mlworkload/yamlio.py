@@ -5,8 +5,12 @@ from typing import Any
 
 import yaml
 
+# libyaml's emitter when PyYAML was built with it: five times faster for the same output.
+_SafeDumper: type[yaml.SafeDumper] = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+_SafeLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
-class _NoAliasDumper(yaml.SafeDumper):
+
+class _NoAliasDumper(_SafeDumper):  # type: ignore[valid-type,misc]
     def ignore_aliases(self, data: Any) -> bool:
         return True
 
@@ -30,4 +34,4 @@ def dump_all(documents: Iterable[Any]) -> str:
 
 def load_all(text: str) -> list[Any]:
     """Every non-empty document of a (multi-document) YAML or JSON text."""
-    return [document for document in yaml.safe_load_all(text) if document is not None]
+    return [document for document in yaml.load_all(text, Loader=_SafeLoader) if document is not None]

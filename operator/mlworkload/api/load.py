@@ -11,20 +11,21 @@ from pydantic import ValidationError
 from mlworkload.api.policy import MLWorkloadPolicy
 from mlworkload.api.workload import MLWorkload
 from mlworkload.constants import API_VERSION, POLICY_KIND, WORKLOAD_KIND
-from mlworkload.problems import Problem, Refused, problems_from_validation
+from mlworkload.problems import Problem, Refused, printable, problems_from_validation
 
 
 def parse_workload(document: Any) -> MLWorkload:
     """An MLWorkload from its wire form; Refused with field-path problems otherwise."""
     try:
-        return MLWorkload.model_validate(document)
+        # By alias only: the wire form is camelCase, as in the CRD; `worker_groups` is an unknown field.
+        return MLWorkload.model_validate(document, by_alias=True, by_name=False)
     except ValidationError as error:
         raise Refused(problems_from_validation(error), subject=_describe(document)) from None
 
 
 def parse_policy(document: Any) -> MLWorkloadPolicy:
     try:
-        return MLWorkloadPolicy.model_validate(document)
+        return MLWorkloadPolicy.model_validate(document, by_alias=True, by_name=False)
     except ValidationError as error:
         raise Refused(problems_from_validation(error), subject=_describe(document)) from None
 
@@ -36,7 +37,8 @@ def _describe(document: Any) -> str:
     name = metadata.get("name", "<unnamed>") if metadata else "<unnamed>"
     namespace = metadata.get("namespace") if metadata else None
     kind = document.get("kind", "object")
-    return f"{kind} {namespace}/{name}" if namespace else f"{kind} {name}"
+    described = f"{kind} {namespace}/{name}" if namespace else f"{kind} {name}"
+    return printable(described)
 
 
 @dataclass

@@ -4,7 +4,7 @@ import re
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, field_validator
 
 from mlworkload.api.base import ApiModel
 
@@ -27,10 +27,42 @@ def is_dns1035_label(name: str, max_length: int = 63) -> bool:
     return len(name) <= max_length and bool(_DNS1035_RE.match(name))
 
 
+_LABEL_NAME = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$")
+_DNS1123_SUBDOMAIN_RE = re.compile(DNS1123_SUBDOMAIN)
+_DNS1123_LABEL_RE = re.compile(DNS1123_LABEL)
+
+
+def label_problem(key: str, value: str) -> str | None:
+    """Why a label cannot exist in Kubernetes (the API server's rules), or None."""
+    prefix, _, name = key.rpartition("/")
+    if prefix and (len(prefix) > 253 or not _DNS1123_SUBDOMAIN_RE.match(prefix)):
+        return f"label key {key!r}: the prefix must be a DNS subdomain"
+    if not name or len(name) > 63 or not _LABEL_NAME.match(name):
+        return f"label key {key!r}: the name must be 1-63 alphanumerics, '-', '_' or '.'"
+    if len(value) > 63 or not _LABEL_NAME.match(value):
+        return f"label {key}={value!r}: the value must be at most 63 alphanumerics, '-', '_' or '.'"
+    return None
+
+
 class ObjectMeta(ApiModel):
     """The parts of metadata the operator reads. Everything else the API server sets is ignored."""
 
     model_config = ConfigDict(extra="ignore")
+
+    @field_validator("namespace")
+    @classmethod
+    def _namespace_is_a_label(cls, namespace: str | None) -> str | None:
+        if namespace is not None and (len(namespace) > 63 or not _DNS1123_LABEL_RE.match(namespace)):
+            raise ValueError(f"{namespace!r} is not a DNS-1123 label (lowercase letters, digits and '-')")
+        return namespace
+
+    @field_validator("labels")
+    @classmethod
+    def _labels_are_valid(cls, labels: dict[str, str]) -> dict[str, str]:
+        problems = [problem for key, value in labels.items() if (problem := label_problem(key, value))]
+        if problems:
+            raise ValueError("\n".join(problems))
+        return labels
 
     name: str = ""
     namespace: str | None = None

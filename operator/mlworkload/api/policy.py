@@ -12,7 +12,7 @@ from pydantic import Field, StrictBool, StrictInt
 
 from mlworkload.api.base import ApiModel, cel, with_cel
 from mlworkload.api.meta import LabelSelector, NetworkPolicyPeer, ObjectMeta
-from mlworkload.api.workload import GSA_PATTERN, Isolation
+from mlworkload.api.workload import GSA_PATTERN, INT32_MAX, Isolation
 
 # Google Front End and health-check source ranges (documented by Google for GCLB backends).
 GOOGLE_LB_SOURCE_RANGES = ("35.191.0.0/16", "130.211.0.0/22")
@@ -155,7 +155,7 @@ class PolicyLifecycle(ApiModel):
         default=None, gt=0, description="Cluster type: suspend after this long with no Ray activity."
     )
     max_job_runtime_seconds: StrictInt | None = Field(
-        default=None, gt=0, description="Cap and default for job.activeDeadlineSeconds."
+        default=None, gt=0, le=INT32_MAX, description="Cap and default for job.activeDeadlineSeconds."
     )
 
 

@@ -22,6 +22,7 @@ from mlworkload.api.meta import (
 from mlworkload.api.quantity import Quantity
 
 RAY_VERSION_PATTERN = r"^[0-9]+\.[0-9]+\.[0-9]+$"
+INT32_MAX = 2**31 - 1  # KubeRay declares its time fields int32
 BUCKET_PATTERN = r"^gs://[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$"
 GSA_PATTERN = r"^[a-z0-9][a-z0-9-]{4,61}@[a-z0-9][a-z0-9.-]{2,100}\.gserviceaccount\.com$"
 ENV_NAME_PATTERN = r"^[-._a-zA-Z][-._a-zA-Z0-9]*$"
@@ -293,6 +294,7 @@ class JobSpec(ApiModel):
     active_deadline_seconds: StrictInt | None = Field(
         default=None,
         gt=0,
+        le=INT32_MAX,
         description="Seconds before the job is failed. Default: the policy's maxJobRuntimeSeconds.",
     )
     backoff_limit: StrictInt = Field(
@@ -304,6 +306,7 @@ class JobSpec(ApiModel):
     ttl_seconds_after_finished: StrictInt = Field(
         default=0,
         ge=0,
+        le=INT32_MAX,
         description="Seconds the Ray cluster is kept after the job ends, then deleted. Default 0.",
     )
 

@@ -58,14 +58,33 @@ def _describe(manifest: Manifest) -> str:
     return f"{manifest['kind']}/{manifest['metadata']['name']}"
 
 
-async def apply_children(api: KubeApi, workload: str, desired: Iterable[Manifest]) -> ApplyResult:
+ChildKey = tuple[str, str]  # (kind, name)
+
+
+async def observe_children(
+    api: KubeApi, namespace: str, workload: str, kinds: Sequence[Resource]
+) -> dict[ChildKey, Manifest]:
+    """The workload's children, one LIST per kind by ownership labels (a steady state costs no GETs)."""
+    selector = {LABEL_MANAGED_BY: MANAGED_BY, LABEL_WORKLOAD: workload}
+    observed: dict[ChildKey, Manifest] = {}
+    for resource in kinds:
+        for live in await api.list(resource, namespace, selector):
+            observed[resource.kind, live["metadata"]["name"]] = live
+    return observed
+
+
+async def apply_children(
+    api: KubeApi, workload: str, desired: Iterable[Manifest], observed: dict[ChildKey, Manifest]
+) -> ApplyResult:
     """Bring every desired child to its desired state, in order; report conflicts, never overwrite them."""
     result = ApplyResult()
     for manifest in desired:
         stamped = with_hash(manifest)
         meta = stamped["metadata"]
         resource = resource_of(stamped)
-        live = await api.get(resource, meta.get("namespace"), meta["name"])
+        live = observed.get((stamped["kind"], meta["name"]))
+        if live is None:  # not ours by label: make sure nobody else's object has that name
+            live = await api.get(resource, meta.get("namespace"), meta["name"])
         shared = resource.namespaced is False  # shared cluster-scoped children (ComputeClass)
         if live is not None and not owned_by(live, None if shared else workload):
             result.conflicts.append(
@@ -83,20 +102,12 @@ async def apply_children(api: KubeApi, workload: str, desired: Iterable[Manifest
 
 
 async def delete_stale(
-    api: KubeApi,
-    *,
-    namespace: str,
-    workload: str,
-    kinds: Sequence[Resource],
-    keep: set[tuple[str, str]],
-    result: ApplyResult,
+    api: KubeApi, observed: dict[ChildKey, Manifest], keep: set[ChildKey], workload: str, result: ApplyResult
 ) -> None:
     """Delete the workload's children that are no longer desired (a removed Ingress, a group's policy)."""
-    selector = {LABEL_MANAGED_BY: MANAGED_BY, LABEL_WORKLOAD: workload}
-    for resource in kinds:
-        for live in await api.list(resource, namespace, selector):
-            meta = live["metadata"]
-            if (resource.kind, meta["name"]) in keep or not owned_by(live, workload) or meta.get("deletionTimestamp"):
-                continue
-            await api.delete(resource, namespace, meta["name"], meta["uid"])
-            result.deleted.append(f"{resource.kind}/{meta['name']}")
+    for (kind, name), live in observed.items():
+        meta = live["metadata"]
+        if (kind, name) in keep or not owned_by(live, workload) or meta.get("deletionTimestamp"):
+            continue
+        await api.delete(resource_of(live), meta.get("namespace"), name, meta["uid"])
+        result.deleted.append(f"{kind}/{name}")

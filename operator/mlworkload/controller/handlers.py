@@ -8,18 +8,19 @@ object as separate tasks that may overlap.
 import asyncio
 import logging
 import os
+import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import kopf
 import kubernetes.client
 import kubernetes.config
 
-from mlworkload.api.load import parse_policy
+from mlworkload.api.load import parse_policy, parse_workload
 from mlworkload.api.policy import MLWorkloadPolicy
-from mlworkload.api.workload import MLWorkload
 from mlworkload.constants import (
     FINALIZER,
     GROUP,
@@ -30,6 +31,7 @@ from mlworkload.constants import (
     VERSION,
     WORKLOAD_PLURAL,
 )
+from mlworkload.controller.certificates import write_self_signed
 from mlworkload.controller.kube import WORKLOADS, ClientKubeApi, KubeError
 from mlworkload.controller.reconcile import Outcome, Reconciler, owner_key, reconcile
 from mlworkload.gcp.provisioner import DryRunProvisioner, GcpProvisioner
@@ -52,11 +54,21 @@ RESYNC_SECONDS = float(os.environ.get("MLW_RESYNC_SECONDS") or 300)
 
 
 def _api_client() -> kubernetes.client.ApiClient:
+    """In-cluster credentials, else the kubeconfig ($KUBECONFIG read now, not at import as the client does)."""
+    configuration = kubernetes.client.Configuration()
     try:
-        kubernetes.config.load_incluster_config()  # type: ignore[no-untyped-call]
+        kubernetes.config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
     except kubernetes.config.ConfigException:
-        kubernetes.config.load_kube_config()  # type: ignore[no-untyped-call]
-    return kubernetes.client.ApiClient()
+        kubernetes.config.load_kube_config(  # type: ignore[no-untyped-call]
+            config_file=os.environ.get("KUBECONFIG"), client_configuration=configuration
+        )
+    return kubernetes.client.ApiClient(configuration)
+
+
+@kopf.on.login()
+def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    """kopf's own readers of the service account or $KUBECONFIG, the same sources as `_api_client`."""
+    return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
 
 
 def _gcp_provisioner(config: OperatorSettings) -> GcpProvisioner:
@@ -66,6 +78,21 @@ def _gcp_provisioner(config: OperatorSettings) -> GcpProvisioner:
             " run with MLW_GCP_MODE=dry-run"
         )
     return DryRunProvisioner()
+
+
+def _webhook_server(config: OperatorSettings) -> kopf.WebhookServer:
+    """TLS from the mounted certificate (cert-manager), else a self-signed one made at start-up."""
+    if config.webhook_cert_dir:
+        certfile, keyfile = Path(config.webhook_cert_dir) / "tls.crt", Path(config.webhook_cert_dir) / "tls.key"
+    else:
+        service = os.environ.get("MLW_WEBHOOK_SERVICE", "mlworkload-webhook")
+        namespace = os.environ.get("POD_NAMESPACE", "mlworkload-system")
+        hosts = [f"{service}.{namespace}.svc", f"{service}.{namespace}.svc.cluster.local", "localhost", "127.0.0.1"]
+        certfile, keyfile = write_self_signed(Path(tempfile.mkdtemp(prefix="mlworkload-webhook-")), hosts)
+    # Port 0: any free port (tests); the Service in front of the pod fixes what clients use.
+    return kopf.WebhookServer(
+        addr="0.0.0.0", port=config.webhook_port or None, certfile=str(certfile), pkeyfile=str(keyfile)
+    )
 
 
 @kopf.on.startup()
@@ -80,14 +107,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.peering.standalone = True
     settings.posting.level = logging.INFO
     settings.watching.server_timeout = 300
-    if config.webhook_port:
-        cert_dir = config.webhook_cert_dir
-        settings.admission.server = kopf.WebhookServer(
-            addr="0.0.0.0",
-            port=config.webhook_port,
-            certfile=f"{cert_dir}/tls.crt" if cert_dir else None,
-            pkeyfile=f"{cert_dir}/tls.key" if cert_dir else None,
-        )
+    settings.admission.server = _webhook_server(config)
     memo.config = config
     memo.reconciler = Reconciler(
         kube=ClientKubeApi(_api_client()), gcp=_gcp_provisioner(config), gcp_defaults=config.gcp
@@ -181,8 +201,8 @@ async def run_reconcile(body: Mapping[str, Any], memo: kopf.Memo, view: ClusterV
     _post_events(kopf.Body(fresh), outcome)
     if outcome.status is not None and outcome.status.phase is not None:
         try:
-            INVENTORY.record(MLWorkload.model_validate(dict(fresh)), outcome.status.phase.value)
-        except ValueError:
+            INVENTORY.record(parse_workload(dict(fresh)), outcome.status.phase.value)
+        except Refused:
             INVENTORY.forget(meta["namespace"], meta["name"])
     return outcome
 
@@ -220,9 +240,11 @@ async def ray_child_changed(namespace: str | None, labels: kopf.Labels, memo: ko
 
 
 @kopf.on.delete(*WORKLOAD)
-async def workload_deleted(namespace: str | None, name: str, memo: kopf.Memo, **_: Any) -> None:
+async def workload_deleted(body: kopf.Body, namespace: str | None, name: str, memo: kopf.Memo, **_: Any) -> None:
     """Children go with their owner references; GCP resources are released here, behind the finalizer."""
-    await memo.reconciler.gcp.release(owner_key(namespace or "", name))
+    owner = owner_key(namespace or "", name)
+    await memo.reconciler.gcp.release(owner)
+    kopf.info(body, reason="GcpReleased", message=f"released the GCP resources of {owner}")
     INVENTORY.forget(namespace or "", name)
 
 
@@ -234,10 +256,10 @@ def validate_workload(body: kopf.Body, memo: kopf.Memo, **indexes: Any) -> None:
     """The same checks as `mlworkload validate`, plus the namespace quota across workloads."""
     view = cluster_view(indexes)
     try:
-        workload = MLWorkload.model_validate(dict(body))
-    except ValueError as error:
+        workload = parse_workload(dict(body))
+    except Refused as refused:
         ADMISSION_REFUSALS.labels(reason="schema").inc()
-        raise kopf.AdmissionError(str(error), code=422) from None
+        raise kopf.AdmissionError("\n".join(map(str, refused.problems)), code=422) from None
     verdict = admit_in(view, workload, getattr(memo, "config", OperatorSettings()).gcp)
     if not verdict.allowed:
         for problem in verdict.problems:

@@ -18,7 +18,7 @@ from mlworkload.api.workload import GpuStatus, MLWorkload, MLWorkloadStatus
 from mlworkload.builders import build_gcp_plan, build_objects
 from mlworkload.builders.endpoints import exposed_endpoints
 from mlworkload.constants import REASON_INVALID_SPEC, REASON_POLICY_VIOLATION
-from mlworkload.controller.apply import ApplyResult, apply_children, delete_stale
+from mlworkload.controller.apply import ApplyResult, apply_children, delete_stale, observe_children
 from mlworkload.controller.kube import RESOURCES, WORKLOADS, KubeApi, Resource
 from mlworkload.controller.raystatus import observe_ray
 from mlworkload.controller.status import Observation, compute_status
@@ -142,10 +142,10 @@ async def reconcile(reconciler: Reconciler, body: Mapping[str, Any], view: Clust
     # Children are applied while node pools provision: their pods simply wait for the nodes.
     outcome = Outcome("applied")
     desired = build_objects(resolved)
-    outcome.apply = await apply_children(reconciler.kube, workload.name, desired)
+    observed = await observe_children(reconciler.kube, workload.namespace, workload.name, PRUNED_KINDS)
+    outcome.apply = await apply_children(reconciler.kube, workload.name, desired, observed)
     keep = {(manifest["kind"], manifest["metadata"]["name"]) for manifest in desired}
-    await delete_stale(reconciler.kube, namespace=workload.namespace, workload=workload.name,
-                       kinds=PRUNED_KINDS, keep=keep, result=outcome.apply)  # fmt: skip
+    await delete_stale(reconciler.kube, observed, keep, workload.name, outcome.apply)
     if not outcome.apply.applied and not outcome.apply.deleted:
         outcome.result = "unchanged"
     ray_object = outcome.apply.live.get((kind, workload.name))
