@@ -17,9 +17,10 @@ def run_operator(settings: OperatorSettings) -> None:
         start_http_server(settings.metrics_port)
     # The handlers module reads the resync interval when its timer decorator runs, at import.
     os.environ["MLW_RESYNC_SECONDS"] = str(settings.resync_seconds)
-    import mlworkload.controller.handlers  # noqa: F401, PLC0415  (registers the handlers with kopf)
+    from mlworkload.controller.handlers import REGISTRY  # noqa: PLC0415
 
     kopf.run(
+        registry=REGISTRY,
         standalone=True,
         clusterwide=not settings.namespaces,
         namespaces=settings.namespaces,

@@ -42,6 +42,9 @@ from mlworkload.settings import GcpMode, OperatorSettings
 
 logger = logging.getLogger(__name__)
 
+# The operator's own registry, not kopf's process-wide default: handlers registered elsewhere in the
+# same process (tests, plugins) can never run as part of this operator.
+REGISTRY = kopf.OperatorRegistry()
 WORKLOAD = (GROUP, VERSION, WORKLOAD_PLURAL)
 OWNED = {LABEL_MANAGED_BY: MANAGED_BY}
 RETRY_DELAY_SECONDS = 10.0
@@ -65,7 +68,7 @@ def _api_client() -> kubernetes.client.ApiClient:
     return kubernetes.client.ApiClient(configuration)
 
 
-@kopf.on.login()
+@kopf.on.login(registry=REGISTRY)
 def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
     """kopf's own readers of the service account or $KUBECONFIG, the same sources as `_api_client`."""
     return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
@@ -95,7 +98,7 @@ def _webhook_server(config: OperatorSettings) -> kopf.WebhookServer:
     )
 
 
-@kopf.on.startup()
+@kopf.on.startup(registry=REGISTRY)
 async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     config: OperatorSettings = getattr(memo, "config", None) or OperatorSettings.load()
     settings.persistence.finalizer = FINALIZER
@@ -118,18 +121,20 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
 # --- indexes: the cluster view admission needs, kept in memory by kopf's watches ----------------------
 
 
-@kopf.index(GROUP, VERSION, POLICY_PLURAL)
+@kopf.index(GROUP, VERSION, POLICY_PLURAL, registry=REGISTRY)
 def policy_index(name: str, body: kopf.Body, **_: Any) -> dict[str, Mapping[str, Any]]:
     return {name: dict(body)}
 
 
-@kopf.index("", "v1", "namespaces")
+@kopf.index("", "v1", "namespaces", registry=REGISTRY)
 def namespace_index(name: str, labels: kopf.Labels, **_: Any) -> dict[str, Mapping[str, str]]:
     return {name: dict(labels)}
 
 
-@kopf.index(*WORKLOAD)
+@kopf.index(*WORKLOAD, registry=REGISTRY)
 def gpu_index(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict[tuple[str, str], int]:
+    if body.get("metadata", {}).get("deletionTimestamp"):
+        return {(namespace or "", name): 0}  # being deleted: its GPUs are on their way back
     groups = (body.get("spec") or {}).get("workerGroups") or []
     try:
         gpus = sum(
@@ -207,9 +212,9 @@ async def run_reconcile(body: Mapping[str, Any], memo: kopf.Memo, view: ClusterV
     return outcome
 
 
-@kopf.on.resume(*WORKLOAD)
-@kopf.on.create(*WORKLOAD)
-@kopf.on.update(*WORKLOAD)
+@kopf.on.resume(*WORKLOAD, registry=REGISTRY)
+@kopf.on.create(*WORKLOAD, registry=REGISTRY)
+@kopf.on.update(*WORKLOAD, registry=REGISTRY)
 async def workload_changed(
     body: kopf.Body,
     memo: kopf.Memo,
@@ -218,7 +223,7 @@ async def workload_changed(
     await run_reconcile(body, memo, cluster_view(indexes))
 
 
-@kopf.timer(*WORKLOAD, interval=RESYNC_SECONDS, initial_delay=RESYNC_SECONDS)
+@kopf.timer(*WORKLOAD, interval=RESYNC_SECONDS, initial_delay=RESYNC_SECONDS, registry=REGISTRY)
 async def resync(
     body: kopf.Body,
     memo: kopf.Memo,
@@ -228,9 +233,9 @@ async def resync(
     await run_reconcile(body, memo, cluster_view(indexes))
 
 
-@kopf.on.event("ray.io", "v1", "rayclusters", labels=OWNED)
-@kopf.on.event("ray.io", "v1", "rayjobs", labels=OWNED)
-@kopf.on.event("ray.io", "v1", "rayservices", labels=OWNED)
+@kopf.on.event("ray.io", "v1", "rayclusters", labels=OWNED, registry=REGISTRY)
+@kopf.on.event("ray.io", "v1", "rayjobs", labels=OWNED, registry=REGISTRY)
+@kopf.on.event("ray.io", "v1", "rayservices", labels=OWNED, registry=REGISTRY)
 async def ray_child_changed(namespace: str | None, labels: kopf.Labels, memo: kopf.Memo, **indexes: Any) -> None:
     """KubeRay moved a Ray object: bring its MLWorkload's status along at once, not at the next resync."""
     name = labels.get(LABEL_WORKLOAD)
@@ -239,7 +244,22 @@ async def ray_child_changed(namespace: str | None, labels: kopf.Labels, memo: ko
     await run_reconcile({"metadata": {"namespace": namespace, "name": name}}, memo, cluster_view(indexes))
 
 
-@kopf.on.delete(*WORKLOAD)
+@kopf.on.event(GROUP, VERSION, POLICY_PLURAL, registry=REGISTRY)
+async def policy_changed(event: kopf.RawEvent, name: str, memo: kopf.Memo, **indexes: Any) -> None:
+    """A policy was added, changed or removed: re-admit every workload now rather than at the next resync.
+
+    The initial listing (type None) is skipped: workloads are reconciled on resume anyway.
+    """
+    change = event.get("type")
+    if change is None or not hasattr(memo, "reconciler"):
+        return
+    logger.info("MLWorkloadPolicy %s %s: re-admitting all workloads", name, str(change).lower())
+    gpu_index: GpuIndex = indexes["gpu_index"]
+    for namespace, workload in list(gpu_index):
+        await run_reconcile({"metadata": {"namespace": namespace, "name": workload}}, memo, cluster_view(indexes))
+
+
+@kopf.on.delete(*WORKLOAD, registry=REGISTRY)
 async def workload_deleted(body: kopf.Body, namespace: str | None, name: str, memo: kopf.Memo, **_: Any) -> None:
     """Children go with their owner references; GCP resources are released here, behind the finalizer."""
     owner = owner_key(namespace or "", name)
@@ -251,7 +271,7 @@ async def workload_deleted(body: kopf.Body, namespace: str | None, name: str, me
 # --- admission --------------------------------------------------------------------------------------
 
 
-@kopf.on.validate(*WORKLOAD, id="policy", operations=["CREATE", "UPDATE"])
+@kopf.on.validate(*WORKLOAD, id="policy", operations=["CREATE", "UPDATE"], registry=REGISTRY)
 def validate_workload(body: kopf.Body, memo: kopf.Memo, **indexes: Any) -> None:
     """The same checks as `mlworkload validate`, plus the namespace quota across workloads."""
     view = cluster_view(indexes)

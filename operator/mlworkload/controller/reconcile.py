@@ -130,6 +130,10 @@ async def reconcile(reconciler: Reconciler, body: Mapping[str, Any], view: Clust
         seen = Observation(**base, refusal=refused.problems, refusal_reason=REASON_INVALID_SPEC)
         return await _write_status(reconciler, body, seen, Outcome("refused"))
 
+    if base["deleting"]:
+        # Owner references take the children; applying now could recreate what the GC removes.
+        return await _write_status(reconciler, body, Observation(**base), Outcome("unchanged"))
+
     admission = admit_in(view, workload, reconciler.gcp_defaults)
     if not admission.allowed:
         # Slipped past admission (the policy changed since): apply nothing, say why.

@@ -1,0 +1,236 @@
+"""The real operator (kopf, in its own thread) against the in-memory API server, end to end."""
+
+import json
+import ssl
+import urllib.request
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from tests.support.documents import WorkloadDoc, permissive_policy, policy, workload
+from tests.support.kube import KubeEmulatorServer, wait_until
+from tests.support.kuberay import KubeRaySimulator
+from tests.support.operator import free_port, running_operator
+
+NS = "team-nlp"
+MLW = "mlworkload.io/v1alpha1"
+WAIT = 30.0  # seconds; the operator is usually there in well under one
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[KubeEmulatorServer]:
+    with KubeEmulatorServer() as emulator:
+        namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS, "labels": {"team": "nlp"}}}
+        emulator.put_object(namespace)
+        emulator.put_object(permissive_policy("team").set("namespaceSelector", {"matchLabels": {"team": "nlp"}}).doc)
+        yield emulator
+
+
+@pytest.fixture(scope="module")
+def webhook_port() -> int:
+    return free_port()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def operator(server: KubeEmulatorServer, tmp_path_factory: pytest.TempPathFactory, webhook_port: int) -> Iterator[None]:
+    kubeconfig = server.kubeconfig(tmp_path_factory.mktemp("kube") / "config")
+    with running_operator(kubeconfig, webhook_port=webhook_port):
+        yield
+
+
+@pytest.fixture
+def create(server: KubeEmulatorServer) -> Iterator[Callable[[WorkloadDoc], str]]:
+    """Create workloads for one test and delete them afterwards, so later tests share a small cluster."""
+    names: list[str] = []
+
+    def create_workload(doc: WorkloadDoc) -> str:
+        server.put_object(doc.doc)
+        names.append(doc.doc["metadata"]["name"])
+        return names[-1]
+
+    yield create_workload
+    for name in names:
+        server.delete_object(MLW, "MLWorkload", name, NS)
+
+
+@pytest.fixture
+def kuberay(server: KubeEmulatorServer) -> KubeRaySimulator:
+    return KubeRaySimulator(server)
+
+
+def status(server: KubeEmulatorServer, name: str) -> dict[str, Any]:
+    obj = server.get_object(MLW, "MLWorkload", name, NS)
+    return (obj or {}).get("status") or {}
+
+
+def condition(server: KubeEmulatorServer, name: str, kind: str) -> dict[str, Any]:
+    return next((c for c in status(server, name).get("conditions", []) if c["type"] == kind), {})
+
+
+CHILD_KINDS = [("v1", "ServiceAccount"), ("v1", "Service"), ("networking.k8s.io/v1", "NetworkPolicy"),
+               ("networking.k8s.io/v1", "Ingress"), ("cloud.google.com/v1", "BackendConfig"),
+               ("ray.io/v1", "RayCluster"), ("ray.io/v1", "RayJob"), ("ray.io/v1", "RayService")]  # fmt: skip
+
+
+def children(server: KubeEmulatorServer, name: str) -> set[str]:
+    selector = f"mlworkload.io/workload={name}"
+    return {f"{o['kind']}/{o['metadata']['name']}" for av, kind in CHILD_KINDS
+            for o in server.list_objects(av, kind, NS, selector)}  # fmt: skip
+
+
+TYPES = {
+    "cluster": (workload("c1", NS).gpu_group(), "RayCluster", KubeRaySimulator.cluster_ready, "RayClusterReady"),
+    "job": (workload("j1", NS).job(), "RayJob", KubeRaySimulator.job_running, "RayJobRunning"),
+    "service": (workload("s1", NS).service(), "RayService", KubeRaySimulator.service_running, "RayServiceRunning"),
+}
+
+
+@pytest.mark.parametrize("case", TYPES.values(), ids=TYPES.keys())
+def test_each_type_reaches_ready(
+    server: KubeEmulatorServer, kuberay: KubeRaySimulator, create: Callable[[WorkloadDoc], str], case: Any
+) -> None:
+    doc, kind, make_ready, ready_reason = case
+    name = create(doc)
+    wait_until(lambda: server.get_object("ray.io/v1", kind, name, NS), timeout=WAIT, what=f"the {kind}")
+    wait_until(lambda: status(server, name).get("phase") in {"Provisioning", "Pending"}, timeout=WAIT, what="status")
+    assert condition(server, name, "Ready")["status"] == "False"
+    make_ready(kuberay, NS, name)
+    wait_until(lambda: condition(server, name, "Ready").get("status") == "True", timeout=WAIT, what="Ready=True")
+    assert condition(server, name, "Ready")["reason"] == ready_reason
+    assert status(server, name)["observedGeneration"] == 1
+    ray = server.get_object("ray.io/v1", kind, name, NS)
+    assert ray is not None
+    assert ray["metadata"]["ownerReferences"][0]["name"] == name
+
+
+def test_spec_changes_roll_through_and_removed_children_are_deleted(
+    server: KubeEmulatorServer, create: Callable[[WorkloadDoc], str]
+) -> None:
+    name = create(workload("roll", NS).group("a").group("b").expose("dashboard"))
+    wait_until(lambda: "Ingress/roll-dashboard" in children(server, name), timeout=WAIT, what="the Ingress")
+    server.patch_object(MLW, "MLWorkload", name, {"spec": {
+        "workerGroups": [{"name": "a", "replicas": 3}], "expose": {"dashboard": {"enabled": False}},
+        "ray": {"version": "2.41.0", "image": "rayproject/ray:2.41.0-py311-cpu"}}}, NS)  # fmt: skip
+    wait_until(lambda: status(server, name).get("observedGeneration") == 2, timeout=WAIT, what="observedGeneration 2")
+    cluster = server.get_object("ray.io/v1", "RayCluster", name, NS)
+    assert cluster is not None
+    assert [g["replicas"] for g in cluster["spec"]["workerGroupSpecs"]] == [3]
+    assert cluster["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0]["image"].endswith("-cpu")
+    gone = {"Ingress/roll-dashboard", "Service/roll-dashboard", "BackendConfig/roll-dashboard",
+            "NetworkPolicy/roll-workers-b"}  # fmt: skip
+    wait_until(lambda: not gone & children(server, name), timeout=WAIT, what="the removed children to be deleted")
+    assert "NetworkPolicy/roll-workers-a" in children(server, name)
+
+
+def test_job_success_and_failure(
+    server: KubeEmulatorServer, kuberay: KubeRaySimulator, create: Callable[[WorkloadDoc], str]
+) -> None:
+    for name in (create(workload("ok", NS).job()), create(workload("bad", NS).job())):
+        wait_until(lambda n=name: server.get_object("ray.io/v1", "RayJob", n, NS), timeout=WAIT, what=f"RayJob {name}")
+    kuberay.job_succeeded(NS, "ok")
+    kuberay.job_failed(NS, "bad", "Job entrypoint command failed with exit code 1")
+    wait_until(lambda: status(server, "ok").get("phase") == "Succeeded", timeout=WAIT, what="ok Succeeded")
+    wait_until(lambda: status(server, "bad").get("phase") == "Failed", timeout=WAIT, what="bad Failed")
+    assert status(server, "ok")["job"]["status"] == "SUCCEEDED"
+    assert condition(server, "ok", "Ready")["reason"] == "RayJobSucceeded"
+    stalled = condition(server, "bad", "Stalled")
+    assert (stalled["status"], stalled["reason"]) == ("True", "AppFailed")
+    assert stalled["message"] == "Job entrypoint command failed with exit code 1"
+    assert status(server, "bad")["job"]["attempts"] == 3
+
+
+def test_a_policy_change_stalls_a_workload_it_no_longer_admits(
+    server: KubeEmulatorServer, create: Callable[[WorkloadDoc], str]
+) -> None:
+    name = create(workload("later", NS).expose("serve", visibility="External"))
+    wait_until(lambda: condition(server, name, "PolicyAdmitted").get("status") == "True", timeout=WAIT, what="admitted")
+    strict = policy("strict").set("priority", 100).set("namespaceSelector", {"matchLabels": {"team": "nlp"}})
+    server.put_object(strict.doc)
+    try:
+        wait_until(lambda: condition(server, name, "Stalled").get("reason") == "PolicyViolation", timeout=WAIT,
+                   what="Stalled=PolicyViolation after the policy changed")  # fmt: skip
+        assert "External is not allowed by policy strict" in condition(server, name, "Stalled")["message"]
+        assert condition(server, name, "PolicyAdmitted")["status"] == "False"
+    finally:
+        server.delete_object(MLW, "MLWorkloadPolicy", "strict")
+    wait_until(lambda: condition(server, name, "Stalled").get("status") == "False", timeout=WAIT,
+               what="re-admitted once the strict policy is gone")  # fmt: skip
+
+
+def test_delete_removes_children_and_releases_gcp(
+    server: KubeEmulatorServer, create: Callable[[WorkloadDoc], str]
+) -> None:
+    name = create(workload("gone", NS).gpu_group().expose("dashboard"))
+    wait_until(lambda: len(children(server, name)) == 7, timeout=WAIT, what="all seven children")
+    server.delete_object(MLW, "MLWorkload", name, NS)
+    wait_until(lambda: server.get_object(MLW, "MLWorkload", name, NS) is None, timeout=WAIT, what="finalizer released")
+    wait_until(lambda: not children(server, name), timeout=WAIT, what="garbage collection of the children")
+    events = server.list_objects("v1", "Event", NS)
+    assert any(e.get("reason") == "GcpReleased" and e["involvedObject"]["name"] == name for e in events)
+
+
+def test_an_unchanged_workload_is_reconciled_without_writes(
+    server: KubeEmulatorServer, kuberay: KubeRaySimulator, create: Callable[[WorkloadDoc], str]
+) -> None:
+    name = create(workload("quiet", NS).gpu_group().expose("dashboard"))
+    wait_until(lambda: server.get_object("ray.io/v1", "RayCluster", name, NS), timeout=WAIT, what="the RayCluster")
+    kuberay.cluster_ready(NS, name)
+    wait_until(lambda: status(server, name).get("phase") == "Running", timeout=WAIT, what="Running")
+    path = f"/apis/{MLW}/namespaces/{NS}/mlworkloads/{name}"
+
+    def reconciles_since(mark: int) -> int:  # every reconcile re-reads its workload under the lock
+        return sum(1 for r in server.requests(mark) if r.method == "GET" and r.path == path)
+
+    mark = server.request_count
+    wait_until(lambda: reconciles_since(mark) >= 2, timeout=WAIT, what="two periodic reconciles")
+    assert [w for w in server.writes(mark) if name in w.path] == []
+
+
+def admission_review(doc: WorkloadDoc, port: int) -> dict[str, Any]:
+    review = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
+        "uid": "review-1", "operation": "CREATE", "namespace": NS, "name": doc.doc["metadata"]["name"],
+        "kind": {"group": "mlworkload.io", "version": "v1alpha1", "kind": "MLWorkload"},
+        "resource": {"group": "mlworkload.io", "version": "v1alpha1", "resource": "mlworkloads"},
+        "userInfo": {"username": "alice"}, "object": doc.doc, "oldObject": None, "dryRun": False}}  # fmt: skip
+    insecure = ssl.create_default_context()
+    insecure.check_hostname, insecure.verify_mode = False, ssl.CERT_NONE  # self-signed in tests
+    request = urllib.request.Request(f"https://127.0.0.1:{port}/policy", data=json.dumps(review).encode(),
+                                     headers={"Content-Type": "application/json"})  # fmt: skip
+    with urllib.request.urlopen(request, context=insecure, timeout=10) as response:
+        answer: dict[str, Any] = json.loads(response.read())["response"]
+        return answer
+
+
+def test_the_webhook_admits_and_refuses_with_the_policy_checks(webhook_port: int) -> None:
+    wait_until(lambda: _listening(webhook_port), timeout=WAIT, what="the webhook server")
+    assert admission_review(workload("fine", NS).gpu_group(), webhook_port)["allowed"] is True
+    refused = admission_review(workload("greedy", NS).gpu_group(accelerator="nvidia-b200", count=8), webhook_port)
+    assert refused["allowed"] is False
+    assert refused["status"]["code"] == 422
+    assert "spec.workerGroups[0].accelerator.type: unknown accelerator 'nvidia-b200'" in refused["status"]["message"]
+    snake = workload("snake", NS).set("spec.worker_groups", [{"name": "g"}])
+    assert "spec.worker_groups: unknown field" in admission_review(snake, webhook_port)["status"]["message"]
+
+
+def test_the_webhook_enforces_the_namespace_gpu_quota(server: KubeEmulatorServer, webhook_port: int) -> None:
+    # Its own namespace, so that workloads of other tests do not share the quota.
+    server.put_object({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "quota", "labels": {"q": "1"}}})
+    capped = permissive_policy("capped").set("priority", 50).set("quota.maxGPUs", 8)
+    server.put_object(capped.set("namespaceSelector", {"matchLabels": {"q": "1"}}).doc)
+    try:
+        server.put_object(workload("big", "quota").gpu_group(count=8).doc)
+        big = workload("big2", "quota").gpu_group(count=4)
+        wait_until(lambda: not admission_review(big, webhook_port)["allowed"], timeout=WAIT, what="quota in effect")
+        message = admission_review(big, webhook_port)["status"]["message"]
+        assert "already use 8 of their quota of 8 (quota.maxGPUs)" in message
+    finally:
+        server.delete_object(MLW, "MLWorkloadPolicy", "capped")
+        server.delete_object(MLW, "MLWorkload", "big", "quota")
+
+
+def _listening(port: int) -> bool:
+    import socket  # noqa: PLC0415
+
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0
