@@ -123,6 +123,27 @@ def test_spec_changes_roll_through_and_removed_children_are_deleted(
     assert "NetworkPolicy/roll-workers-a" in children(server, name)
 
 
+def test_suspend_and_resume(
+    server: KubeEmulatorServer, kuberay: KubeRaySimulator, create: Callable[[WorkloadDoc], str]
+) -> None:
+    name = create(workload("nap", NS).group())
+    wait_until(lambda: server.get_object("ray.io/v1", "RayCluster", name, NS), timeout=WAIT, what="the RayCluster")
+    server.patch_object(MLW, "MLWorkload", name, {"spec": {"suspend": True}}, NS)
+
+    def ray_suspend() -> object:
+        return (server.get_object("ray.io/v1", "RayCluster", name, NS) or {}).get("spec", {}).get("suspend")
+
+    wait_until(lambda: ray_suspend() is True, timeout=WAIT, what="the RayCluster suspended")
+    kuberay.cluster_suspended(NS, name)
+    wait_until(lambda: status(server, name).get("phase") == "Suspended", timeout=WAIT, what="phase Suspended")
+    assert condition(server, name, "Ready")["reason"] == "Suspended"
+    assert condition(server, name, "Reconciling")["status"] == "False"
+    server.patch_object(MLW, "MLWorkload", name, {"spec": {"suspend": False}}, NS)
+    wait_until(lambda: ray_suspend() is False, timeout=WAIT, what="the RayCluster resumed")
+    kuberay.cluster_ready(NS, name)
+    wait_until(lambda: status(server, name).get("phase") == "Running", timeout=WAIT, what="phase Running")
+
+
 def test_job_success_and_failure(
     server: KubeEmulatorServer, kuberay: KubeRaySimulator, create: Callable[[WorkloadDoc], str]
 ) -> None:
@@ -152,6 +173,9 @@ def test_a_policy_change_stalls_a_workload_it_no_longer_admits(
                    what="Stalled=PolicyViolation after the policy changed")  # fmt: skip
         assert "External is not allowed by policy strict" in condition(server, name, "Stalled")["message"]
         assert condition(server, name, "PolicyAdmitted")["status"] == "False"
+        events = server.list_objects("v1", "Event", NS)
+        assert any(e.get("type") == "Warning" and e.get("reason") == "PolicyViolation"
+                   and e["involvedObject"]["name"] == name for e in events)  # fmt: skip
     finally:
         server.delete_object(MLW, "MLWorkloadPolicy", "strict")
     wait_until(lambda: condition(server, name, "Stalled").get("status") == "False", timeout=WAIT,

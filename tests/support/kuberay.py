@@ -29,6 +29,14 @@ class KubeRaySimulator:
                            condition("RayClusterProvisioned", "True", "AllPodRunningAndReadyFirstTime")],
         }, namespace)  # fmt: skip
 
+    def cluster_suspended(self, namespace: str, name: str) -> None:
+        self.api.patch_status(RAY, "RayCluster", name, {
+            "state": "suspended", "readyWorkerReplicas": 0,
+            "conditions": [condition("HeadPodReady", "False", "HeadPodNotFound"),
+                           condition("RayClusterProvisioned", "False", "RayClusterPodsProvisioning"),
+                           condition("RayClusterSuspended", "True", "RayClusterSuspended")],
+        }, namespace)  # fmt: skip
+
     def job(self, namespace: str, name: str, deployment: str, job_status: str = "", **extra: Any) -> None:
         status = {"jobDeploymentStatus": deployment, "jobId": f"{name}-abc12", **extra}
         if job_status:
