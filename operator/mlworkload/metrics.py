@@ -6,7 +6,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from mlworkload.api.workload import MLWorkload
+from mlworkload.policy import ResolvedWorkload
 
 RECONCILES = Counter("mlworkload_reconciles_total", "Reconciles by result.", ["result"])
 RECONCILE_SECONDS = Histogram(
@@ -24,9 +24,9 @@ class WorkloadInventory(Collector):
     """Workloads by type and phase, and GPUs requested, from what the reconciler last saw."""
 
     def __init__(self) -> None:
-        self._workloads: dict[tuple[str, str], tuple[MLWorkload, str]] = {}
+        self._workloads: dict[tuple[str, str], tuple[ResolvedWorkload, str]] = {}
 
-    def record(self, workload: MLWorkload, phase: str) -> None:
+    def record(self, workload: ResolvedWorkload, phase: str) -> None:
         self._workloads[workload.namespace, workload.name] = (workload, phase)
 
     def forget(self, namespace: str, name: str) -> None:
@@ -37,14 +37,13 @@ class WorkloadInventory(Collector):
         counts: dict[tuple[str, str], int] = {}
         gpus: dict[tuple[str, str, str], int] = {}
         for workload, phase in self._workloads.values():
-            key = (workload.spec.type.value, phase)
+            key = (workload.type.value, phase)
             counts[key] = counts.get(key, 0) + 1
-            for group in workload.spec.worker_groups:
-                if group.accelerator is None:
+            for group in workload.groups:
+                if group.spec.accelerator is None:
                     continue
-                capacity = group.capacity.value if group.capacity else "PolicyDefault"
-                gpu_key = (workload.namespace, group.accelerator.type, capacity)
-                gpus[gpu_key] = gpus.get(gpu_key, 0) + group.gpus_at_max_scale
+                gpu_key = (workload.namespace, group.spec.accelerator.type, group.capacity.value)
+                gpus[gpu_key] = gpus.get(gpu_key, 0) + group.spec.gpus_at_max_scale
         for (kind, phase), count in sorted(counts.items()):
             by_phase.add_metric([kind, phase], count)
         yield by_phase

@@ -67,7 +67,7 @@ def test_the_run_command_serves_health_metrics_and_reconciles(server: KubeEmulat
         exposition = wait_until(exposed, timeout=30, what="the workload in /metrics")
         assert 'mlworkload_reconciles_total{result="applied"}' in exposition
         assert 'mlworkload_workloads{phase="Provisioning",type="Cluster"} 1.0' in exposition
-        assert 'mlworkload_gpus_requested{accelerator="nvidia-l4",capacity="PolicyDefault",namespace="run"} 1.0' in (
+        assert 'mlworkload_gpus_requested{accelerator="nvidia-l4",capacity="SpotWithFallback",namespace="run"} 1.0' in (
             exposition
         )
         assert "mlworkload_reconcile_duration_seconds_count" in exposition

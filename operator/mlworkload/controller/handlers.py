@@ -204,11 +204,10 @@ async def run_reconcile(body: Mapping[str, Any], memo: kopf.Memo, view: ClusterV
     RECONCILES.labels(result=outcome.result).inc()
     RECONCILE_SECONDS.observe(time.perf_counter() - started)
     _post_events(kopf.Body(fresh), outcome)
-    if outcome.status is not None and outcome.status.phase is not None:
-        try:
-            INVENTORY.record(parse_workload(dict(fresh)), outcome.status.phase.value)
-        except Refused:
-            INVENTORY.forget(meta["namespace"], meta["name"])
+    if outcome.resolved is not None and outcome.status is not None and outcome.status.phase is not None:
+        INVENTORY.record(outcome.resolved, outcome.status.phase.value)
+    elif outcome.result == "refused":
+        INVENTORY.forget(meta["namespace"], meta["name"])
     return outcome
 
 

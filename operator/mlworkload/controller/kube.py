@@ -15,6 +15,7 @@ import kubernetes.client
 from kubernetes.client.exceptions import ApiException
 
 from mlworkload.constants import FIELD_MANAGER
+from mlworkload.metrics import KUBE_API_ERRORS
 
 Manifest = dict[str, Any]
 
@@ -111,7 +112,10 @@ class ClientKubeApi:
             if not 200 <= response.status <= 299:
                 raise ApiException(http_resp=response)
         except ApiException as error:
-            raise _kube_error(error) from None
+            failure = _kube_error(error)
+            if failure.status != 404:  # a missing object is an answer, not an error
+                KUBE_API_ERRORS.labels(verb=method, code=str(failure.status)).inc()
+            raise failure from None
         parsed: Manifest = json.loads(data) if data else {}
         return parsed
 

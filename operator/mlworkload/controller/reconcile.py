@@ -61,6 +61,7 @@ class Outcome:
     apply: ApplyResult = field(default_factory=ApplyResult)
     status_written: bool = False
     status: MLWorkloadStatus | None = None
+    resolved: ResolvedWorkload | None = None
 
 
 def owner_key(namespace: str, name: str) -> str:
@@ -144,7 +145,7 @@ async def reconcile(reconciler: Reconciler, body: Mapping[str, Any], view: Clust
 
     gcp = await _provision(reconciler, resolved)
     # Children are applied while node pools provision: their pods simply wait for the nodes.
-    outcome = Outcome("applied")
+    outcome = Outcome("applied", resolved=resolved)
     desired = build_objects(resolved)
     observed = await observe_children(reconciler.kube, workload.namespace, workload.name, PRUNED_KINDS)
     outcome.apply = await apply_children(reconciler.kube, workload.name, desired, observed)
