@@ -133,18 +133,14 @@ def namespace_index(name: str, labels: kopf.Labels, **_: Any) -> dict[str, Mappi
 
 @kopf.index(*WORKLOAD, registry=REGISTRY)
 def gpu_index(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict[tuple[str, str], int]:
+    """GPUs at max scale per workload, for the namespace quota; none for one being deleted or unreadable."""
+    key = (namespace or "", name)
     if body.get("metadata", {}).get("deletionTimestamp"):
-        return {(namespace or "", name): 0}  # being deleted: its GPUs are on their way back
-    groups = (body.get("spec") or {}).get("workerGroups") or []
+        return {key: 0}
     try:
-        gpus = sum(
-            int(g["accelerator"]["count"]) * int(g.get("maxReplicas", g.get("replicas", 1)))
-            for g in groups
-            if isinstance(g, Mapping) and g.get("accelerator")
-        )
-    except (KeyError, TypeError, ValueError):
-        gpus = 0  # an unparseable spec is refused elsewhere; it reserves no quota
-    return {(namespace or "", name): gpus}
+        return {key: parse_workload(dict(body)).spec.gpus_at_max_scale}
+    except Refused:
+        return {key: 0}
 
 
 def _single(store: kopf.Store[Any]) -> Any:
