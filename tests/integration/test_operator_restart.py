@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.documents import permissive_policy, workload
+from tests.support.documents import workload
 from tests.support.kube import KubeEmulatorServer, wait_until
-from tests.support.operator import running_operator
+from tests.support.operator import emulated_cluster, running_operator
 
 NS = "restart"
 MLW = "mlworkload.io/v1alpha1"
@@ -16,9 +16,7 @@ MLW = "mlworkload.io/v1alpha1"
 
 @pytest.fixture
 def server() -> Iterator[KubeEmulatorServer]:
-    with KubeEmulatorServer() as emulator:
-        emulator.put_object({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}})
-        emulator.put_object(permissive_policy("all").doc)
+    with emulated_cluster(NS) as emulator:
         yield emulator
 
 

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.documents import permissive_policy, workload
+from tests.support.documents import workload
 from tests.support.kube import KubeEmulatorServer, wait_until
-from tests.support.operator import free_port
+from tests.support.operator import emulated_cluster, free_port
 
 NS = "run"
 
@@ -30,9 +30,7 @@ def fetch(url: str) -> str:
 
 @pytest.fixture
 def server() -> Iterator[KubeEmulatorServer]:
-    with KubeEmulatorServer() as emulator:
-        emulator.put_object({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}})
-        emulator.put_object(permissive_policy("all").doc)
+    with emulated_cluster(NS) as emulator:
         yield emulator
 
 

@@ -12,6 +12,9 @@ from pathlib import Path
 
 from kopf.testing import KopfRunner
 
+from tests.support.documents import permissive_policy
+from tests.support.kube import KubeEmulatorServer
+
 OPERATOR_ENV = {
     "MLW_GCP_MODE": "dry-run",
     "MLW_METRICS_PORT": "0",
@@ -61,3 +64,13 @@ def running_operator(kubeconfig: Path, resync_seconds: float = 2.0, webhook_port
         yield runner
     assert runner.exception is None, runner.output
     assert runner.exit_code == 0, runner.output
+
+
+@contextmanager
+def emulated_cluster(*namespaces: str) -> Iterator[KubeEmulatorServer]:
+    """An in-memory API server with these namespaces and one policy that admits anything reasonable."""
+    with KubeEmulatorServer() as server:
+        for namespace in namespaces:
+            server.put_object({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
+        server.put_object(permissive_policy("all").doc)
+        yield server
