@@ -18,7 +18,7 @@ from mlworkload.builders import build_gcp_plan, build_objects
 from mlworkload.gcp.plan import GcpPlan, IamBinding, NodePoolPlan
 from mlworkload.policy import Admission, ClusterView, WorkloadGpus, admit_in
 from mlworkload.problems import Problem, Refused
-from mlworkload.settings import SETTINGS_VARIABLES, OperatorSettings, gcp_from_env
+from mlworkload.settings import SETTINGS_VARIABLES, OperatorSettings, flag_of, gcp_from_env
 from mlworkload.yamlio import dump_all, load_all
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE = 0, 1, 2
@@ -208,9 +208,9 @@ def _parser() -> argparse.ArgumentParser:
         help="run the operator against the current kubeconfig / in-cluster config",
         description="Run the operator. Every flag has an environment variable (shown); flags win.",
     )
-    for field, (variable, flag) in SETTINGS_VARIABLES.items():
+    for field, variable in SETTINGS_VARIABLES.items():
         described = OperatorSettings.model_fields[field].description or ""
-        run.add_argument(flag, dest=field, metavar="VALUE", help=f"{described} [{variable}]".strip())
+        run.add_argument(flag_of(field), dest=field, metavar="VALUE", help=f"{described} [{variable}]".strip())
     run.set_defaults(handler=_run)
     return parser
 

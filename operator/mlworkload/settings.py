@@ -36,21 +36,25 @@ class LogFormat(StrEnum):
     TEXT = "text"
 
 
-# Field name -> (environment variable, --flag). The single table behind env parsing and flags.
-SETTINGS_VARIABLES: dict[str, tuple[str, str]] = {
-    "namespaces": ("MLW_NAMESPACES", "--namespaces"),
-    "gcp_mode": ("MLW_GCP_MODE", "--gcp-mode"),
-    "gke_endpoint": ("MLW_GKE_ENDPOINT", "--gke-endpoint"),
-    "iam_endpoint": ("MLW_IAM_ENDPOINT", "--iam-endpoint"),
-    "storage_endpoint": ("MLW_STORAGE_ENDPOINT", "--storage-endpoint"),
-    "pool_release_grace_seconds": ("MLW_POOL_RELEASE_GRACE_SECONDS", "--pool-release-grace-seconds"),
-    "metrics_port": ("MLW_METRICS_PORT", "--metrics-port"),
-    "webhook_port": ("MLW_WEBHOOK_PORT", "--webhook-port"),
-    "webhook_cert_dir": ("MLW_WEBHOOK_CERT_DIR", "--webhook-cert-dir"),
-    "health_port": ("MLW_HEALTH_PORT", "--health-port"),
-    "resync_seconds": ("MLW_RESYNC_SECONDS", "--resync-seconds"),
-    "log_format": ("MLW_LOG_FORMAT", "--log-format"),
+# Field name -> environment variable; the flag is the field name spelt `--like-this`.
+SETTINGS_VARIABLES: dict[str, str] = {
+    "namespaces": "MLW_NAMESPACES",
+    "gcp_mode": "MLW_GCP_MODE",
+    "gke_endpoint": "MLW_GKE_ENDPOINT",
+    "iam_endpoint": "MLW_IAM_ENDPOINT",
+    "storage_endpoint": "MLW_STORAGE_ENDPOINT",
+    "pool_release_grace_seconds": "MLW_POOL_RELEASE_GRACE_SECONDS",
+    "metrics_port": "MLW_METRICS_PORT",
+    "webhook_port": "MLW_WEBHOOK_PORT",
+    "webhook_cert_dir": "MLW_WEBHOOK_CERT_DIR",
+    "health_port": "MLW_HEALTH_PORT",
+    "resync_seconds": "MLW_RESYNC_SECONDS",
+    "log_format": "MLW_LOG_FORMAT",
 }
+
+
+def flag_of(field: str) -> str:
+    return "--" + field.replace("_", "-")
 
 
 class OperatorSettings(BaseModel):
@@ -85,7 +89,7 @@ class OperatorSettings(BaseModel):
         """Settings from the environment, then flags (`overrides`, by field name) on top."""
         env = os.environ if environ is None else environ
         values: dict[str, Any] = {
-            field: env[variable] for field, (variable, _) in SETTINGS_VARIABLES.items() if env.get(variable)
+            field: env[variable] for field, variable in SETTINGS_VARIABLES.items() if env.get(variable)
         }
         values.update({key: value for key, value in (overrides or {}).items() if value is not None})
         if isinstance(values.get("namespaces"), str):
@@ -95,7 +99,7 @@ class OperatorSettings(BaseModel):
             return cls.model_validate(values)
         except ValidationError as error:
             problems = [
-                Problem(SETTINGS_VARIABLES.get(p.path.split(".")[0], (p.path, ""))[0], p.message)
+                Problem(SETTINGS_VARIABLES.get(p.path.split(".")[0], p.path), p.message)
                 for p in problems_from_validation(error)
             ]
             raise Refused(problems, subject="settings") from None
