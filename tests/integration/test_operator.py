@@ -211,12 +211,14 @@ def test_an_unchanged_workload_is_reconciled_without_writes(
     assert [w for w in server.writes(mark) if name in w.path] == []
 
 
-def admission_review(doc: WorkloadDoc, port: int) -> dict[str, Any]:
+def admission_review(doc: WorkloadDoc, port: int, old: WorkloadDoc | None = None) -> dict[str, Any]:
+    operation = "CREATE" if old is None else "UPDATE"
     review = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
-        "uid": "review-1", "operation": "CREATE", "namespace": NS, "name": doc.doc["metadata"]["name"],
+        "uid": "review-1", "operation": operation, "namespace": NS, "name": doc.doc["metadata"]["name"],
         "kind": {"group": "mlworkload.io", "version": "v1alpha1", "kind": "MLWorkload"},
         "resource": {"group": "mlworkload.io", "version": "v1alpha1", "resource": "mlworkloads"},
-        "userInfo": {"username": "alice"}, "object": doc.doc, "oldObject": None, "dryRun": False}}  # fmt: skip
+        "userInfo": {"username": "alice"}, "object": doc.doc, "oldObject": old.doc if old else None,
+        "dryRun": False}}  # fmt: skip
     insecure = ssl.create_default_context()
     insecure.check_hostname, insecure.verify_mode = False, ssl.CERT_NONE  # self-signed in tests
     request = urllib.request.Request(f"https://127.0.0.1:{port}/policy", data=json.dumps(review).encode(),
@@ -235,6 +237,18 @@ def test_the_webhook_admits_and_refuses_with_the_policy_checks(webhook_port: int
     assert "spec.workerGroups[0].accelerator.type: unknown accelerator 'nvidia-b200'" in refused["status"]["message"]
     snake = workload("snake", NS).set("spec.worker_groups", [{"name": "g"}])
     assert "spec.worker_groups: unknown field" in admission_review(snake, webhook_port)["status"]["message"]
+
+
+def test_the_webhook_never_blocks_metadata_updates_or_deletion(webhook_port: int) -> None:
+    """A policy tightened after admission must not make a workload impossible to finalize or delete."""
+    refused = workload("old", NS).gpu_group(accelerator="nvidia-b200", count=8)
+    relabelled = workload("old", NS).gpu_group(accelerator="nvidia-b200", count=8).set("metadata.labels", {"x": "y"})
+    assert admission_review(relabelled, webhook_port, old=refused)["allowed"] is True
+    deleting = workload("old", NS).gpu_group(accelerator="nvidia-b200", count=4)
+    deleting.set("metadata.deletionTimestamp", "2026-11-23T12:00:00Z")
+    assert admission_review(deleting, webhook_port, old=refused)["allowed"] is True
+    changed = workload("old", NS).gpu_group(accelerator="nvidia-b200", count=4)
+    assert admission_review(changed, webhook_port, old=refused)["allowed"] is False
 
 
 def test_the_webhook_enforces_the_namespace_gpu_quota(server: KubeEmulatorServer, webhook_port: int) -> None:

@@ -66,7 +66,8 @@ class FakeKubeApi:
     async def patch_status(self, resource: Resource, namespace: str, name: str, status: Manifest) -> Manifest:
         self.writes.append(f"status {resource.kind}/{name}")
         stored = self.objects[self._key(resource, namespace, name)]
-        stored["status"] = copy.deepcopy(status)
+        merged = {**stored.get("status", {}), **copy.deepcopy(status)}
+        stored["status"] = {key: value for key, value in merged.items() if value is not None}  # merge patch
         stored["metadata"]["resourceVersion"] = str(next(self._versions))
         return copy.deepcopy(stored)
 

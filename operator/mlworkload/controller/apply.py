@@ -6,6 +6,7 @@ causes no writes at all; anything else is applied with the operator's field mana
 removes fields the operator set before and no longer wants.
 """
 
+import copy
 import hashlib
 import json
 from collections.abc import Iterable, Sequence
@@ -37,10 +38,36 @@ def with_hash(manifest: Manifest) -> Manifest:
     return {**manifest, "metadata": {**manifest["metadata"], "annotations": annotations}}
 
 
+_RAY_CLUSTER_SPEC = {"RayCluster": (), "RayJob": ("rayClusterSpec",), "RayService": ("rayClusterConfig",)}
+
+
+def with_autoscaled_replicas(desired: Manifest, live: Manifest | None) -> Manifest:
+    """Once a Ray object exists and its autoscaler runs, worker replicas are the autoscaler's to set:
+    the live counts are kept (within the groups' bounds) instead of being forced back."""
+    path = _RAY_CLUSTER_SPEC.get(desired["kind"])
+    if live is None or path is None or not desired["apiVersion"].startswith("ray.io/"):
+        return desired
+    merged = copy.deepcopy(desired)
+    wanted, current = merged["spec"], live.get("spec") or {}
+    for key in path:
+        wanted, current = wanted.get(key) or {}, current.get(key) or {}
+    if not wanted.get("enableInTreeAutoscaling"):
+        return desired
+    live_replicas = {g.get("groupName"): g.get("replicas") for g in current.get("workerGroupSpecs") or []}
+    for group in wanted.get("workerGroupSpecs") or []:
+        replicas = live_replicas.get(group["groupName"])
+        if isinstance(replicas, int):
+            group["replicas"] = min(max(replicas, group["minReplicas"]), group["maxReplicas"])
+    return merged
+
+
 def contains(live: Any, desired: Any) -> bool:
     """Whether every field of `desired` has the same value in `live` (which may hold more)."""
     if isinstance(desired, dict):
-        return isinstance(live, dict) and all(k in live and contains(live[k], v) for k, v in desired.items())
+        # The API server drops empty lists and maps (omitempty): absent and empty are the same.
+        return isinstance(live, dict) and all(
+            contains(live[k], v) if k in live else v in ([], {}) for k, v in desired.items()
+        )
     if isinstance(desired, list):
         return isinstance(live, list) and len(live) == len(desired) and all(map(contains, live, desired))
     return bool(live == desired)
@@ -85,13 +112,14 @@ async def apply_children(
         live = observed.get((stamped["kind"], meta["name"]))
         if live is None:  # not ours by label: make sure nobody else's object has that name
             live = await api.get(resource, meta.get("namespace"), meta["name"])
-        shared = resource.namespaced is False  # shared cluster-scoped children (ComputeClass)
+        stamped = with_autoscaled_replicas(stamped, live)
+        shared = not resource.namespaced  # cluster-scoped children (ComputeClass) are shared by workloads
         if live is not None and not owned_by(live, None if shared else workload):
             result.conflicts.append(
                 Problem(_describe(stamped), "exists and is not managed by this workload; the operator leaves it"
                         " alone: delete or rename it")
             )  # fmt: skip
-            continue
+            break  # children come in dependency order: no Ray pods without their identity and isolation
         if live is not None and contains(live, stamped):
             result.unchanged.append(_describe(stamped))
         else:
@@ -101,13 +129,25 @@ async def apply_children(
     return result
 
 
+def controlled_by(live: Manifest, owner_uid: str) -> bool:
+    """Whether the owner is this object's controller. KubeRay copies a RayJob's labels onto the
+    RayCluster it creates, so labels alone would make KubeRay's clusters look like ours."""
+    references = live.get("metadata", {}).get("ownerReferences") or []
+    return any(ref.get("controller") and ref.get("uid") == owner_uid for ref in references)
+
+
 async def delete_stale(
-    api: KubeApi, observed: dict[ChildKey, Manifest], keep: set[ChildKey], workload: str, result: ApplyResult
+    api: KubeApi,
+    observed: dict[ChildKey, Manifest],
+    keep: set[ChildKey],
+    owner_uid: str,
+    result: ApplyResult,
 ) -> None:
-    """Delete the workload's children that are no longer desired (a removed Ingress, a group's policy)."""
+    """Delete the workload's children that are no longer desired (a removed Ingress, a group's policy):
+    only objects this workload controls, never what KubeRay or anyone else made from them."""
     for (kind, name), live in observed.items():
         meta = live["metadata"]
-        if (kind, name) in keep or not owned_by(live, workload) or meta.get("deletionTimestamp"):
+        if (kind, name) in keep or not controlled_by(live, owner_uid) or meta.get("deletionTimestamp"):
             continue
         await api.delete(resource_of(live), meta.get("namespace"), name, meta["uid"])
         result.deleted.append(f"{kind}/{name}")

@@ -75,11 +75,15 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
 
 
 def _gcp_provisioner(config: OperatorSettings) -> GcpProvisioner:
-    if config.effective_gcp_mode is GcpMode.LIVE:
+    """Dry-run until the live GCP adapters exist; asking for live explicitly is refused, not ignored."""
+    if config.gcp_mode is GcpMode.LIVE:
         raise kopf.PermanentError(
             "MLW_GCP_MODE=live is not available in this version (the GCP adapters come with the GCP issue);"
-            " run with MLW_GCP_MODE=dry-run"
+            " unset it or use MLW_GCP_MODE=dry-run"
         )
+    if config.effective_gcp_mode is GcpMode.LIVE:
+        logger.warning("GCP project %s is configured, but this version only plans GCP changes (dry-run)",
+                       config.gcp.project if config.gcp else "")  # fmt: skip
     return DryRunProvisioner()
 
 
@@ -183,17 +187,18 @@ def _post_events(body: kopf.Body, outcome: Outcome) -> None:
             ADMISSION_REFUSALS.labels(reason=stalled.reason).inc()
 
 
-async def run_reconcile(body: Mapping[str, Any], memo: kopf.Memo, view: ClusterView) -> Outcome:
+async def run_reconcile(body: Mapping[str, Any], memo: kopf.Memo, indexes: Mapping[str, Any]) -> Outcome:
     """One serialised reconcile of one object; Kubernetes errors are retried by kopf with a delay."""
     meta = body["metadata"]
     started = time.perf_counter()
     async with memo.locks[owner_key(meta["namespace"], meta["name"])]:
-        # Re-read under the lock: another entry point may have just changed it.
+        # Re-read the object and the policies under the lock: another entry point may have just
+        # reconciled it against a newer policy, which a view taken before waiting would undo.
         fresh = await memo.reconciler.kube.get(WORKLOADS, meta["namespace"], meta["name"])
         if fresh is None:
             return Outcome("gone")
         try:
-            outcome = await reconcile(memo.reconciler, fresh, view)
+            outcome = await reconcile(memo.reconciler, fresh, cluster_view(indexes))
         except KubeError as error:
             RECONCILES.labels(result="error").inc()
             raise kopf.TemporaryError(f"Kubernetes API: {error}", delay=RETRY_DELAY_SECONDS) from error
@@ -215,7 +220,7 @@ async def workload_changed(
     memo: kopf.Memo,
     **indexes: Any,
 ) -> None:
-    await run_reconcile(body, memo, cluster_view(indexes))
+    await run_reconcile(body, memo, indexes)
 
 
 @kopf.timer(*WORKLOAD, interval=RESYNC_SECONDS, initial_delay=RESYNC_SECONDS, registry=REGISTRY)
@@ -225,7 +230,7 @@ async def resync(
     **indexes: Any,
 ) -> None:
     """Drift correction and status refresh, and re-admission after a policy change."""
-    await run_reconcile(body, memo, cluster_view(indexes))
+    await run_reconcile(body, memo, indexes)
 
 
 @kopf.on.event("ray.io", "v1", "rayclusters", labels=OWNED, registry=REGISTRY)
@@ -236,7 +241,7 @@ async def ray_child_changed(namespace: str | None, labels: kopf.Labels, memo: ko
     name = labels.get(LABEL_WORKLOAD)
     if not name or not namespace or not hasattr(memo, "reconciler"):
         return
-    await run_reconcile({"metadata": {"namespace": namespace, "name": name}}, memo, cluster_view(indexes))
+    await run_reconcile({"metadata": {"namespace": namespace, "name": name}}, memo, indexes)
 
 
 @kopf.on.event(GROUP, VERSION, POLICY_PLURAL, registry=REGISTRY)
@@ -251,7 +256,10 @@ async def policy_changed(event: kopf.RawEvent, name: str, memo: kopf.Memo, **ind
     logger.info("MLWorkloadPolicy %s %s: re-admitting all workloads", name, str(change).lower())
     gpu_index: GpuIndex = indexes["gpu_index"]
     for namespace, workload in list(gpu_index):
-        await run_reconcile({"metadata": {"namespace": namespace, "name": workload}}, memo, cluster_view(indexes))
+        try:
+            await run_reconcile({"metadata": {"namespace": namespace, "name": workload}}, memo, indexes)
+        except kopf.TemporaryError as error:  # event handlers are not retried: the resync will be
+            logger.warning("re-admitting %s/%s after a policy change failed: %s", namespace, workload, error)
 
 
 @kopf.on.delete(*WORKLOAD, registry=REGISTRY)
@@ -267,8 +275,16 @@ async def workload_deleted(body: kopf.Body, namespace: str | None, name: str, me
 
 
 @kopf.on.validate(*WORKLOAD, id="policy", operations=["CREATE", "UPDATE"], registry=REGISTRY)
-def validate_workload(body: kopf.Body, memo: kopf.Memo, **indexes: Any) -> None:
-    """The same checks as `mlworkload validate`, plus the namespace quota across workloads."""
+def validate_workload(body: kopf.Body, memo: kopf.Memo, old: kopf.Body | None = None, **indexes: Any) -> None:
+    """The same checks as `mlworkload validate`, plus the namespace quota across workloads.
+
+    Updates that leave the spec alone (finalizers, labels, annotations) and anything on a workload
+    being deleted pass: a tightened policy must never make a workload impossible to delete.
+    """
+    if body.get("metadata", {}).get("deletionTimestamp"):
+        return
+    if old is not None and old.get("spec") == body.get("spec"):
+        return
     view = cluster_view(indexes)
     try:
         workload = parse_workload(dict(body))

@@ -57,6 +57,10 @@ def resource_of(manifest: Mapping[str, Any]) -> Resource:
     return RESOURCES[manifest["apiVersion"], manifest["kind"]]
 
 
+# A hung call must not hold a workload's lock forever: it fails, and kopf retries the reconcile.
+REQUEST_TIMEOUT_SECONDS = 30
+
+
 class KubeError(Exception):
     """A refused Kubernetes API call: the HTTP status and the API server's own reason and message."""
 
@@ -107,7 +111,7 @@ class ClientKubeApi:
             auth_settings=["BearerToken"],
         )
         try:
-            response = self._client.call_api(*request)
+            response = self._client.call_api(*request, _request_timeout=REQUEST_TIMEOUT_SECONDS)
             data = response.read()  # type: ignore[no-untyped-call]
             if not 200 <= response.status <= 299:
                 raise ApiException(http_resp=response)

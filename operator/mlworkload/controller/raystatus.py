@@ -83,7 +83,9 @@ def observe_ray_job(status: dict[str, Any]) -> RayObservation:
 
     if deployment == "Complete" and job_status == "SUCCEEDED":
         return seen(RayState.SUCCEEDED, "RayJobSucceeded", message or "the job succeeded")
-    if deployment in {"Failed", "ValidationFailed"} or (deployment == "Complete" and job_status == "FAILED"):
+    if deployment == "Complete" and job_status == "STOPPED":
+        return seen(RayState.FAILED, "RayJobStopped", message or "the job was stopped", permanent=True)
+    if deployment in {"Failed", "ValidationFailed"} or (deployment == "Complete" and job_status != "SUCCEEDED"):
         why = reason if reason in _JOB_FAILURE_REASONS else "RayJobFailed"
         return seen(RayState.FAILED, why, message or f"the job ended with {job_status or deployment}", permanent=True)
     if deployment in {"Suspended", "Suspending"}:

@@ -17,7 +17,7 @@ from mlworkload.api.policy import PolicyGcp
 from mlworkload.api.workload import GpuStatus, MLWorkload, MLWorkloadStatus
 from mlworkload.builders import build_gcp_plan, build_objects
 from mlworkload.builders.endpoints import exposed_endpoints
-from mlworkload.constants import REASON_INVALID_SPEC, REASON_POLICY_VIOLATION
+from mlworkload.constants import REASON_GCP_NOT_CONFIGURED, REASON_INVALID_SPEC, REASON_POLICY_VIOLATION
 from mlworkload.controller.apply import ApplyResult, apply_children, delete_stale, observe_children
 from mlworkload.controller.kube import RESOURCES, WORKLOADS, KubeApi, Resource
 from mlworkload.controller.raystatus import observe_ray
@@ -109,7 +109,10 @@ async def _write_status(
     outcome.status = status
     if status != previous:
         meta = body["metadata"]
-        await reconciler.kube.patch_status(WORKLOADS, meta["namespace"], meta["name"], status.to_dict())
+        patch = status.to_dict()
+        # A merge patch keeps keys it does not mention: fields that no longer apply are nulled.
+        patch |= {key: None for key in (body.get("status") or {}) if key in _STATUS_KEYS and key not in patch}
+        await reconciler.kube.patch_status(WORKLOADS, meta["namespace"], meta["name"], patch)
         outcome.status_written = True
     return outcome
 
@@ -150,7 +153,7 @@ async def reconcile(reconciler: Reconciler, body: Mapping[str, Any], view: Clust
     observed = await observe_children(reconciler.kube, workload.namespace, workload.name, PRUNED_KINDS)
     outcome.apply = await apply_children(reconciler.kube, workload.name, desired, observed)
     keep = {(manifest["kind"], manifest["metadata"]["name"]) for manifest in desired}
-    await delete_stale(reconciler.kube, observed, keep, workload.name, outcome.apply)
+    await delete_stale(reconciler.kube, observed, keep, workload.metadata.uid or "", outcome.apply)
     if not outcome.apply.applied and not outcome.apply.deleted:
         outcome.result = "unchanged"
     ray_object = outcome.apply.live.get((kind, workload.name))
@@ -158,8 +161,7 @@ async def reconcile(reconciler: Reconciler, body: Mapping[str, Any], view: Clust
     conflicts = outcome.apply.conflicts
     seen = Observation(
         **base,
-        refusal=conflicts,
-        refusal_reason="ChildConflict",
+        conflicts=conflicts,
         ray=observe_ray(kind, ray_object),
         node_pools=gcp.node_pools,
         pools=gcp.pools,
@@ -178,6 +180,6 @@ async def _provision(reconciler: Reconciler, resolved: ResolvedWorkload) -> GcpS
         plan = build_gcp_plan(resolved)
     except Refused as refused:
         problem = "; ".join(map(str, refused.problems))
-        unknown = Readiness(False, "GcpNotConfigured", problem, permanent=True)
+        unknown = Readiness(False, REASON_GCP_NOT_CONFIGURED, problem, permanent=True)
         return GcpState(node_pools=unknown, identity=unknown)
     return await reconciler.gcp.ensure(owner, plan)

@@ -28,6 +28,11 @@ from mlworkload.constants import (
     CONDITION_RECONCILING,
     CONDITION_STALLED,
     REASON_ALLOWED,
+    REASON_CHILD_CONFLICT,
+    REASON_DELETING,
+    REASON_POLICY_VIOLATION,
+    REASON_SUSPENDED,
+    REASON_UP_TO_DATE,
 )
 from mlworkload.controller.raystatus import RayObservation, RayState
 from mlworkload.gcp.provisioner import NO_IDENTITY, NO_NODE_POOLS, Readiness
@@ -43,8 +48,9 @@ class Observation:
     generation: int
     ray_kind: str
     ray_name: str
-    refusal: Sequence[Problem] = ()
-    refusal_reason: str = "PolicyViolation"
+    refusal: Sequence[Problem] = ()  # the workload is not admitted: nothing is applied
+    refusal_reason: str = REASON_POLICY_VIOLATION
+    conflicts: Sequence[Problem] = ()  # admitted, but a child's name is taken by a foreign object
     ray: RayObservation | None = None
     node_pools: Readiness = NO_NODE_POOLS
     pools: Sequence[NodePoolStatus] = ()
@@ -97,6 +103,8 @@ def _blocker(seen: Observation, ray: RayObservation) -> Readiness | None:
     """The first unmet dependency, in the order they are provisioned."""
     if seen.refusal:
         return Readiness(False, seen.refusal_reason, "; ".join(map(str, seen.refusal)), permanent=True)
+    if seen.conflicts:
+        return Readiness(False, REASON_CHILD_CONFLICT, "; ".join(map(str, seen.conflicts)), permanent=True)
     for dependency in (seen.node_pools, seen.identity):
         if not dependency.ready:
             return dependency
@@ -109,7 +117,12 @@ def compute_status(seen: Observation, previous: MLWorkloadStatus | None, now: da
     """The status to write. Transition times are kept for conditions whose status did not change."""
     stamp = now.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     before = {c.type: c for c in previous.conditions} if previous else {}
-    ray = seen.ray or RayObservation(RayState.ABSENT, "NotStarted", "waiting for admission")
+    if seen.ray is not None:
+        ray = seen.ray
+    elif seen.deleting:
+        ray = RayObservation(RayState.ABSENT, REASON_DELETING, "the workload is being deleted")
+    else:
+        ray = RayObservation(RayState.ABSENT, "NotStarted", "waiting for admission")
     blocker = _blocker(seen, ray)
     suspended = (seen.suspended or ray.state is RayState.SUSPENDED) and not seen.refusal
     ready = blocker is None and not suspended and not seen.deleting
@@ -121,19 +134,19 @@ def compute_status(seen: Observation, previous: MLWorkloadStatus | None, now: da
     if ready:
         ready_why = (ray.reason, ray.message)
     elif suspended:
-        ready_why = ("Suspended", "the workload is suspended")
+        ready_why = (REASON_SUSPENDED, "the workload is suspended")
     elif seen.deleting:
-        ready_why = ("Deleting", "the workload is being deleted")
+        ready_why = (REASON_DELETING, "the workload is being deleted")
     else:
         assert blocker is not None
         ready_why = (blocker.reason, blocker.message)
     if not reconciling:
-        reconciling_why = ("UpToDate", "")
+        reconciling_why = (REASON_UP_TO_DATE, "")
     elif blocker is not None:
         reconciling_why = (blocker.reason, blocker.message)
     else:  # ready, with an upgrade under way
         reconciling_why = (ray.reason, ray.message)
-    stalled_why = (blocker.reason, blocker.message) if stalled and blocker else ("UpToDate", "")
+    stalled_why = (blocker.reason, blocker.message) if stalled and blocker else (REASON_UP_TO_DATE, "")
     refusal = "; ".join(map(str, seen.refusal))
     conditions = [
         cond(CONDITION_READY, ready, *ready_why),

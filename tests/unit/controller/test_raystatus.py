@@ -100,3 +100,8 @@ def test_ray_service_states() -> None:
 
 def test_a_missing_object_is_absent() -> None:
     assert observe_ray("RayJob", None).state is RayState.ABSENT
+
+
+def test_a_stopped_ray_job_is_final() -> None:
+    seen = observe_ray("RayJob", {"status": {"jobDeploymentStatus": "Complete", "jobStatus": "STOPPED"}})
+    assert (seen.state, seen.reason, seen.permanent) == (RayState.FAILED, "RayJobStopped", True)

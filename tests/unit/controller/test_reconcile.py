@@ -140,3 +140,67 @@ async def test_gpu_plan_goes_to_the_gcp_provisioner(kube: FakeKubeApi) -> None:
     status = kube.status_of("MLWorkload", "team-nlp", "demo")
     assert status["nodePools"] == [{"name": "mlw-l4x1-spot", "capacity": "Spot", "state": "DryRun", "operation": ""}]
     assert status["gpus"] == {"requested": 1, "accelerator": "nvidia-l4"}
+
+
+async def test_clusters_kuberay_makes_from_our_rayjob_are_not_pruned(kube: FakeKubeApi, reconciler: Reconciler) -> None:
+    created(kube, workload().job())
+    await reconcile(reconciler, body_of(kube), VIEW)
+    job = kube.objects["RayJob", "team-nlp", "demo"]
+    # KubeRay copies the RayJob's labels onto the cluster it creates and makes the RayJob its controller.
+    kube.put({"apiVersion": "ray.io/v1", "kind": "RayCluster", "metadata": {
+        "name": "demo-x7k2p", "namespace": "team-nlp", "labels": dict(job["metadata"]["labels"]),
+        "ownerReferences": [{"apiVersion": "ray.io/v1", "kind": "RayJob", "name": "demo",
+                             "uid": job["metadata"]["uid"], "controller": True}]}})  # fmt: skip
+    outcome = await reconcile(reconciler, body_of(kube), VIEW)
+    assert outcome.apply.deleted == []
+    assert ("RayCluster", "team-nlp", "demo-x7k2p") in kube.objects
+
+
+async def test_the_autoscaler_owns_replicas_once_the_cluster_exists(kube: FakeKubeApi, reconciler: Reconciler) -> None:
+    created(
+        kube, workload().group("cpu", replicas=1, minReplicas=0, maxReplicas=6).set("spec.autoscaling.enabled", True)
+    )
+    await reconcile(reconciler, body_of(kube), VIEW)
+    kube.objects["RayCluster", "team-nlp", "demo"]["spec"]["workerGroupSpecs"][0]["replicas"] = 4  # the autoscaler
+    writes = len(kube.writes)
+    outcome = await reconcile(reconciler, body_of(kube), VIEW)
+    assert (outcome.result, kube.writes[writes:]) == ("unchanged", [])
+    assert kube.objects["RayCluster", "team-nlp", "demo"]["spec"]["workerGroupSpecs"][0]["replicas"] == 4
+
+
+async def test_status_fields_that_no_longer_apply_are_removed(kube: FakeKubeApi, reconciler: Reconciler) -> None:
+    doc = workload().expose("dashboard", host="ray.example.com")
+    created(kube, doc)
+    await reconcile(reconciler, body_of(kube), VIEW)
+    assert kube.status_of("MLWorkload", "team-nlp", "demo")["dashboardURL"] == "https://ray.example.com"
+    body_of(kube)["spec"]["expose"] = {}
+    await reconcile(reconciler, body_of(kube), VIEW)
+    assert "dashboardURL" not in kube.status_of("MLWorkload", "team-nlp", "demo")
+    writes = len(kube.writes)
+    assert (await reconcile(reconciler, body_of(kube), VIEW)).status_written is False
+    assert kube.writes[writes:] == []
+
+
+async def test_fields_the_api_server_omits_when_empty_do_not_cause_rewrites(
+    kube: FakeKubeApi, reconciler: Reconciler
+) -> None:
+    created(kube, workload().job())
+    await reconcile(reconciler, body_of(kube), VIEW)
+    del kube.objects["NetworkPolicy", "team-nlp", "demo-submitter"]["spec"]["ingress"]  # omitempty
+    writes = len(kube.writes)
+    await reconcile(reconciler, body_of(kube), VIEW)
+    assert kube.writes[writes:] == []
+
+
+async def test_a_conflict_stops_before_the_ray_pods_and_is_not_a_policy_refusal(
+    kube: FakeKubeApi, reconciler: Reconciler
+) -> None:
+    kube.put({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+              "metadata": {"name": "demo-head", "namespace": "team-nlp"}, "spec": {"podSelector": {}}})  # fmt: skip
+    created(kube, workload().group())
+    outcome = await reconcile(reconciler, body_of(kube), VIEW)
+    assert ("RayCluster", "team-nlp", "demo") not in kube.objects
+    assert outcome.apply.applied == ["ServiceAccount/demo"]
+    conditions = {c["type"]: c for c in kube.status_of("MLWorkload", "team-nlp", "demo")["conditions"]}
+    assert (conditions["Stalled"]["status"], conditions["Stalled"]["reason"]) == ("True", "ChildConflict")
+    assert conditions["PolicyAdmitted"]["status"] == "True"
