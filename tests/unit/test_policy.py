@@ -338,6 +338,15 @@ def test_quota_counts_gpus_at_max_scale_across_governed_namespaces() -> None:
     assert admit_in(view, fits).allowed
 
 
+def test_namespaces_of_a_higher_priority_policy_do_not_count_against_a_catch_all_quota() -> None:
+    catch_all = permissive_policy("catch-all").set("quota.maxGPUs", 8)
+    team = permissive_policy("team").set("priority", 10).set("namespaceSelector", {"matchLabels": {"team": "a"}})
+    teams_workload = workload("big", "team-a").gpu_group(count=8).obj()
+    view = ClusterView([catch_all.obj(), team.obj()], {"team-a": {"team": "a"}, "other": {}},
+                       usage=[WorkloadGpus.of(teams_workload)])  # fmt: skip
+    assert admit_in(view, workload("mine", "other").gpu_group(count=8).obj()).allowed
+
+
 def test_an_update_does_not_count_the_workload_against_itself() -> None:
     rules = permissive_policy().set("quota.maxGPUs", 8)
     current = workload("a").gpu_group(count=8).obj()

@@ -22,6 +22,7 @@ import kubernetes.config
 from mlworkload.api.load import parse_policy, parse_workload
 from mlworkload.api.policy import MLWorkloadPolicy
 from mlworkload.constants import (
+    CONDITION_POLICY_ADMITTED,
     FINALIZER,
     GROUP,
     LABEL_MANAGED_BY,
@@ -137,9 +138,12 @@ def namespace_index(name: str, labels: kopf.Labels, **_: Any) -> dict[str, Mappi
 
 @kopf.index(*WORKLOAD, registry=REGISTRY)
 def gpu_index(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict[tuple[str, str], int]:
-    """GPUs at max scale per workload, for the namespace quota; none for one being deleted or unreadable."""
+    """GPUs at max scale per workload, for the namespace quota. A workload being deleted, unreadable,
+    or refused by its policy holds none: a refused newcomer must not push admitted ones out."""
     key = (namespace or "", name)
-    if body.get("metadata", {}).get("deletionTimestamp"):
+    conditions = (body.get("status") or {}).get("conditions") or []
+    refused = any(c.get("type") == CONDITION_POLICY_ADMITTED and c.get("status") == "False" for c in conditions)
+    if body.get("metadata", {}).get("deletionTimestamp") or refused:
         return {key: 0}
     try:
         return {key: parse_workload(dict(body)).spec.gpus_at_max_scale}

@@ -7,7 +7,7 @@ from mlworkload.api.policy import MLWorkloadPolicy, PolicyGcp
 from mlworkload.api.workload import MLWorkload
 from mlworkload.policy.checks import check_quota, check_workload
 from mlworkload.policy.resolve import ResolvedWorkload, resolve
-from mlworkload.policy.selection import governs, select_policy
+from mlworkload.policy.selection import select_policy
 from mlworkload.problems import Problem
 
 
@@ -58,13 +58,24 @@ class ClusterView:
 def gpus_in_use(
     usage: Iterable[WorkloadGpus], policy: MLWorkloadPolicy | None, view: ClusterView, excluding: MLWorkload
 ) -> int:
-    """GPUs at max scale of every other workload in the namespaces the policy governs."""
+    """GPUs at max scale of every other workload whose governing policy is this one.
+
+    A namespace that a higher-priority policy governs does not count against this policy's quota,
+    even when this policy's selector matches it too.
+    """
+    if policy is None:
+        return 0
     return sum(
         other.gpus
         for other in usage
         if (other.namespace, other.name) != (excluding.namespace, excluding.name)
-        and (policy is None or governs(policy, view.labels_of(other.namespace)))
+        and _governing_name(view, other.namespace) == policy.name
     )
+
+
+def _governing_name(view: ClusterView, namespace: str) -> str | None:
+    governing = select_policy(view.policies, view.labels_of(namespace))
+    return governing.name if governing else None
 
 
 def admit(
