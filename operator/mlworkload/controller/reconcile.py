@@ -14,7 +14,7 @@ from typing import Any
 
 from mlworkload.api.load import parse_workload
 from mlworkload.api.policy import PolicyGcp
-from mlworkload.api.workload import GpuStatus, MLWorkload, MLWorkloadStatus
+from mlworkload.api.workload import GpuStatus, MLWorkload, MLWorkloadStatus, WorkloadType
 from mlworkload.builders import build_gcp_plan, build_objects
 from mlworkload.builders.endpoints import exposed_endpoints
 from mlworkload.constants import REASON_GCP_NOT_CONFIGURED, REASON_INVALID_SPEC, REASON_POLICY_VIOLATION
@@ -82,12 +82,6 @@ def _previous_status(body: Mapping[str, Any]) -> MLWorkloadStatus | None:
         return None  # a status we cannot read is rewritten from scratch
 
 
-def _with_uid(workload: MLWorkload, body: Mapping[str, Any]) -> MLWorkload:
-    metadata = body.get("metadata") or {}
-    return workload.model_copy(update={"metadata": workload.metadata.model_copy(update={
-        "uid": metadata.get("uid"), "generation": metadata.get("generation")})})  # fmt: skip
-
-
 def _urls(resolved: ResolvedWorkload) -> tuple[str | None, str | None]:
     urls: dict[str, str | None] = {"dashboard": None, "serve": None}
     for endpoint in exposed_endpoints(resolved):
@@ -125,11 +119,13 @@ def _base_observation(body: Mapping[str, Any], kind: str) -> dict[str, Any]:
 
 async def reconcile(reconciler: Reconciler, body: Mapping[str, Any], view: ClusterView) -> Outcome:
     """Bring one MLWorkload's children and GCP resources to their desired state; report it in status."""
-    spec_type = (body.get("spec") or {}).get("type", "Cluster")
-    kind = {"Cluster": "RayCluster", "Job": "RayJob", "Service": "RayService"}.get(spec_type, "RayCluster")
+    try:
+        kind = WorkloadType(str((body.get("spec") or {}).get("type"))).ray_kind
+    except ValueError:  # an invalid type is reported below, as InvalidSpec
+        kind = WorkloadType.CLUSTER.ray_kind
     base = _base_observation(body, kind)
     try:
-        workload = _with_uid(parse_workload(dict(body)), body)
+        workload = parse_workload(dict(body))  # metadata carries the uid and generation along
     except Refused as refused:
         seen = Observation(**base, refusal=refused.problems, refusal_reason=REASON_INVALID_SPEC)
         return await _write_status(reconciler, body, seen, Outcome("refused"))
