@@ -1,6 +1,6 @@
 """The base of every API model: camelCase on the wire, unknown fields refused."""
 
-from typing import Any, Self
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, JsonValue
 from pydantic.alias_generators import to_camel
@@ -20,10 +20,6 @@ class ApiModel(BaseModel):
     def to_dict(self) -> dict[str, Any]:
         """The wire form: camelCase keys, unset optional fields left out."""
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)
-
-    @classmethod
-    def from_dict(cls, data: Any) -> Self:
-        return cls.model_validate(data)
 
 
 def with_cel(*rules: dict[str, str]) -> ConfigDict:

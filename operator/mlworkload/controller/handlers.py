@@ -188,7 +188,10 @@ def _post_events(body: kopf.Body, outcome: Outcome) -> None:
         stalled = next((c for c in outcome.status.conditions if c.type == "Stalled" and c.status == "True"), None)
         if stalled is not None:
             kopf.warn(body, reason=stalled.reason, message=stalled.message)
-            ADMISSION_REFUSALS.labels(reason=stalled.reason).inc()
+        if outcome.result == "refused" and outcome.status_written:  # once, when the refusal is first reported
+            rules = {problem.rule or "schema" for problem in outcome.problems} or {"policy"}
+            for rule in sorted(rules):
+                ADMISSION_REFUSALS.labels(reason=rule).inc()
 
 
 async def run_reconcile(body: Mapping[str, Any], memo: kopf.Memo, indexes: Mapping[str, Any]) -> Outcome:

@@ -24,7 +24,7 @@ from mlworkload.controller.raystatus import observe_ray
 from mlworkload.controller.status import Observation, compute_status
 from mlworkload.gcp.provisioner import GcpProvisioner, GcpState, Readiness
 from mlworkload.policy import ClusterView, ResolvedWorkload, admit_in
-from mlworkload.problems import Refused
+from mlworkload.problems import Problem, Refused
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +62,7 @@ class Outcome:
     status_written: bool = False
     status: MLWorkloadStatus | None = None
     resolved: ResolvedWorkload | None = None
+    problems: list[Problem] = field(default_factory=list)  # why it was refused
 
 
 def owner_key(namespace: str, name: str) -> str:
@@ -128,7 +129,7 @@ async def reconcile(reconciler: Reconciler, body: Mapping[str, Any], view: Clust
         workload = parse_workload(dict(body))  # metadata carries the uid and generation along
     except Refused as refused:
         seen = Observation(**base, refusal=refused.problems, refusal_reason=REASON_INVALID_SPEC)
-        return await _write_status(reconciler, body, seen, Outcome("refused"))
+        return await _write_status(reconciler, body, seen, Outcome("refused", problems=refused.problems))
 
     if base["deleting"]:
         # Owner references take the children; applying now could recreate what the GC removes.
@@ -139,7 +140,7 @@ async def reconcile(reconciler: Reconciler, body: Mapping[str, Any], view: Clust
         # Slipped past admission (the policy changed since): apply nothing, say why.
         seen = Observation(**base, refusal=admission.problems, refusal_reason=REASON_POLICY_VIOLATION,
                            gpus=_gpus(workload))  # fmt: skip
-        return await _write_status(reconciler, body, seen, Outcome("refused"))
+        return await _write_status(reconciler, body, seen, Outcome("refused", problems=admission.problems))
     resolved = admission.resolved
 
     gcp = await _provision(reconciler, resolved)

@@ -59,7 +59,6 @@ class DryRunProvisioner:
 
     def __init__(self) -> None:
         self.plans: dict[str, GcpPlan] = {}
-        self.released: list[str] = []
 
     async def ensure(self, owner: str, plan: GcpPlan) -> GcpState:
         if self.plans.get(owner) != plan:
@@ -80,4 +79,3 @@ class DryRunProvisioner:
     async def release(self, owner: str) -> None:
         if self.plans.pop(owner, None) is not None:
             logger.info("dry-run GCP release for %s", owner)
-        self.released.append(owner)
