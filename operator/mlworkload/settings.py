@@ -47,6 +47,8 @@ SETTINGS_VARIABLES: dict[str, str] = {
     "metrics_port": "MLW_METRICS_PORT",
     "webhook_port": "MLW_WEBHOOK_PORT",
     "webhook_cert_dir": "MLW_WEBHOOK_CERT_DIR",
+    "webhook_service": "MLW_WEBHOOK_SERVICE",
+    "operator_namespace": "POD_NAMESPACE",
     "health_port": "MLW_HEALTH_PORT",
     "resync_seconds": "MLW_RESYNC_SECONDS",
     "log_format": "MLW_LOG_FORMAT",
@@ -72,6 +74,8 @@ class OperatorSettings(BaseModel):
     metrics_port: int = Field(default=8080, ge=0, le=65535, description="0 disables /metrics.")
     webhook_port: int = Field(default=9443, ge=0, le=65535, description="Admission webhook (TLS); 0: any free port.")
     webhook_cert_dir: str | None = Field(default=None, description="tls.crt/tls.key; none: self-signed.")
+    webhook_service: str = Field(default="mlworkload-webhook", description="Service in front of the webhook.")
+    operator_namespace: str = Field(default="mlworkload-system", description="The operator's own namespace.")
     health_port: int = Field(default=8081, ge=0, le=65535, description="Liveness probe /healthz; 0 disables.")
     resync_seconds: float = Field(default=300, gt=0, description="Periodic reconcile (drift, status refresh).")
     log_format: LogFormat = LogFormat.JSON

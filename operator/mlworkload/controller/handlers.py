@@ -93,8 +93,7 @@ def _webhook_server(config: OperatorSettings) -> kopf.WebhookServer:
     if config.webhook_cert_dir:
         certfile, keyfile = Path(config.webhook_cert_dir) / "tls.crt", Path(config.webhook_cert_dir) / "tls.key"
     else:
-        service = os.environ.get("MLW_WEBHOOK_SERVICE", "mlworkload-webhook")
-        namespace = os.environ.get("POD_NAMESPACE", "mlworkload-system")
+        service, namespace = config.webhook_service, config.operator_namespace
         hosts = [f"{service}.{namespace}.svc", f"{service}.{namespace}.svc.cluster.local", "localhost", "127.0.0.1"]
         certfile, keyfile = write_self_signed(Path(tempfile.mkdtemp(prefix="mlworkload-webhook-")), hosts)
     # Port 0: any free port (tests); the Service in front of the pod fixes what clients use.
