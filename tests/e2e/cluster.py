@@ -1,0 +1,392 @@
+"""The e2e tier's cluster: whichever one there is, behind the few verbs the scenarios need.
+
+The scenarios must say the same thing on a developer's cluster, a throwaway kind cluster and the
+in-memory API server, so they only ever talk to :class:`Cluster`. It speaks plain HTTP API calls
+through the official ``kubernetes`` client on every backend, including the in-memory one: the
+client, server-side apply, discovery and the CRD installation then run here too, and only the
+provisioning of the cluster itself (:func:`provision`) differs between backends.
+
+Backend selection (:func:`choose_backend`), first match wins:
+
+1. ``MLW_E2E_CLUSTER=in-memory``: the in-memory server, whatever else is set.
+2. ``KUBECONFIG`` set (or ``MLW_E2E_CLUSTER=kubeconfig``): that cluster's current context.
+3. ``kind`` and ``docker`` on PATH and ``docker info`` succeeds (or ``MLW_E2E_CLUSTER=kind``): a new
+   kind cluster, deleted afterwards.
+4. Otherwise the in-memory server, so that the suite always runs.
+
+An explicit ``MLW_E2E_CLUSTER`` that cannot be honoured is an error, never a silent fallback.
+"""
+
+from __future__ import annotations
+
+import builtins
+import json
+import os
+import secrets
+import shutil
+import subprocess
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final, Literal, TypeVar, cast
+
+import kubernetes.client
+import kubernetes.config
+from kubernetes.client.exceptions import ApiException
+
+from tests.support.documents import PolicyDoc, permissive_policy
+from tests.support.kube import KubeEmulatorServer, default_crd_paths, wait_until
+from tests.support.kube.resources import load_crds
+
+Obj = dict[str, Any]
+T = TypeVar("T")
+Backend = Literal["kubeconfig", "kind", "in-memory"]
+BACKENDS: Final[tuple[Backend, ...]] = ("kubeconfig", "kind", "in-memory")
+
+MLW: Final = "mlworkload.io/v1alpha1"
+CRD: Final = "apiextensions.k8s.io/v1"
+FIELD_MANAGER: Final = "mlworkload-e2e"
+RUN_LABEL: Final = "mlworkload.io/e2e-run"
+STAND_IN_LABEL: Final = "mlworkload.io/e2e-stand-in"
+# Above any priority a real cluster's own policies are likely to use, so that the run's policy is
+# the one governing its namespace even where a team policy also selects team=nlp.
+POLICY_PRIORITY: Final = 10_000
+# Real API servers (and GC, and kopf's event posting) are slower than the in-memory one.
+REAL_TIMEOUT: Final = 60.0
+IN_MEMORY_TIMEOUT: Final = 30.0
+# How often tests poll. Every poll is a few HTTP requests; the in-memory server shares this
+# process (and its GIL) with the operator, so polling at wait_until's default 50 Hz slows the
+# operator down several-fold, and a real API server would throttle it.
+POLL_INTERVAL: Final = 0.25
+
+
+class BackendUnavailable(RuntimeError):
+    """MLW_E2E_CLUSTER asked for a backend this machine cannot provide."""
+
+
+@dataclass(frozen=True)
+class BackendChoice:
+    backend: Backend
+    reason: str
+
+
+def kind_usable() -> bool:
+    """kind needs a working Docker engine, not only the CLI (which may exist without a daemon)."""
+    if shutil.which("kind") is None or shutil.which("docker") is None:
+        return False
+    try:
+        info = subprocess.run(["docker", "info"], capture_output=True, timeout=60, check=False)
+    except subprocess.TimeoutExpired:
+        return False
+    return info.returncode == 0
+
+
+def choose_backend(environ: Mapping[str, str] = os.environ) -> BackendChoice:
+    """The backend for this run; see the module docstring for the order."""
+    forced = environ.get("MLW_E2E_CLUSTER", "")
+    if forced and forced not in BACKENDS:
+        raise BackendUnavailable(f"MLW_E2E_CLUSTER={forced!r}; expected one of {', '.join(BACKENDS)}")
+    if forced == "in-memory":
+        return BackendChoice("in-memory", "MLW_E2E_CLUSTER=in-memory")
+    if forced == "kubeconfig" or (not forced and environ.get("KUBECONFIG")):
+        if not environ.get("KUBECONFIG"):
+            raise BackendUnavailable("MLW_E2E_CLUSTER=kubeconfig, but KUBECONFIG is not set")
+        return BackendChoice("kubeconfig", f"KUBECONFIG={environ['KUBECONFIG']}")
+    if forced == "kind" or (not forced and kind_usable()):
+        if forced and not kind_usable():
+            raise BackendUnavailable("MLW_E2E_CLUSTER=kind, but kind, docker or the Docker engine is missing")
+        return BackendChoice("kind", "kind and a Docker engine are available")
+    return BackendChoice("in-memory", "no KUBECONFIG, and no kind with a Docker engine")
+
+
+@contextmanager
+def provision(choice: BackendChoice, workdir: Path) -> Iterator[tuple[Path, KubeEmulatorServer | None]]:
+    """A kubeconfig for the chosen cluster, valid until the block ends (and the emulator, if in memory)."""
+    if choice.backend == "kubeconfig":
+        yield Path(os.environ["KUBECONFIG"]), None
+    elif choice.backend == "kind":
+        with kind_cluster(workdir) as kubeconfig:
+            yield kubeconfig, None
+    else:
+        with KubeEmulatorServer() as server:
+            yield server.kubeconfig(workdir / "kubeconfig"), server
+
+
+@contextmanager
+def kind_cluster(workdir: Path) -> Iterator[Path]:
+    """A throwaway kind cluster with its own kubeconfig file (the user's is never touched)."""
+    name = f"mlw-e2e-{secrets.token_hex(3)}"
+    kubeconfig = workdir / "kind-kubeconfig"
+    try:
+        subprocess.run(
+            ["kind", "create", "cluster", "--name", name, "--kubeconfig", str(kubeconfig), "--wait", "180s"],
+            check=True,
+            timeout=600,
+        )
+        yield kubeconfig
+    finally:  # also after a failed create, which can leave the node container behind
+        subprocess.run(
+            ["kind", "delete", "cluster", "--name", name, "--kubeconfig", str(kubeconfig)], check=False, timeout=300
+        )
+
+
+@dataclass(frozen=True)
+class _Resource:
+    plural: str
+    namespaced: bool
+
+
+class Cluster:
+    """The scenarios' whole view of a cluster: apply, read, patch, delete, and KubeRay's status writes.
+
+    Everything the tests create lives in :attr:`namespace`, unique per run and labelled ``team=nlp``
+    and :data:`RUN_LABEL`; cluster-scoped objects (policies) select that namespace by the run label,
+    never by ``team=nlp``, so a shared cluster's other namespaces are never governed by them.
+    """
+
+    def __init__(self, backend: Backend, kubeconfig: Path, run_id: str) -> None:
+        self.backend: Backend = backend
+        self.kubeconfig = kubeconfig
+        self.run_id = run_id
+        self.namespace = f"mlw-e2e-{run_id}"
+        self.policy_name = f"mlw-e2e-{run_id}"
+        self.timeout = IN_MEMORY_TIMEOUT if backend == "in-memory" else REAL_TIMEOUT
+        configuration = kubernetes.client.Configuration()
+        kubernetes.config.load_kube_config(  # type: ignore[no-untyped-call]
+            config_file=str(kubeconfig), client_configuration=configuration
+        )
+        self.api_client = kubernetes.client.ApiClient(configuration)
+        self.api_client.user_agent = FIELD_MANAGER  # the tests' own requests, told apart in audit logs
+        self._resources: dict[tuple[str, str], _Resource] = {}
+
+    def wait_until(self, condition: Callable[[], T], what: str, timeout: float | None = None) -> T:
+        """Poll ``condition`` until it is truthy (the tier's only way of waiting), at a pace the cluster takes."""
+        return wait_until(condition, timeout=timeout or self.timeout, interval=POLL_INTERVAL, what=what)
+
+    @property
+    def namespace_selector(self) -> Obj:
+        """The selector for policies of this run: exactly the run's namespace."""
+        return {"matchLabels": {RUN_LABEL: self.run_id}}
+
+    # --- the verbs the scenarios use ----------------------------------------------------------------
+
+    def apply(self, obj: Obj) -> Obj:
+        """Server-side apply, as `kubectl apply --server-side` and Argo CD do; fields left out are removed."""
+        meta = obj["metadata"]
+        path = self._path(obj["apiVersion"], obj["kind"], meta.get("namespace"), meta["name"])
+        query = [("fieldManager", FIELD_MANAGER), ("force", "true")]
+        return self._request(
+            "PATCH", path, query=query, body=json.dumps(obj), content_type="application/apply-patch+yaml"
+        )
+
+    def get(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> Obj | None:
+        try:
+            return self._request("GET", self._path(api_version, kind, namespace, name))
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+
+    def list(
+        self, api_version: str, kind: str, namespace: str | None = None, label_selector: str | None = None
+    ) -> builtins.list[Obj]:
+        query = [("labelSelector", label_selector)] if label_selector else []
+        items: builtins.list[Obj] = self._request("GET", self._path(api_version, kind, namespace), query=query)["items"]
+        return items
+
+    def patch(self, api_version: str, kind: str, name: str, patch: Obj, namespace: str | None = None) -> Obj:
+        """A JSON merge patch of the main resource."""
+        path = self._path(api_version, kind, namespace, name)
+        return self._request("PATCH", path, body=patch, content_type="application/merge-patch+json")
+
+    def delete(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> bool:
+        """Delete in the background (finalizers and GC apply); False when there was no such object."""
+        body = {"apiVersion": "v1", "kind": "DeleteOptions", "propagationPolicy": "Background"}
+        try:
+            self._request("DELETE", self._path(api_version, kind, namespace, name), body=body)
+        except ApiException as error:
+            if error.status == 404:
+                return False
+            raise
+        return True
+
+    def patch_status(
+        self, api_version: str, kind: str, name: str, status: dict[str, Any], namespace: str | None = None
+    ) -> dict[str, Any]:
+        """Merge-patch a namespaced custom object's /status, as KubeRay does (the simulator's StatusWriter)."""
+        if namespace is None:
+            raise ValueError("patch_status writes namespaced custom objects (KubeRay's) only")
+        group, _, version = api_version.rpartition("/")
+        written = kubernetes.client.CustomObjectsApi(self.api_client).patch_namespaced_custom_object_status(
+            group,
+            version,
+            namespace,
+            self._resource(api_version, kind).plural,
+            name,
+            {"status": status},
+            _content_type="application/merge-patch+json",
+        )
+        return cast(dict[str, Any], written)
+
+    # --- set-up and tear-down -----------------------------------------------------------------------
+
+    def install_crds(self, paths: Iterable[Path]) -> None:
+        """Server-side apply: the KubeRay CRDs exceed client-side apply's 256 KiB annotation limit."""
+        names = [self.apply(crd)["metadata"]["name"] for crd in load_crds(paths)]
+        self.wait_until(lambda: all(self._established(name) for name in names), f"CRDs established: {names}")
+        self._resources.clear()  # discovery answers may predate the CRDs
+
+    def install_gke_stand_ins(self) -> builtins.list[str]:
+        """Minimal CRDs for the GKE kinds the operator writes, where the cluster does not serve them.
+
+        Off GKE (kind, most clusters) BackendConfig and ComputeClass do not exist, and the operator
+        lists BackendConfigs in every reconcile: without a stand-in each reconcile fails with 404.
+        Returns the names of the CRDs created here, for :meth:`remove_crds`.
+        """
+        created: builtins.list[str] = []
+        for kind, plural, scope in (("BackendConfig", "backendconfigs", "Namespaced"),
+                                    ("ComputeClass", "computeclasses", "Cluster")):  # fmt: skip
+            if self._serves("cloud.google.com/v1", kind):
+                continue
+            name = f"{plural}.cloud.google.com"
+            self.apply(_stand_in_crd(name, kind, plural, scope))
+            created.append(name)
+        self.wait_until(lambda: all(self._established(name) for name in created), f"CRDs established: {created}")
+        self._resources.clear()
+        return created
+
+    def remove_crds(self, names: Iterable[str]) -> None:
+        for name in names:
+            self.delete(CRD, "CustomResourceDefinition", name)
+
+    def create_namespace_and_policy(self) -> None:
+        """The run's namespace (team=nlp, as the integration tier's) and a permissive policy governing it."""
+        self.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {
+            "name": self.namespace, "labels": {"team": "nlp", RUN_LABEL: self.run_id}}})  # fmt: skip
+        self.apply(self.policy(permissive_policy(self.policy_name).set("priority", POLICY_PRIORITY)).doc)
+
+    def policy(self, doc: PolicyDoc) -> PolicyDoc:
+        """``doc`` made to govern exactly this run's namespace, and labelled for clean-up."""
+        doc.doc["metadata"].setdefault("labels", {})[RUN_LABEL] = self.run_id
+        return doc.set("namespaceSelector", self.namespace_selector)
+
+    def remove_workloads(self) -> None:
+        """After the operator stopped: remove what the tests left, finalizers and all.
+
+        The scenarios assert deletion themselves; here nothing may hold the namespace's deletion,
+        and the end of a run must not depend on the operator's timing (a workload whose deletion
+        met a running resync keeps kopf's finalizer for up to a minute).
+        """
+        for obj in self.list(MLW, "MLWorkload", self.namespace):
+            name = obj["metadata"]["name"]
+            self.patch(MLW, "MLWorkload", name, {"metadata": {"finalizers": None}}, self.namespace)
+            self.delete(MLW, "MLWorkload", name, self.namespace)
+
+    def delete_namespace_and_policies(self) -> None:
+        for obj in self.list(MLW, "MLWorkloadPolicy", label_selector=f"{RUN_LABEL}={self.run_id}"):
+            self.delete(MLW, "MLWorkloadPolicy", obj["metadata"]["name"])
+        self.delete("v1", "Namespace", self.namespace)
+
+    # --- plumbing -----------------------------------------------------------------------------------
+
+    def _established(self, crd_name: str) -> bool:
+        crd = self.get(CRD, "CustomResourceDefinition", crd_name) or {}
+        conditions = (crd.get("status") or {}).get("conditions") or []
+        return any(c.get("type") == "Established" and c.get("status") == "True" for c in conditions)
+
+    def _serves(self, api_version: str, kind: str) -> bool:
+        try:
+            self._resource(api_version, kind)
+        except LookupError:
+            return False
+        return True
+
+    def _resource(self, api_version: str, kind: str) -> _Resource:
+        """Plural and scope from discovery, as kubectl finds them: no table of kinds to keep in step."""
+        key = (api_version, kind)
+        if key not in self._resources:
+            base = f"/api/{api_version}" if "/" not in api_version else f"/apis/{api_version}"
+            try:
+                listing = self._request("GET", base)
+            except ApiException as error:
+                if error.status == 404:
+                    raise LookupError(f"the cluster does not serve {api_version}") from None
+                raise
+            for entry in listing.get("resources", []):
+                if entry["kind"] == kind and "/" not in entry["name"]:
+                    self._resources[key] = _Resource(entry["name"], bool(entry["namespaced"]))
+        if key not in self._resources:
+            raise LookupError(f"the cluster does not serve {kind} in {api_version}")
+        return self._resources[key]
+
+    def _path(self, api_version: str, kind: str, namespace: str | None, name: str | None = None) -> str:
+        resource = self._resource(api_version, kind)
+        path = f"/api/{api_version}" if "/" not in api_version else f"/apis/{api_version}"
+        if resource.namespaced and namespace:
+            path += f"/namespaces/{namespace}"
+        path += f"/{resource.plural}"
+        return f"{path}/{name}" if name else path
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: builtins.list[tuple[str, str]] | None = None,
+        body: Any = None,
+        content_type: str = "application/json",
+    ) -> Obj:
+        request = self.api_client.param_serialize(
+            method,
+            path,
+            query_params=query or [],
+            header_params={"Accept": "application/json", "Content-Type": content_type},
+            body=body,
+            auth_settings=["BearerToken"],
+        )
+        response = self.api_client.call_api(*request)
+        data = response.read()  # type: ignore[no-untyped-call]
+        if not 200 <= response.status <= 299:
+            raise ApiException(http_resp=response)
+        parsed: Obj = json.loads(data) if data else {}
+        return parsed
+
+
+def _stand_in_crd(name: str, kind: str, plural: str, scope: str) -> Obj:
+    """A schemaless CRD: enough to store what the operator writes; GKE's controllers are not emulated."""
+    open_object = {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+    return {
+        "apiVersion": CRD,
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": name, "labels": {STAND_IN_LABEL: "true"}},
+        "spec": {
+            "group": "cloud.google.com",
+            "names": {"kind": kind, "plural": plural, "singular": kind.lower(), "listKind": f"{kind}List"},
+            "scope": scope,
+            "versions": [{
+                "name": "v1", "served": True, "storage": True, "subresources": {"status": {}},
+                "schema": {"openAPIV3Schema": {"type": "object", "properties": {
+                    "spec": open_object, "status": open_object}}},
+            }],
+        },
+    }  # fmt: skip
+
+
+@contextmanager
+def connected(backend: Backend, kubeconfig: Path) -> Iterator[Cluster]:
+    """The cluster with the CRDs, the run's namespace and policy; the namespace and policies go afterwards.
+
+    The CRDs stay on a shared cluster (deleting a CRD deletes every object of its kind); only the
+    GKE stand-ins created here are removed again.
+    """
+    cluster = Cluster(backend, kubeconfig, secrets.token_hex(3))
+    cluster.install_crds(default_crd_paths())  # crds/*.yaml and $KUBERAY_CRDS_DIR (never copied here)
+    stand_ins = cluster.install_gke_stand_ins()
+    cluster.create_namespace_and_policy()
+    try:
+        yield cluster
+    finally:
+        cluster.delete_namespace_and_policies()
+        cluster.remove_crds(stand_ins)
+        cluster.api_client.close()  # type: ignore[no-untyped-call]
