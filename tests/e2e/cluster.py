@@ -69,6 +69,7 @@ class BackendUnavailable(RuntimeError):
 class BackendChoice:
     backend: Backend
     reason: str
+    kubeconfig: Path | None = None  # the user's, for the kubeconfig backend (may list several files)
 
 
 def kind_usable() -> bool:
@@ -82,8 +83,10 @@ def kind_usable() -> bool:
     return info.returncode == 0
 
 
-def choose_backend(environ: Mapping[str, str] = os.environ) -> BackendChoice:
-    """The backend for this run; see the module docstring for the order."""
+def choose_backend(
+    environ: Mapping[str, str] = os.environ, kind_available: Callable[[], bool] = kind_usable
+) -> BackendChoice:
+    """The backend for this run; see the module docstring for the order. ``docker info`` runs only if needed."""
     forced = environ.get("MLW_E2E_CLUSTER", "")
     if forced and forced not in BACKENDS:
         raise BackendUnavailable(f"MLW_E2E_CLUSTER={forced!r}; expected one of {', '.join(BACKENDS)}")
@@ -92,9 +95,9 @@ def choose_backend(environ: Mapping[str, str] = os.environ) -> BackendChoice:
     if forced == "kubeconfig" or (not forced and environ.get("KUBECONFIG")):
         if not environ.get("KUBECONFIG"):
             raise BackendUnavailable("MLW_E2E_CLUSTER=kubeconfig, but KUBECONFIG is not set")
-        return BackendChoice("kubeconfig", f"KUBECONFIG={environ['KUBECONFIG']}")
-    if forced == "kind" or (not forced and kind_usable()):
-        if forced and not kind_usable():
+        return BackendChoice("kubeconfig", f"KUBECONFIG={environ['KUBECONFIG']}", Path(environ["KUBECONFIG"]))
+    if forced == "kind" or (not forced and kind_available()):
+        if forced and not kind_available():
             raise BackendUnavailable("MLW_E2E_CLUSTER=kind, but kind, docker or the Docker engine is missing")
         return BackendChoice("kind", "kind and a Docker engine are available")
     return BackendChoice("in-memory", "no KUBECONFIG, and no kind with a Docker engine")
@@ -104,7 +107,8 @@ def choose_backend(environ: Mapping[str, str] = os.environ) -> BackendChoice:
 def provision(choice: BackendChoice, workdir: Path) -> Iterator[tuple[Path, KubeEmulatorServer | None]]:
     """A kubeconfig for the chosen cluster, valid until the block ends (and the emulator, if in memory)."""
     if choice.backend == "kubeconfig":
-        yield Path(os.environ["KUBECONFIG"]), None
+        assert choice.kubeconfig is not None
+        yield choice.kubeconfig, None
     elif choice.backend == "kind":
         with kind_cluster(workdir) as kubeconfig:
             yield kubeconfig, None
@@ -233,9 +237,8 @@ class Cluster:
 
     def install_crds(self, paths: Iterable[Path]) -> None:
         """Server-side apply: the KubeRay CRDs exceed client-side apply's 256 KiB annotation limit."""
-        names = [self.apply(crd)["metadata"]["name"] for crd in load_crds(paths)]
-        self.wait_until(lambda: all(self._established(name) for name in names), f"CRDs established: {names}")
-        self._resources.clear()  # discovery answers may predate the CRDs
+        crds = [self.apply(crd) for crd in load_crds(paths)]
+        self._wait_served(crds)
 
     def install_gke_stand_ins(self) -> builtins.list[str]:
         """Minimal CRDs for the GKE kinds the operator writes, where the cluster does not serve them.
@@ -244,17 +247,13 @@ class Cluster:
         lists BackendConfigs in every reconcile: without a stand-in each reconcile fails with 404.
         Returns the names of the CRDs created here, for :meth:`remove_crds`.
         """
-        created: builtins.list[str] = []
+        created: builtins.list[Obj] = []
         for kind, plural, scope in (("BackendConfig", "backendconfigs", "Namespaced"),
                                     ("ComputeClass", "computeclasses", "Cluster")):  # fmt: skip
-            if self._serves("cloud.google.com/v1", kind):
-                continue
-            name = f"{plural}.cloud.google.com"
-            self.apply(_stand_in_crd(name, kind, plural, scope))
-            created.append(name)
-        self.wait_until(lambda: all(self._established(name) for name in created), f"CRDs established: {created}")
-        self._resources.clear()
-        return created
+            if not self._serves("cloud.google.com/v1", kind):
+                created.append(self.apply(_stand_in_crd(f"{plural}.cloud.google.com", kind, plural, scope)))
+        self._wait_served(created)
+        return [crd["metadata"]["name"] for crd in created]
 
     def remove_crds(self, names: Iterable[str]) -> None:
         for name in names:
@@ -280,7 +279,11 @@ class Cluster:
         """
         for obj in self.list(MLW, "MLWorkload", self.namespace):
             name = obj["metadata"]["name"]
-            self.patch(MLW, "MLWorkload", name, {"metadata": {"finalizers": None}}, self.namespace)
+            try:
+                self.patch(MLW, "MLWorkload", name, {"metadata": {"finalizers": None}}, self.namespace)
+            except ApiException as error:
+                if error.status != 404:  # gone meanwhile: nothing left to remove
+                    raise
             self.delete(MLW, "MLWorkload", name, self.namespace)
 
     def delete_namespace_and_policies(self) -> None:
@@ -289,6 +292,15 @@ class Cluster:
         self.delete("v1", "Namespace", self.namespace)
 
     # --- plumbing -----------------------------------------------------------------------------------
+
+    def _wait_served(self, crds: Iterable[Obj]) -> None:
+        """Until each CRD is Established and its kinds are in discovery (which can lag behind on a real server)."""
+        names = [crd["metadata"]["name"] for crd in crds]
+        kinds = [(f"{crd['spec']['group']}/{version['name']}", crd["spec"]["names"]["kind"])
+                 for crd in crds for version in crd["spec"]["versions"] if version.get("served")]  # fmt: skip
+        self._resources.clear()  # answers from before the CRDs
+        self.wait_until(lambda: all(self._established(name) for name in names), f"CRDs established: {names}")
+        self.wait_until(lambda: all(self._serves(*kind) for kind in kinds), f"discovery serving {kinds}")
 
     def _established(self, crd_name: str) -> bool:
         crd = self.get(CRD, "CustomResourceDefinition", crd_name) or {}

@@ -36,7 +36,7 @@ CHILD_KINDS: Final = [("v1", "ServiceAccount"), ("v1", "Service"), ("networking.
 
 
 def unique(prefix: str) -> str:
-    """A workload name no other test (or earlier run in a shared namespace) has used."""
+    """A workload name no other test has used, so no test sees another's leftovers."""
     return f"{prefix}-{secrets.token_hex(3)}"
 
 
@@ -54,8 +54,10 @@ def condition(cluster: Cluster, name: str, type_: str) -> dict[str, Any]:
 
 
 def children(cluster: Cluster, name: str) -> set[str]:
+    """The workload's children as Kind/name; the kind comes from the request (a real API server leaves
+    it out of the items of built-in lists)."""
     selector = f"mlworkload.io/workload={name}"
-    return {f"{o['kind']}/{o['metadata']['name']}" for av, kind in CHILD_KINDS
+    return {f"{kind}/{o['metadata']['name']}" for av, kind in CHILD_KINDS
             for o in cluster.list(av, kind, cluster.namespace, selector)}  # fmt: skip
 
 
@@ -117,13 +119,13 @@ def test_a_spec_change_rolls_through_with_observed_generation(
     name = create(doc)
     cluster.wait_until(lambda: status(cluster, name).get("observedGeneration") == 1, "observedGeneration 1")
     # The user's edit, re-applied as `kubectl apply --server-side` or Argo CD would.
-    doc.doc["spec"]["workerGroups"][0]["replicas"] = 3
+    doc.doc["spec"]["workerGroups"][0]["replicas"] = 2
     doc.set("spec.ray.image", "rayproject/ray:2.41.0-py311-cpu")
     cluster.apply(doc.doc)
     cluster.wait_until(lambda: status(cluster, name).get("observedGeneration") == 2, "observedGeneration 2")
     ray = cluster.get(RAY, "RayCluster", name, cluster.namespace)
     assert ray is not None
-    assert [g["replicas"] for g in ray["spec"]["workerGroupSpecs"]] == [3]
+    assert [g["replicas"] for g in ray["spec"]["workerGroupSpecs"]] == [2]
     images = [ray["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0]["image"]] + [
         g["template"]["spec"]["containers"][0]["image"] for g in ray["spec"]["workerGroupSpecs"]
     ]
@@ -190,7 +192,8 @@ def test_delete_removes_every_child(cluster: Cluster, create: Callable[[Workload
     expected = {f"ServiceAccount/{name}", f"NetworkPolicy/{name}-head", f"NetworkPolicy/{name}-workers-cpu",
                 f"RayCluster/{name}", f"Service/{name}-dashboard", f"BackendConfig/{name}-dashboard",
                 f"Ingress/{name}-dashboard"}  # fmt: skip
-    cluster.wait_until(lambda: children(cluster, name) == expected, "all seven children")
+    # At least these: a real KubeRay may label objects of its own (e.g. Services) with the workload too.
+    cluster.wait_until(lambda: expected <= children(cluster, name), "all seven children")
     assert cluster.delete(MLW, "MLWorkload", name, cluster.namespace)
     cluster.wait_until(
         lambda: cluster.get(MLW, "MLWorkload", name, cluster.namespace) is None, "the finalizer released"

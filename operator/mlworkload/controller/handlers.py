@@ -114,6 +114,9 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.peering.standalone = True
     settings.posting.level = logging.INFO
     settings.watching.server_timeout = 300
+    # A delete that arrives while the resync timer runs would otherwise wait up to 60 s for kopf to
+    # notice that the timer task is gone.
+    settings.background.cancellation_polling = 1
     settings.admission.server = _webhook_server(config)
     memo.config = config
     memo.reconciler = Reconciler(
@@ -206,6 +209,11 @@ async def run_reconcile(body: Mapping[str, Any], memo: kopf.Memo, indexes: Mappi
         try:
             outcome = await reconcile(memo.reconciler, fresh, cluster_view(indexes))
         except KubeError as error:
+            if (
+                error.status == 404
+                and await memo.reconciler.kube.get(WORKLOADS, meta["namespace"], meta["name"]) is None
+            ):
+                return Outcome("gone")  # deleted while we worked: nothing left to reconcile
             RECONCILES.labels(result="error").inc()
             raise kopf.TemporaryError(f"Kubernetes API: {error}", delay=RETRY_DELAY_SECONDS) from error
     RECONCILES.labels(result=outcome.result).inc()
