@@ -33,8 +33,8 @@ from typing import Any, Final, Literal, TypeVar, cast
 
 import kubernetes.client
 import kubernetes.config
-from kubernetes.client.exceptions import ApiException
 
+from mlworkload.controller.kube import ClientKubeApi, KubeError
 from tests.support.documents import PolicyDoc, permissive_policy
 from tests.support.kube import KubeEmulatorServer, default_crd_paths, wait_until
 from tests.support.kube.resources import load_crds
@@ -187,7 +187,7 @@ class Cluster:
     def get(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> Obj | None:
         try:
             return self._request("GET", self._path(api_version, kind, namespace, name))
-        except ApiException as error:
+        except KubeError as error:
             if error.status == 404:
                 return None
             raise
@@ -209,7 +209,7 @@ class Cluster:
         body = {"apiVersion": "v1", "kind": "DeleteOptions", "propagationPolicy": "Background"}
         try:
             self._request("DELETE", self._path(api_version, kind, namespace, name), body=body)
-        except ApiException as error:
+        except KubeError as error:
             if error.status == 404:
                 return False
             raise
@@ -281,7 +281,7 @@ class Cluster:
             name = obj["metadata"]["name"]
             try:
                 self.patch(MLW, "MLWorkload", name, {"metadata": {"finalizers": None}}, self.namespace)
-            except ApiException as error:
+            except KubeError as error:
                 if error.status != 404:  # gone meanwhile: nothing left to remove
                     raise
             self.delete(MLW, "MLWorkload", name, self.namespace)
@@ -321,7 +321,7 @@ class Cluster:
             base = f"/api/{api_version}" if "/" not in api_version else f"/apis/{api_version}"
             try:
                 listing = self._request("GET", base)
-            except ApiException as error:
+            except KubeError as error:
                 if error.status == 404:
                     raise LookupError(f"the cluster does not serve {api_version}") from None
                 raise
@@ -349,20 +349,8 @@ class Cluster:
         body: Any = None,
         content_type: str = "application/json",
     ) -> Obj:
-        request = self.api_client.param_serialize(
-            method,
-            path,
-            query_params=query or [],
-            header_params={"Accept": "application/json", "Content-Type": content_type},
-            body=body,
-            auth_settings=["BearerToken"],
-        )
-        response = self.api_client.call_api(*request)
-        data = response.read()  # type: ignore[no-untyped-call]
-        if not 200 <= response.status <= 299:
-            raise ApiException(http_resp=response)
-        parsed: Obj = json.loads(data) if data else {}
-        return parsed
+        """The operator's own request path (the same client, headers and error type)."""
+        return ClientKubeApi(self.api_client).request(method, path, query=query, body=body, content_type=content_type)
 
 
 def _stand_in_crd(name: str, kind: str, plural: str, scope: str) -> Obj:

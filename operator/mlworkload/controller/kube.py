@@ -93,7 +93,7 @@ class ClientKubeApi:
     def __init__(self, api_client: kubernetes.client.ApiClient) -> None:
         self._client = api_client
 
-    def _call(
+    def request(
         self,
         method: str,
         path: str,
@@ -102,6 +102,7 @@ class ClientKubeApi:
         body: Any = None,
         content_type: str = "application/json",
     ) -> Manifest:
+        """One synchronous API call; KubeError on any non-2xx answer (the async verbs run it in a thread)."""
         request = self._client.param_serialize(
             method,
             path,
@@ -125,7 +126,7 @@ class ClientKubeApi:
 
     async def get(self, resource: Resource, namespace: str | None, name: str) -> Manifest | None:
         try:
-            return await asyncio.to_thread(self._call, "GET", resource.path(namespace, name))
+            return await asyncio.to_thread(self.request, "GET", resource.path(namespace, name))
         except KubeError as error:
             if error.status == 404:
                 return None
@@ -133,7 +134,7 @@ class ClientKubeApi:
 
     async def list(self, resource: Resource, namespace: str | None, labels: Mapping[str, str]) -> list[Manifest]:
         query = [("labelSelector", label_selector(labels))] if labels else []
-        listing = await asyncio.to_thread(self._call, "GET", resource.path(namespace), query=query)
+        listing = await asyncio.to_thread(self.request, "GET", resource.path(namespace), query=query)
         items: list[Manifest] = listing.get("items") or []
         return items
 
@@ -143,7 +144,7 @@ class ClientKubeApi:
         path = resource.path(meta.get("namespace"), meta["name"])
         query = [("fieldManager", FIELD_MANAGER), ("force", "true")]
         return await asyncio.to_thread(
-            self._call,
+            self.request,
             "PATCH",
             path,
             query=query,
@@ -156,14 +157,14 @@ class ClientKubeApi:
         body = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background",
                 "preconditions": {"uid": uid}}  # fmt: skip
         try:
-            await asyncio.to_thread(self._call, "DELETE", resource.path(namespace, name), body=body)
+            await asyncio.to_thread(self.request, "DELETE", resource.path(namespace, name), body=body)
         except KubeError as error:
             if error.status != 404:
                 raise
 
     async def patch_status(self, resource: Resource, namespace: str, name: str, status: Manifest) -> Manifest:
         return await asyncio.to_thread(
-            self._call, "PATCH", resource.path(namespace, name, "status"), body={"status": status},
+            self.request, "PATCH", resource.path(namespace, name, "status"), body={"status": status},
             content_type="application/merge-patch+json",
         )  # fmt: skip
 
