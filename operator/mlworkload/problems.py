@@ -4,6 +4,7 @@ Every refusal the operator gives, from schema errors to policy checks, is a list
 CLI, the webhook and status conditions all print the same one line per problem.
 """
 
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -41,14 +42,19 @@ class Refused(Exception):
         return [f"{prefix}{problem}" for problem in self.problems]
 
 
+# Field names and label keys; anything else (a colon, a space, an empty key) would blur the path.
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_][\w./-]*")
+
+
 def field_path(location: Iterable[str | int]) -> str:
-    """('spec', 'workerGroups', 0, 'name') -> 'spec.workerGroups[0].name'."""
+    """('spec', 'workerGroups', 0, 'name') -> 'spec.workerGroups[0].name'; an odd key is quoted: spec.'a: b'."""
     path = ""
     for part in location:
         if isinstance(part, int):
             path += f"[{part}]"
         else:
-            path += f".{part}" if path else part
+            name = part if _PLAIN_KEY.fullmatch(part) else repr(part)
+            path += f".{name}" if path else name
     return path
 
 
