@@ -44,6 +44,7 @@ SETTINGS_VARIABLES: dict[str, str] = {
     "iam_endpoint": "MLW_IAM_ENDPOINT",
     "storage_endpoint": "MLW_STORAGE_ENDPOINT",
     "pool_release_grace_seconds": "MLW_POOL_RELEASE_GRACE_SECONDS",
+    "gcp_poll_seconds": "MLW_GCP_POLL_SECONDS",
     "metrics_port": "MLW_METRICS_PORT",
     "webhook_port": "MLW_WEBHOOK_PORT",
     "webhook_cert_dir": "MLW_WEBHOOK_CERT_DIR",
@@ -70,7 +71,12 @@ class OperatorSettings(BaseModel):
     gke_endpoint: str | None = None
     iam_endpoint: str | None = None
     storage_endpoint: str | None = None
-    pool_release_grace_seconds: int = Field(default=600, ge=0)
+    pool_release_grace_seconds: float = Field(
+        default=600, ge=0, description="How long an unused operator-owned node pool lives before deletion."
+    )
+    gcp_poll_seconds: float = Field(
+        default=10, gt=0, description="GKE operation polling interval, and the first retry delay after a GCP failure."
+    )
     metrics_port: int = Field(default=8080, ge=0, le=65535, description="0 disables /metrics.")
     webhook_port: int = Field(default=9443, ge=0, le=65535, description="Admission webhook (TLS); 0: any free port.")
     webhook_cert_dir: str | None = Field(default=None, description="tls.crt/tls.key; none: self-signed.")

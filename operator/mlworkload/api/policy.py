@@ -42,6 +42,10 @@ class PolicyGcp(ApiModel):
         pattern=r"^[0-9]{6,20}$",
     )
 
+    @property
+    def cluster_path(self) -> str:
+        return f"projects/{self.project}/locations/{self.location}/clusters/{self.cluster}"
+
 
 class PolicyIdentity(ApiModel):
     """The only GCP identity and buckets the governed namespaces get."""

@@ -487,6 +487,17 @@ class NodePoolStatus(ApiModel):
     operation: str = Field(default="", description="A GKE operation in progress on it, by name.")
 
 
+class IamBindingStatus(ApiModel):
+    """One IAM binding the workload's identity needs, and whether the operator added it."""
+
+    resource: str = Field(description="The service account or bucket, as an IAM resource name.")
+    role: str = Field(description="The role granted.")
+    member: str = Field(description="The member granted the role.")
+    added_by_operator: StrictBool = Field(
+        default=False, description="The operator added it, and removes it when no workload needs it any more."
+    )
+
+
 class GpuStatus(ApiModel):
     """GPUs the workload may use at its maximum scale."""
 
@@ -527,6 +538,7 @@ class MLWorkloadStatus(ApiModel):
     )
     ray: RayObjectStatus | None = Field(default=None, description="The Ray object.")
     node_pools: list[NodePoolStatus] = Field(default_factory=list, description="GKE node pools in use.")
+    iam_bindings: list[IamBindingStatus] = Field(default_factory=list, description="IAM bindings in use.")
     gpus: GpuStatus | None = Field(default=None, description="GPUs at max scale.")
     dashboard_url: str | None = Field(default=None, alias="dashboardURL", description="Ray dashboard URL.")
     serve_url: str | None = Field(default=None, alias="serveURL", description="Ray Serve URL.")

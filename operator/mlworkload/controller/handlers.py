@@ -6,6 +6,7 @@ object as separate tasks that may overlap.
 """
 
 import asyncio
+import contextlib
 import logging
 import os
 import tempfile
@@ -22,6 +23,8 @@ import kubernetes.config
 from mlworkload.api.load import parse_policy, parse_workload
 from mlworkload.api.policy import MLWorkloadPolicy
 from mlworkload.constants import (
+    CONDITION_IDENTITY_READY,
+    CONDITION_NODE_POOLS_READY,
     CONDITION_POLICY_ADMITTED,
     FINALIZER,
     GROUP,
@@ -29,12 +32,15 @@ from mlworkload.constants import (
     LABEL_WORKLOAD,
     MANAGED_BY,
     POLICY_PLURAL,
+    REASON_GCP_NOT_CONFIGURED,
     VERSION,
     WORKLOAD_PLURAL,
 )
 from mlworkload.controller.certificates import write_self_signed
 from mlworkload.controller.kube import WORKLOADS, ClientKubeApi, KubeError
-from mlworkload.controller.reconcile import Outcome, Reconciler, owner_key, reconcile
+from mlworkload.controller.reconcile import Outcome, Reconciler, live_claims, owner_key, reconcile, recorded_of
+from mlworkload.gcp.errors import GcpError
+from mlworkload.gcp.live import LiveProvisioner, connect
 from mlworkload.gcp.provisioner import DryRunProvisioner, GcpProvisioner
 from mlworkload.metrics import ADMISSION_REFUSALS, INVENTORY, RECONCILE_SECONDS, RECONCILES
 from mlworkload.policy import ClusterView, WorkloadGpus, admit_in
@@ -52,6 +58,7 @@ RETRY_DELAY_SECONDS = 10.0
 # kopf fixes a timer's interval when the decorator runs, before settings exist: read it from the
 # environment here (the same MLW_RESYNC_SECONDS that `mlworkload run --resync-seconds` sets).
 RESYNC_SECONDS = float(os.environ.get("MLW_RESYNC_SECONDS") or 300)
+GCP_POLL_SECONDS = float(os.environ.get("MLW_GCP_POLL_SECONDS") or 10)
 
 
 # --- start-up -------------------------------------------------------------------------------------
@@ -75,17 +82,17 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
     return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
 
 
-def _gcp_provisioner(config: OperatorSettings) -> GcpProvisioner:
-    """Dry-run until the live GCP adapters exist; asking for live explicitly is refused, not ignored."""
-    if config.gcp_mode is GcpMode.LIVE:
+def _gcp_provisioner(config: OperatorSettings, kube: ClientKubeApi) -> GcpProvisioner:
+    """Live when a GCP project is configured (or MLW_GCP_MODE=live), dry-run otherwise."""
+    if config.effective_gcp_mode is GcpMode.DRY_RUN:
+        logger.info("GCP mode dry-run: node pools and IAM bindings are planned and reported, never made")
+        return DryRunProvisioner()
+    if config.gcp is None:
         raise kopf.PermanentError(
-            "MLW_GCP_MODE=live is not available in this version (the GCP adapters come with the GCP issue);"
-            " unset it or use MLW_GCP_MODE=dry-run"
+            "MLW_GCP_MODE=live needs the GKE cluster: set MLW_GCP_PROJECT, MLW_GCP_LOCATION and MLW_GKE_CLUSTER"
         )
-    if config.effective_gcp_mode is GcpMode.LIVE:
-        logger.warning("GCP project %s is configured, but this version only plans GCP changes (dry-run)",
-                       config.gcp.project if config.gcp else "")  # fmt: skip
-    return DryRunProvisioner()
+    logger.info("GCP mode live: provisioning in %s", config.gcp.cluster_path)
+    return connect(config, lambda: live_claims(kube, config.namespaces))
 
 
 def _webhook_server(config: OperatorSettings) -> kopf.WebhookServer:
@@ -119,10 +126,22 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.background.cancellation_polling = 1
     settings.admission.server = _webhook_server(config)
     memo.config = config
-    memo.reconciler = Reconciler(
-        kube=ClientKubeApi(_api_client()), gcp=_gcp_provisioner(config), gcp_defaults=config.gcp
-    )
+    kube = ClientKubeApi(_api_client())
+    gcp = _gcp_provisioner(config, kube)
+    memo.reconciler = Reconciler(kube=kube, gcp=gcp, gcp_defaults=config.gcp)
     memo.locks = defaultdict(asyncio.Lock)
+    if isinstance(gcp, LiveProvisioner):
+        interval = min(max(config.pool_release_grace_seconds / 4, config.gcp_poll_seconds), 60.0)
+        memo.collector = asyncio.create_task(gcp.run_collector(interval), name="node pool collector")
+
+
+@kopf.on.cleanup(registry=REGISTRY)
+async def stop_collector(memo: kopf.Memo, **_: Any) -> None:
+    collector: asyncio.Task[None] | None = getattr(memo, "collector", None)
+    if collector is not None:
+        collector.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await collector
 
 
 # --- indexes: the cluster view admission needs, kept in memory by kopf's watches ----------------------
@@ -247,6 +266,29 @@ async def resync(
     await run_reconcile(body, memo, indexes)
 
 
+def _gcp_pending(status: kopf.Status, meta: kopf.Meta, **_: Any) -> bool:
+    """Node pools or identity not ready yet (an operation runs, or a retry is due): worth polling soon."""
+    if meta.get("deletionTimestamp"):
+        return False
+    waiting = {CONDITION_NODE_POOLS_READY, CONDITION_IDENTITY_READY}
+    not_ready = any(
+        c.get("type") in waiting and c.get("status") == "False" and c.get("reason") != REASON_GCP_NOT_CONFIGURED
+        for c in status.get("conditions") or []
+    )
+    return not_ready or any(pool.get("operation") for pool in status.get("nodePools") or [])
+
+
+@kopf.timer(*WORKLOAD, interval=GCP_POLL_SECONDS, initial_delay=GCP_POLL_SECONDS, when=_gcp_pending,
+            registry=REGISTRY)  # fmt: skip
+async def gcp_progress(
+    body: kopf.Body,
+    memo: kopf.Memo,
+    **indexes: Any,
+) -> None:
+    """While GKE operations run or GCP failures wait for a retry, reconcile every poll interval, not every resync."""
+    await run_reconcile(body, memo, indexes)
+
+
 @kopf.on.event("ray.io", "v1", "rayclusters", labels=OWNED, registry=REGISTRY)
 @kopf.on.event("ray.io", "v1", "rayjobs", labels=OWNED, registry=REGISTRY)
 @kopf.on.event("ray.io", "v1", "rayservices", labels=OWNED, registry=REGISTRY)
@@ -280,7 +322,12 @@ async def policy_changed(event: kopf.RawEvent, name: str, memo: kopf.Memo, **ind
 async def workload_deleted(body: kopf.Body, namespace: str | None, name: str, memo: kopf.Memo, **_: Any) -> None:
     """Children go with their owner references; GCP resources are released here, behind the finalizer."""
     owner = owner_key(namespace or "", name)
-    await memo.reconciler.gcp.release(owner)
+    fresh = await memo.reconciler.kube.get(WORKLOADS, namespace, name)
+    try:
+        await memo.reconciler.gcp.release(owner, recorded_of(fresh or body))
+    except GcpError as error:  # the finalizer stays until GCP has been told
+        kopf.warn(body, reason=error.kind.value, message=f"releasing GCP resources failed, will retry: {error.message}")
+        raise kopf.TemporaryError(f"GCP release: {error}", delay=RETRY_DELAY_SECONDS) from error
     kopf.info(body, reason="GcpReleased", message=f"released the GCP resources of {owner}")
     INVENTORY.forget(namespace or "", name)
 

@@ -8,7 +8,7 @@ only differences, so running it twice in a row writes nothing the second time.
 
 import datetime
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,7 +22,8 @@ from mlworkload.controller.apply import ApplyResult, apply_children, delete_stal
 from mlworkload.controller.kube import RESOURCES, WORKLOADS, KubeApi, Resource
 from mlworkload.controller.raystatus import observe_ray
 from mlworkload.controller.status import Observation, compute_status
-from mlworkload.gcp.provisioner import GcpProvisioner, GcpState, Readiness
+from mlworkload.gcp.errors import GcpError
+from mlworkload.gcp.provisioner import NOTHING_RECORDED, GcpProvisioner, GcpState, Readiness, Recorded
 from mlworkload.policy import ClusterView, ResolvedWorkload, admit_in
 from mlworkload.problems import Problem, Refused
 
@@ -83,6 +84,39 @@ def _previous_status(body: Mapping[str, Any]) -> MLWorkloadStatus | None:
         return None  # a status we cannot read is rewritten from scratch
 
 
+def recorded_of(body: Mapping[str, Any]) -> Recorded:
+    """The pools and IAM bindings a workload's status says it holds."""
+    previous = _previous_status(body)
+    if previous is None:
+        return NOTHING_RECORDED
+    return Recorded(pools=tuple(previous.node_pools), bindings=tuple(previous.iam_bindings))
+
+
+async def live_claims(kube: KubeApi, namespaces: Sequence[str]) -> dict[str, Recorded]:
+    """What every workload not being deleted holds, from its status: who still uses which pool and binding."""
+    workloads: list[Mapping[str, Any]] = []
+    scopes: Sequence[str | None] = namespaces or [None]
+    for namespace in scopes:
+        workloads += await kube.list(WORKLOADS, namespace, {})
+    return {
+        owner_key(item["metadata"]["namespace"], item["metadata"]["name"]): recorded_of(item)
+        for item in workloads
+        if not item["metadata"].get("deletionTimestamp")
+    }
+
+
+async def _release_refused(reconciler: Reconciler, owner: str, recorded: Recorded) -> Recorded:
+    """A workload its policy now refuses gives its identity and pools back; what could not be released stays."""
+    if recorded.empty:
+        return recorded
+    try:
+        await reconciler.gcp.release(owner, recorded)
+    except GcpError as error:
+        logger.warning("releasing GCP resources of refused workload %s failed, will retry: %s", owner, error)
+        return Recorded(bindings=recorded.bindings)
+    return NOTHING_RECORDED
+
+
 def _urls(resolved: ResolvedWorkload) -> tuple[str | None, str | None]:
     urls: dict[str, str | None] = {"dashboard": None, "serve": None}
     for endpoint in exposed_endpoints(resolved):
@@ -131,19 +165,23 @@ async def reconcile(reconciler: Reconciler, body: Mapping[str, Any], view: Clust
         seen = Observation(**base, refusal=refused.problems, refusal_reason=REASON_INVALID_SPEC)
         return await _write_status(reconciler, body, seen, Outcome("refused", problems=refused.problems))
 
+    recorded = recorded_of(body)
     if base["deleting"]:
-        # Owner references take the children; applying now could recreate what the GC removes.
-        return await _write_status(reconciler, body, Observation(**base), Outcome("unchanged"))
+        # Owner references take the children; applying now could recreate what the GC removes. The
+        # GCP record stays until the delete handler has released it.
+        seen = Observation(**base, pools=recorded.pools, bindings=recorded.bindings)
+        return await _write_status(reconciler, body, seen, Outcome("unchanged"))
 
     admission = admit_in(view, workload, reconciler.gcp_defaults)
     if not admission.allowed:
-        # Slipped past admission (the policy changed since): apply nothing, say why.
+        # Slipped past admission (the policy changed since): apply nothing, give GCP access back, say why.
+        kept = await _release_refused(reconciler, owner_key(workload.namespace, workload.name), recorded)
         seen = Observation(**base, refusal=admission.problems, refusal_reason=REASON_POLICY_VIOLATION,
-                           gpus=_gpus(workload))  # fmt: skip
+                           gpus=_gpus(workload), bindings=kept.bindings)  # fmt: skip
         return await _write_status(reconciler, body, seen, Outcome("refused", problems=admission.problems))
     resolved = admission.resolved
 
-    gcp = await _provision(reconciler, resolved)
+    gcp = await _provision(reconciler, resolved, recorded)
     # Children are applied while node pools provision: their pods simply wait for the nodes.
     outcome = Outcome("applied", resolved=resolved)
     desired = build_objects(resolved)
@@ -163,6 +201,7 @@ async def reconcile(reconciler: Reconciler, body: Mapping[str, Any], view: Clust
         node_pools=gcp.node_pools,
         pools=gcp.pools,
         identity=gcp.identity,
+        bindings=gcp.bindings,
         suspended=workload.spec.suspend,
         gpus=_gpus(workload),
         dashboard_url=dashboard_url,
@@ -171,7 +210,7 @@ async def reconcile(reconciler: Reconciler, body: Mapping[str, Any], view: Clust
     return await _write_status(reconciler, body, seen, outcome)
 
 
-async def _provision(reconciler: Reconciler, resolved: ResolvedWorkload) -> GcpState:
+async def _provision(reconciler: Reconciler, resolved: ResolvedWorkload, recorded: Recorded) -> GcpState:
     owner = owner_key(resolved.namespace, resolved.name)
     try:
         plan = build_gcp_plan(resolved)
@@ -179,4 +218,4 @@ async def _provision(reconciler: Reconciler, resolved: ResolvedWorkload) -> GcpS
         problem = "; ".join(map(str, refused.problems))
         unknown = Readiness(False, REASON_GCP_NOT_CONFIGURED, problem, permanent=True)
         return GcpState(node_pools=unknown, identity=unknown)
-    return await reconciler.gcp.ensure(owner, plan)
+    return await reconciler.gcp.ensure(owner, plan, recorded)

@@ -13,6 +13,7 @@ from typing import Literal
 from mlworkload.api.workload import (
     Condition,
     GpuStatus,
+    IamBindingStatus,
     JobRunStatus,
     MLWorkloadStatus,
     NodePoolStatus,
@@ -55,6 +56,7 @@ class Observation:
     node_pools: Readiness = NO_NODE_POOLS
     pools: Sequence[NodePoolStatus] = ()
     identity: Readiness = NO_IDENTITY
+    bindings: Sequence[IamBindingStatus] = ()
     suspended: bool = False
     deleting: bool = False
     gpus: GpuStatus | None = None
@@ -167,6 +169,7 @@ def compute_status(seen: Observation, previous: MLWorkloadStatus | None, now: da
         if ray.state is not RayState.ABSENT
         else None,
         node_pools=list(seen.pools),
+        iam_bindings=list(seen.bindings),
         gpus=seen.gpus,
         dashboard_url=seen.dashboard_url,
         serve_url=seen.serve_url,

@@ -1,8 +1,8 @@
 """What the reconciler needs from GCP: make a workload's plan real, and release it.
 
-The live implementation (node pools on GKE, IAM bindings) arrives with the GCP issue; until GCP
-is configured, and whenever `MLW_GCP_MODE=dry-run`, the dry-run provisioner logs the plan,
-touches nothing and reports it in status.
+Two implementations: `LiveProvisioner` (gcp/live.py) calls GKE, IAM and Cloud Storage; the
+dry-run provisioner here logs the plan, touches nothing and reports it in status. Dry-run is the
+default whenever no GCP project is configured, and whenever `MLW_GCP_MODE=dry-run`.
 """
 
 import logging
@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Final, Protocol
 
-from mlworkload.api.workload import Capacity, NodePoolStatus
+from mlworkload.api.workload import Capacity, IamBindingStatus, NodePoolStatus
 from mlworkload.gcp.plan import GcpPlan
 
 logger = logging.getLogger(__name__)
@@ -18,7 +18,7 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class Readiness:
-    """One dependency's state: ready or not, why (PascalCase), and whether retrying can fix it."""
+    """One dependency's state: ready or not, why (PascalCase), and whether it needs a person (Stalled)."""
 
     ready: bool
     reason: str
@@ -31,27 +31,47 @@ NO_IDENTITY: Final = Readiness(True, "NotRequired", "no GCP identity is needed")
 
 
 @dataclass(frozen=True, slots=True)
+class Recorded:
+    """What a workload's status says it holds: pools (with running operations) and IAM bindings.
+
+    Status is the operator's memory across restarts: the operation to resume polling, and which
+    bindings the operator added (and may therefore remove).
+    """
+
+    pools: Sequence[NodePoolStatus] = ()
+    bindings: Sequence[IamBindingStatus] = ()
+
+    @property
+    def empty(self) -> bool:
+        return not self.pools and not self.bindings
+
+
+NOTHING_RECORDED: Final = Recorded()
+
+
+@dataclass(frozen=True, slots=True)
 class GcpState:
     node_pools: Readiness
     identity: Readiness
     pools: Sequence[NodePoolStatus] = field(default_factory=tuple)
+    bindings: Sequence[IamBindingStatus] = field(default_factory=tuple)
 
 
 class GcpProvisioner(Protocol):
-    async def ensure(self, owner: str, plan: GcpPlan) -> GcpState:
-        """Create or keep what the plan needs for `owner` (namespace/name); never blocks on long operations."""
+    async def ensure(self, owner: str, plan: GcpPlan, recorded: Recorded) -> GcpState:
+        """Create or keep what the plan needs for `owner` (namespace/name); never waits for long operations."""
         ...
 
-    async def release(self, owner: str) -> None:
-        """Give up what `owner` used: its IAM bindings, and its share of node pools."""
+    async def release(self, owner: str, recorded: Recorded) -> None:
+        """Give up what `owner` used: the IAM bindings only it needed, and its claim on node pools.
+
+        Raises `GcpError` when GCP could not be told; the caller retries.
+        """
         ...
 
 
-def _pool_states(plan: GcpPlan, state: str) -> list[NodePoolStatus]:
-    return [
-        NodePoolStatus(name=pool.name, capacity=Capacity.SPOT if pool.spot else Capacity.ON_DEMAND, state=state)
-        for pool in plan.node_pools
-    ]
+def pool_capacity(spot: bool) -> Capacity:
+    return Capacity.SPOT if spot else Capacity.ON_DEMAND
 
 
 class DryRunProvisioner:
@@ -60,7 +80,7 @@ class DryRunProvisioner:
     def __init__(self) -> None:
         self.plans: dict[str, GcpPlan] = {}
 
-    async def ensure(self, owner: str, plan: GcpPlan) -> GcpState:
+    async def ensure(self, owner: str, plan: GcpPlan, recorded: Recorded) -> GcpState:
         if self.plans.get(owner) != plan:
             logger.info("dry-run GCP plan for %s: %s", owner, plan.to_dict())
             self.plans[owner] = plan
@@ -73,9 +93,12 @@ class DryRunProvisioner:
             identity=Readiness(True, "DryRun", f"dry-run: {bindings} IAM binding(s) planned, none made")
             if bindings
             else NO_IDENTITY,
-            pools=_pool_states(plan, "DryRun"),
+            pools=[
+                NodePoolStatus(name=pool.name, capacity=pool_capacity(pool.spot), state="DryRun")
+                for pool in plan.node_pools
+            ],
         )
 
-    async def release(self, owner: str) -> None:
+    async def release(self, owner: str, recorded: Recorded) -> None:
         if self.plans.pop(owner, None) is not None:
             logger.info("dry-run GCP release for %s", owner)

@@ -1,0 +1,187 @@
+"""IAM bindings: one member in one role on a Google service account or a bucket, added and removed exactly.
+
+Both APIs are read-modify-write with an etag: a write whose etag went stale (someone else changed
+the policy meanwhile) is refused (409 ABORTED for service accounts, 412 for buckets) and the whole
+cycle is retried. Only the one member is touched; every other binding and member stays as it was.
+"""
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any, Final, Protocol, TypeVar
+
+from google.cloud import iam_admin_v1
+from google.iam.v1 import iam_policy_pb2, options_pb2, policy_pb2  # type: ignore[import-untyped]
+
+from mlworkload.gcp.errors import FailureKind, GcpError, classify
+from mlworkload.gcp.plan import IamBinding
+from mlworkload.gcp.retry import Backoff
+
+logger = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+STALE_ETAG_ATTEMPTS: Final = 5
+BUCKET_PREFIX: Final = "projects/_/buckets/"
+
+
+class IamPolicies(Protocol):
+    """Synchronous IAM policy access for one kind of resource."""
+
+    def set_member(self, binding: IamBinding, present: bool) -> bool:
+        """Add or remove the member; True when the policy changed."""
+        ...
+
+
+def _guarded(call: Callable[[], _T]) -> _T:
+    try:
+        return call()
+    except Exception as error:  # every client failure leaves as a classified GcpError
+        raise classify(error) from error
+
+
+def _read_modify_write(change: Callable[[], bool]) -> bool:
+    """Run one read-modify-write cycle, again from the read when the etag went stale."""
+    for attempt in range(1, STALE_ETAG_ATTEMPTS + 1):
+        try:
+            return _guarded(change)
+        except GcpError as error:
+            if error.kind is not FailureKind.STALE or attempt == STALE_ETAG_ATTEMPTS:
+                raise
+            logger.info("IAM policy changed concurrently, retrying (%d/%d)", attempt, STALE_ETAG_ATTEMPTS)
+    raise AssertionError("unreachable")
+
+
+class ServiceAccountPolicies:
+    """IAM policies of Google service accounts (google-cloud-iam; gRPC is its only transport)."""
+
+    def __init__(self, client: iam_admin_v1.IAMClient) -> None:
+        self._client = client
+
+    def _policy(self, resource: str) -> Any:
+        request = iam_policy_pb2.GetIamPolicyRequest(
+            resource=resource, options=options_pb2.GetPolicyOptions(requested_policy_version=3)
+        )
+        return self._client.get_iam_policy(request=request)
+
+    def set_member(self, binding: IamBinding, present: bool) -> bool:
+        def change() -> bool:
+            policy = self._policy(binding.resource)
+            if not _edit_proto(policy, binding, present):
+                return False
+            request = iam_policy_pb2.SetIamPolicyRequest(resource=binding.resource, policy=policy)
+            self._client.set_iam_policy(request=request)
+            return True
+
+        return _read_modify_write(change)
+
+
+def _edit_proto(policy: Any, binding: IamBinding, present: bool) -> bool:
+    """Add or remove the member in the unconditional binding of the role; False when nothing changes."""
+    for entry in policy.bindings:
+        if entry.role != binding.role or entry.HasField("condition"):
+            continue
+        members = list(entry.members)
+        if present == (binding.member in members):
+            return False
+        if present:
+            entry.members.append(binding.member)
+        else:
+            entry.members.remove(binding.member)
+            if not entry.members:
+                policy.bindings.remove(entry)
+        return True
+    if not present:
+        return False
+    policy.bindings.append(policy_pb2.Binding(role=binding.role, members=[binding.member]))
+    return True
+
+
+class BucketPolicies:
+    """IAM policies of Cloud Storage buckets (google-cloud-storage, policy version 3)."""
+
+    def __init__(self, client: Any) -> None:  # google.cloud.storage.Client ships no type information
+        self._client = client
+
+    def _policy(self, resource: str) -> tuple[Any, Any]:
+        bucket = self._client.bucket(resource.removeprefix(BUCKET_PREFIX))
+        return bucket, bucket.get_iam_policy(requested_policy_version=3)
+
+    def set_member(self, binding: IamBinding, present: bool) -> bool:
+        def change() -> bool:
+            bucket, policy = self._policy(binding.resource)
+            if not _edit_dicts(policy.bindings, binding, present):
+                return False
+            policy.version = 3
+            bucket.set_iam_policy(policy)  # sends the etag it read: a concurrent change is a 412
+            return True
+
+        return _read_modify_write(change)
+
+
+def _edit_dicts(bindings: list[dict[str, Any]], binding: IamBinding, present: bool) -> bool:
+    for entry in bindings:
+        if entry["role"] != binding.role or entry.get("condition"):
+            continue
+        members = set(entry["members"])
+        if present == (binding.member in members):
+            return False
+        entry["members"] = members | {binding.member} if present else members - {binding.member}
+        if not entry["members"]:
+            bindings.remove(entry)
+        return True
+    if not present:
+        return False
+    bindings.append({"role": binding.role, "members": {binding.member}})
+    return True
+
+
+class RoutedPolicies:
+    """Buckets to Cloud Storage, everything else (service accounts) to IAM."""
+
+    def __init__(self, service_accounts: IamPolicies, buckets: IamPolicies) -> None:
+        self._service_accounts, self._buckets = service_accounts, buckets
+
+    def _for(self, binding: IamBinding) -> IamPolicies:
+        return self._buckets if binding.resource.startswith(BUCKET_PREFIX) else self._service_accounts
+
+    def set_member(self, binding: IamBinding, present: bool) -> bool:
+        return self._for(binding).set_member(binding, present)
+
+
+class BindingManager:
+    """Makes bindings present, without re-reading a verified one more often than `verify_seconds`."""
+
+    def __init__(self, policies: IamPolicies, *, backoff: Backoff, verify_seconds: float) -> None:
+        self._policies = policies
+        self._backoff = backoff
+        self._verify_seconds = verify_seconds
+        self._verified: dict[IamBinding, float] = {}
+        self._failures: dict[IamBinding, GcpError] = {}
+
+    async def ensure(self, binding: IamBinding) -> tuple[bool, GcpError | None]:
+        """(added now, failure): the member is in the role unless a failure is returned."""
+        now = self._backoff.clock()
+        if now - self._verified.get(binding, float("-inf")) < self._verify_seconds:
+            return False, None
+        if not self._backoff.due(binding) and binding in self._failures:
+            return False, self._failures[binding]
+        try:
+            added = await asyncio.to_thread(self._policies.set_member, binding, True)
+        except GcpError as error:
+            self._failures[binding] = error
+            delay = self._backoff.failed(binding)
+            logger.warning("IAM binding %s on %s failed, retrying in %.0fs: %s",
+                           binding.member, binding.resource, delay, error)  # fmt: skip
+            return False, error
+        self._failures.pop(binding, None)
+        self._backoff.succeeded(binding)
+        self._verified[binding] = now
+        if added:
+            logger.info("granted %s to %s on %s", binding.role, binding.member, binding.resource)
+        return added, None
+
+    async def remove(self, binding: IamBinding) -> None:
+        """Take the member out of the role; raises GcpError so the caller can retry."""
+        self._verified.pop(binding, None)
+        if await asyncio.to_thread(self._policies.set_member, binding, False):
+            logger.info("revoked %s from %s on %s", binding.role, binding.member, binding.resource)

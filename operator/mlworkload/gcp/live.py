@@ -1,0 +1,197 @@
+"""The live provisioner: node pools on GKE and IAM bindings, shared between workloads and released exactly.
+
+Who uses what is read from Kubernetes (each live MLWorkload's status records its pools and bindings)
+plus what this process handed out since it started, so it survives restarts and is never ahead of
+reality: a pool is deleted only when no workload claims it for the whole grace period, and a
+binding is removed only when the operator added it and no other workload still needs it.
+"""
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Final
+
+from mlworkload.api.workload import IamBindingStatus, NodePoolStatus
+from mlworkload.gcp import clients
+from mlworkload.gcp.errors import GcpError
+from mlworkload.gcp.iam import BindingManager, BucketPolicies, RoutedPolicies, ServiceAccountPolicies
+from mlworkload.gcp.nodepools import GkeNodePools
+from mlworkload.gcp.plan import GcpPlan, IamBinding
+from mlworkload.gcp.pools import PoolCoordinator, PoolReport
+from mlworkload.gcp.provisioner import NO_IDENTITY, NO_NODE_POOLS, GcpState, Readiness, Recorded, pool_capacity
+from mlworkload.gcp.retry import Backoff
+from mlworkload.settings import OperatorSettings
+
+logger = logging.getLogger(__name__)
+
+# owner (namespace/name) -> what its status records; live workloads only (not being deleted).
+ClaimSource = Callable[[], Awaitable[Mapping[str, Recorded]]]
+
+REASON_PROVISIONED: Final = "Provisioned"
+REASON_PROVISIONING: Final = "Provisioning"
+REASON_BOUND: Final = "Bound"
+
+
+def _binding(status: IamBindingStatus) -> IamBinding:
+    return IamBinding(resource=status.resource, role=status.role, member=status.member)
+
+
+def _added(recorded: Recorded) -> set[IamBinding]:
+    return {_binding(status) for status in recorded.bindings if status.added_by_operator}
+
+
+def pools_readiness(reports: Iterable[PoolReport]) -> Readiness:
+    reports = list(reports)
+    if not reports:
+        return NO_NODE_POOLS
+    failed = next((report for report in reports if report.failure is not None), None)
+    if failed is not None and failed.failure is not None:
+        failure = failed.failure
+        return Readiness(False, failure.kind.value, f"node pool {failed.name}: {failed.message}", failure.stalls)
+    if all(report.ready for report in reports):
+        return Readiness(True, REASON_PROVISIONED, f"{len(reports)} node pool(s) running")
+    waiting = "; ".join(f"{report.name}: {report.message}" for report in reports if not report.ready)
+    return Readiness(False, REASON_PROVISIONING, waiting)
+
+
+class LiveProvisioner:
+    def __init__(
+        self,
+        pools: PoolCoordinator,
+        bindings: BindingManager,
+        claims: ClaimSource,
+        *,
+        grace_seconds: float,
+        clusters: Iterable[str] = (),
+    ) -> None:
+        self._pools = pools
+        self._bindings = bindings
+        self._claims = claims
+        self._grace_seconds = grace_seconds
+        self._clusters = set(clusters)
+        self._pools_in_use: dict[str, set[str]] = {}
+        self._bindings_in_use: dict[str, set[IamBinding]] = {}
+        self._added: dict[str, set[IamBinding]] = {}  # by owner: bindings the operator added for it
+        self._preexisting: dict[str, set[IamBinding]] = {}  # by owner: present before the operator looked
+
+    # --- ensure -------------------------------------------------------------------------------
+
+    async def ensure(self, owner: str, plan: GcpPlan, recorded: Recorded) -> GcpState:
+        self._pools_in_use[owner] = {pool.name for pool in plan.node_pools}
+        self._bindings_in_use[owner] = set(plan.iam_bindings)
+        operations = {pool.name: pool.operation for pool in recorded.pools}
+        reports = await asyncio.gather(
+            *(self._pools.ensure(pool, operations.get(pool.name, "")) for pool in plan.node_pools)
+        )
+        pools = [
+            NodePoolStatus(name=pool.name, capacity=pool_capacity(pool.spot), state=report.state,
+                           operation=report.operation)
+            for pool, report in zip(plan.node_pools, reports, strict=True)
+        ]  # fmt: skip
+        identity, bindings = await self._ensure_bindings(owner, plan.iam_bindings, recorded)
+        return GcpState(pools_readiness(reports), identity, pools, bindings)
+
+    async def _ensure_bindings(
+        self, owner: str, wanted: list[IamBinding], recorded: Recorded
+    ) -> tuple[Readiness, list[IamBindingStatus]]:
+        if not wanted:
+            return NO_IDENTITY, []
+        ours = self._added.setdefault(owner, set())
+        ours |= _added(recorded) & set(wanted)
+        failures: list[tuple[IamBinding, GcpError]] = []
+        for binding in wanted:
+            added, failure = await self._bindings.ensure(binding)
+            if failure is not None:
+                failures.append((binding, failure))
+            elif added:
+                ours.add(binding)
+            elif binding not in ours and binding not in self._preexisting.get(owner, set()):
+                await self._adopt_or_leave(owner, binding)
+        statuses = [
+            IamBindingStatus(resource=b.resource, role=b.role, member=b.member, added_by_operator=b in ours)
+            for b in wanted
+        ]
+        if failures:
+            binding, failure = failures[0]
+            message = f"{binding.role} for {binding.member} on {binding.resource}: {failure.message}"
+            return Readiness(False, failure.kind.value, message, failure.stalls), statuses
+        return Readiness(True, REASON_BOUND, f"{len(wanted)} IAM binding(s) in place"), statuses
+
+    async def _adopt_or_leave(self, owner: str, binding: IamBinding) -> None:
+        """A member already present: the operator's (added for another workload), or someone else's to keep."""
+        others_added = any(binding in added for other, added in self._added.items() if other != owner)
+        if not others_added:
+            claims = await self._claims()
+            others_added = any(binding in _added(rec) for other, rec in claims.items() if other != owner)
+        if others_added:
+            self._added[owner].add(binding)
+        else:
+            self._preexisting.setdefault(owner, set()).add(binding)
+
+    # --- release ------------------------------------------------------------------------------
+
+    async def release(self, owner: str, recorded: Recorded) -> None:
+        self._pools_in_use.pop(owner, None)
+        self._bindings_in_use.pop(owner, None)
+        self._preexisting.pop(owner, None)
+        ours = self._added.get(owner, set()) | _added(recorded)
+        if not ours:
+            self._added.pop(owner, None)
+            return
+        claims = await self._claims()
+        needed = {b for other, bindings in self._bindings_in_use.items() if other != owner for b in bindings}
+        needed |= {_binding(status) for other, rec in claims.items() if other != owner for status in rec.bindings}
+        for binding in sorted(ours - needed, key=lambda b: (b.resource, b.role, b.member)):
+            await self._bindings.remove(binding)  # a GcpError leaves `ours` recorded for the retry
+        self._added.pop(owner, None)
+
+    # --- unused pools -------------------------------------------------------------------------
+
+    async def collect(self) -> list[str]:
+        """One pass over every cluster the operator provisions in: delete pools unclaimed for the grace period."""
+        claims = await self._claims()
+        claimed = {pool.name for rec in claims.values() for pool in rec.pools}
+        claimed |= {name for names in self._pools_in_use.values() for name in names}
+        deleted: list[str] = []
+        for cluster in sorted(self._clusters | self._pools.clusters):
+            try:
+                deleted += await self._pools.collect(cluster, claimed, self._grace_seconds)
+            except GcpError as error:
+                logger.warning("could not check node pools of %s for release: %s", cluster, error)
+        return deleted
+
+    async def run_collector(self, interval_seconds: float) -> None:
+        """Collect unused pools forever, every `interval_seconds` (a background task of the operator)."""
+        while True:
+            try:
+                await self.collect()
+            except Exception:  # the collector must outlive any one failure; the next pass retries
+                logger.exception("node pool collection failed")
+            await asyncio.sleep(interval_seconds)
+
+
+# A verified binding is re-read at most this often: drift is repaired within a minute, and a
+# workload waiting for its pools does not cost an IAM read on every poll.
+IAM_VERIFY_SECONDS: Final = 60.0
+GCP_RETRY_MAX_SECONDS: Final = 600.0
+
+
+def connect(config: OperatorSettings, claims: ClaimSource) -> LiveProvisioner:
+    """The live provisioner on real clients, configured from the operator's settings."""
+    backoff = Backoff(config.gcp_poll_seconds, max(GCP_RETRY_MAX_SECONDS, config.gcp_poll_seconds), time.monotonic)
+    coordinator = PoolCoordinator(
+        GkeNodePools(clients.gke_client(config.gke_endpoint)), backoff=backoff, poll_seconds=config.gcp_poll_seconds
+    )
+    policies = RoutedPolicies(
+        ServiceAccountPolicies(clients.iam_client(config.iam_endpoint)),
+        BucketPolicies(clients.storage_client(config.storage_endpoint, config.gcp.project if config.gcp else None)),
+    )
+    bindings = BindingManager(policies, backoff=backoff, verify_seconds=IAM_VERIFY_SECONDS)
+    return LiveProvisioner(
+        coordinator,
+        bindings,
+        claims,
+        grace_seconds=config.pool_release_grace_seconds,
+        clusters=[config.gcp.cluster_path] if config.gcp else [],
+    )

@@ -1,0 +1,179 @@
+"""GKE node pools: the request a plan becomes, and a thin adapter over `ClusterManagerClient`.
+
+The adapter is synchronous (the client library is) and only translates: every call maps to one API
+request, and every failure comes out as a classified `GcpError`. Deciding when to call is the
+`PoolCoordinator`'s job.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final, Protocol, TypeVar
+
+from google.cloud import container_v1
+
+from mlworkload.constants import GCP_LABEL_MANAGED_BY, MANAGED_BY
+from mlworkload.gcp.errors import FailureKind, GcpError, classify, classify_message
+from mlworkload.gcp.plan import NodePoolPlan
+
+_T = TypeVar("_T")
+_LOCATION_POLICIES: Final = {
+    "ANY": container_v1.NodePoolAutoscaling.LocationPolicy.ANY,
+    "BALANCED": container_v1.NodePoolAutoscaling.LocationPolicy.BALANCED,
+}
+_STATUS = container_v1.NodePool.Status
+_TAINT_EFFECTS: Final = {
+    "NO_SCHEDULE": container_v1.NodeTaint.Effect.NO_SCHEDULE,
+    "PREFER_NO_SCHEDULE": container_v1.NodeTaint.Effect.PREFER_NO_SCHEDULE,
+    "NO_EXECUTE": container_v1.NodeTaint.Effect.NO_EXECUTE,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class PoolInfo:
+    """A node pool as GKE describes it."""
+
+    name: str
+    status: str  # PROVISIONING, RUNNING, RUNNING_WITH_ERROR, RECONCILING, STOPPING, ERROR
+    message: str = ""
+    managed: bool = False  # carries the operator's ownership label
+
+    @property
+    def usable(self) -> bool:
+        return self.status in ("RUNNING", "RECONCILING")
+
+    @property
+    def failed(self) -> bool:
+        return self.status in ("RUNNING_WITH_ERROR", "ERROR")
+
+
+@dataclass(frozen=True, slots=True)
+class OperationInfo:
+    """A GKE long-running operation on one pool."""
+
+    name: str
+    pool: str
+    done: bool
+    kind: str = ""  # CREATE_NODE_POOL, DELETE_NODE_POOL, ...
+    error: GcpError | None = None
+
+
+class NodePools(Protocol):
+    """One GKE API call per method; `cluster` is projects/P/locations/L/clusters/C."""
+
+    def get(self, cluster: str, name: str) -> PoolInfo | None: ...
+
+    def list(self, cluster: str) -> list[PoolInfo]: ...
+
+    def create(self, plan: NodePoolPlan) -> OperationInfo: ...
+
+    def delete(self, cluster: str, name: str) -> OperationInfo: ...
+
+    def operation(self, cluster: str, name: str, pool: str) -> OperationInfo: ...
+
+
+def node_pool_resource(plan: NodePoolPlan) -> container_v1.NodePool:
+    """The NodePool to create: no nodes until pods ask, Workload Identity metadata, tainted for its pods."""
+    accelerators = []
+    if plan.accelerator is not None:
+        accelerators.append(
+            container_v1.AcceleratorConfig(
+                accelerator_type=plan.accelerator.type,
+                accelerator_count=plan.accelerator.count,
+                gpu_driver_installation_config=container_v1.GPUDriverInstallationConfig(
+                    gpu_driver_version=container_v1.GPUDriverInstallationConfig.GPUDriverVersion.DEFAULT
+                ),
+            )
+        )
+    config = container_v1.NodeConfig(
+        machine_type=plan.machine_type,
+        accelerators=accelerators,
+        spot=plan.spot,
+        labels=dict(plan.node_labels),
+        resource_labels=dict(plan.labels),
+        taints=[
+            container_v1.NodeTaint(key=taint.key, value=taint.value, effect=_TAINT_EFFECTS[taint.effect])
+            for taint in plan.taints
+        ],
+        workload_metadata_config=container_v1.WorkloadMetadataConfig(
+            mode=container_v1.WorkloadMetadataConfig.Mode.GKE_METADATA
+        ),
+    )
+    return container_v1.NodePool(
+        name=plan.name,
+        initial_node_count=0,
+        locations=list(plan.locations),
+        config=config,
+        autoscaling=container_v1.NodePoolAutoscaling(
+            enabled=True,
+            total_min_node_count=plan.min_nodes,
+            total_max_node_count=plan.max_nodes,
+            location_policy=_LOCATION_POLICIES[plan.location_policy],
+        ),
+        management=container_v1.NodeManagement(auto_upgrade=True, auto_repair=True),
+    )
+
+
+def operations_parent(cluster: str) -> str:
+    """projects/P/locations/L of a cluster path; operations are addressed under it."""
+    return cluster.split("/clusters/", 1)[0]
+
+
+def _pool_info(pool: container_v1.NodePool) -> PoolInfo:
+    conditions = "; ".join(condition.message for condition in pool.conditions if condition.message)
+    return PoolInfo(
+        name=pool.name,
+        status=_STATUS(pool.status).name,
+        message=pool.status_message or conditions,
+        managed=pool.config.resource_labels.get(GCP_LABEL_MANAGED_BY) == MANAGED_BY,
+    )
+
+
+def _operation_info(operation: container_v1.Operation, pool: str) -> OperationInfo:
+    done = operation.status == container_v1.Operation.Status.DONE
+    error = None
+    if done and operation.error and operation.error.code:
+        # The GCE token ([GCE_STOCKOUT], [GCE_QUOTA_EXCEEDED]) is only in the detail, not the error.
+        text = " ".join(part for part in (operation.error.message, operation.detail) if part)
+        error = classify_message(text, operation.error.code)
+    kind = container_v1.Operation.Type(operation.operation_type).name
+    return OperationInfo(name=operation.name, pool=pool, done=done, kind=kind, error=error)
+
+
+class GkeNodePools:
+    """`NodePools` over google-cloud-container (REST transport)."""
+
+    def __init__(self, client: container_v1.ClusterManagerClient) -> None:
+        self._client = client
+
+    @staticmethod
+    def _call(call: Callable[[], _T]) -> _T:
+        try:
+            return call()
+        except Exception as error:  # every client failure leaves as a classified GcpError
+            raise classify(error) from error
+
+    def get(self, cluster: str, name: str) -> PoolInfo | None:
+        try:
+            pool = self._call(lambda: self._client.get_node_pool(name=f"{cluster}/nodePools/{name}"))
+        except GcpError as error:
+            if error.kind is FailureKind.NOT_FOUND:
+                return None
+            raise
+        return _pool_info(pool)
+
+    def list(self, cluster: str) -> list[PoolInfo]:
+        response = self._call(lambda: self._client.list_node_pools(parent=cluster))
+        return [_pool_info(pool) for pool in response.node_pools]
+
+    def create(self, plan: NodePoolPlan) -> OperationInfo:
+        resource = node_pool_resource(plan)
+        operation = self._call(lambda: self._client.create_node_pool(parent=plan.cluster_path, node_pool=resource))
+        return _operation_info(operation, plan.name)
+
+    def delete(self, cluster: str, name: str) -> OperationInfo:
+        operation = self._call(lambda: self._client.delete_node_pool(name=f"{cluster}/nodePools/{name}"))
+        return _operation_info(operation, name)
+
+    def operation(self, cluster: str, name: str, pool: str) -> OperationInfo:
+        path = f"{operations_parent(cluster)}/operations/{name}"
+        return _operation_info(self._call(lambda: self._client.get_operation(name=path)), pool)
