@@ -6,7 +6,7 @@ test's event loop. Settings come from the same MLW_* environment variables a dep
 
 import os
 import socket
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -17,6 +17,8 @@ from tests.support.kube import KubeEmulatorServer
 
 OPERATOR_ENV = {
     "MLW_GCP_MODE": "dry-run",
+    # Read when the handlers module is first imported, like MLW_RESYNC_SECONDS: one value per process.
+    "MLW_GCP_POLL_SECONDS": "0.3",
     "MLW_METRICS_PORT": "0",
     "MLW_HEALTH_PORT": "0",
     "MLW_LOG_FORMAT": "text",
@@ -45,13 +47,19 @@ def free_port() -> int:
 
 
 @contextmanager
-def running_operator(kubeconfig: Path, resync_seconds: float = 2.0, webhook_port: int = 0) -> Iterator[KopfRunner]:
-    """The operator, watching all namespaces, until the block ends; its exit must be clean."""
+def running_operator(
+    kubeconfig: Path, resync_seconds: float = 2.0, webhook_port: int = 0, settings: Mapping[str, str] | None = None
+) -> Iterator[KopfRunner]:
+    """The operator, watching all namespaces, until the block ends; its exit must be clean.
+
+    `settings`: more MLW_* variables, e.g. live GCP mode against a FakeGcp (see `live_gcp_settings`).
+    """
     env = {
         **OPERATOR_ENV,
         "KUBECONFIG": str(kubeconfig),
         "MLW_RESYNC_SECONDS": str(resync_seconds),
         "MLW_WEBHOOK_PORT": str(webhook_port),
+        **(settings or {}),
     }
     args = ["run", "--standalone", "--all-namespaces"]
     with environment(env):

@@ -1,0 +1,247 @@
+"""The real operator in live GCP mode: kopf against the in-memory API server, Google clients against FakeGcp.
+
+Everything between the MLWorkload and the GKE/IAM/Storage REST and gRPC calls is the production
+code path; only the endpoints are local. Operations complete when a test says so
+(`fake.gke.complete_operations()`), so each step is observed, not raced.
+"""
+
+import functools
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.documents import GSA, WorkloadDoc, workload
+from tests.support.gcp import FakeGcp, stockout
+from tests.support.kube import KubeEmulatorServer, wait_until
+from tests.support.operator import emulated_cluster, running_operator
+
+NS = "team-gcp"
+MLW = "mlworkload.io/v1alpha1"
+PROJECT, LOCATION, CLUSTER = "my-proj", "us-central1", "ml-cluster"
+CLUSTER_PATH = f"projects/{PROJECT}/locations/{LOCATION}/clusters/{CLUSTER}"
+WI_USER = "roles/iam.workloadIdentityUser"
+OBJECT_USER = "roles/storage.objectUser"
+WAIT = 30.0
+
+
+def live_gcp_settings(fake: FakeGcp) -> dict[str, str]:
+    return {
+        "MLW_GCP_MODE": "live",
+        "MLW_GCP_PROJECT": PROJECT,
+        "MLW_GCP_LOCATION": LOCATION,
+        "MLW_GKE_CLUSTER": CLUSTER,
+        "MLW_GKE_ENDPOINT": fake.endpoint,
+        "MLW_IAM_ENDPOINT": f"http://{fake.grpc_target}",
+        "MLW_STORAGE_ENDPOINT": fake.endpoint,
+        "MLW_POOL_RELEASE_GRACE_SECONDS": "1",
+    }
+
+
+@pytest.fixture(scope="module")
+def fake() -> Iterator[FakeGcp]:
+    with FakeGcp() as gcp:
+        gcp.gke.add_cluster(PROJECT, LOCATION, CLUSTER)
+        gcp.iam.add_service_account(GSA)
+        yield gcp
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[KubeEmulatorServer]:
+    with emulated_cluster(NS) as emulator:
+        yield emulator
+
+
+@pytest.fixture(scope="module", autouse=True)
+def operator(server: KubeEmulatorServer, fake: FakeGcp, tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    kubeconfig = server.kubeconfig(tmp_path_factory.mktemp("kube") / "config")
+    with running_operator(kubeconfig, settings=live_gcp_settings(fake)):
+        yield
+
+
+def status(server: KubeEmulatorServer, name: str) -> dict[str, Any]:
+    found = server.get_object(MLW, "MLWorkload", name, NS) or {}
+    result: dict[str, Any] = found.get("status") or {}
+    return result
+
+
+def condition(server: KubeEmulatorServer, name: str, kind: str) -> dict[str, Any]:
+    return next((c for c in status(server, name).get("conditions", []) if c["type"] == kind), {})
+
+
+def wait_condition(server: KubeEmulatorServer, name: str, kind: str, state: str, reason: str) -> dict[str, Any]:
+    return wait_until(
+        lambda: (c := condition(server, name, kind)) and c["status"] == state and c["reason"] == reason and c,
+        timeout=WAIT,
+        what=f"{name}: {kind}={state} ({reason}); now {condition(server, name, kind)}",
+    )
+
+
+def pool_names(server: KubeEmulatorServer, name: str) -> list[str]:
+    return [pool["name"] for pool in status(server, name).get("nodePools", [])]
+
+
+def creates(fake: FakeGcp, pool: str) -> int:
+    return sum(1 for call in fake.calls("container", "CreateNodePool") if call.body["nodePool"]["name"] == pool)
+
+
+def deletes(fake: FakeGcp, pool: str) -> int:
+    return sum(1 for call in fake.calls("container", "DeleteNodePool") if call.path.endswith(f"/nodePools/{pool}"))
+
+
+def ksa_member(name: str) -> str:
+    return f"serviceAccount:{PROJECT}.svc.id.goog[{NS}/{name}]"
+
+
+def completing(fake: FakeGcp, predicate: Callable[[], Any]) -> Callable[[], Any]:
+    """`predicate`, after finishing whatever GKE operations run: for flows of several operations in a row."""
+
+    def check() -> Any:
+        fake.gke.complete_operations()
+        return predicate()
+
+    return check
+
+
+@pytest.fixture
+def create(server: KubeEmulatorServer, fake: FakeGcp) -> Iterator[Callable[[WorkloadDoc], str]]:
+    """Create workloads; afterwards delete them and let the operator release every pool, for the next test."""
+    names: list[str] = []
+
+    def create_workload(doc: WorkloadDoc) -> str:
+        server.put_object(doc.doc)
+        names.append(str(doc.doc["metadata"]["name"]))
+        return names[-1]
+
+    yield create_workload
+    for name in names:
+        delete(server, name)
+    wait_until(completing(fake, lambda: not fake.gke.node_pools(CLUSTER_PATH)), timeout=WAIT,
+               what="every pool released after the test")  # fmt: skip
+
+
+def delete(server: KubeEmulatorServer, name: str) -> None:
+    server.delete_object(MLW, "MLWorkload", name, NS)
+    wait_until(lambda: server.get_object(MLW, "MLWorkload", name, NS) is None, timeout=WAIT,
+               what=f"{name} gone (finalizer released)")  # fmt: skip
+
+
+def test_a_gpu_workload_gets_its_pool_and_identity(
+    server: KubeEmulatorServer, fake: FakeGcp, create: Callable[[WorkloadDoc], str]
+) -> None:
+    fake.storage.add_bucket("ckpt-a")
+    name = create(
+        workload("gcp-a", NS)
+        .gpu_group(capacity="Spot")
+        .set("spec.storage", {"bucket": "gs://ckpt-a", "access": "ReadWrite"})
+    )
+    provisioning = wait_condition(server, name, "NodePoolsReady", "False", "Provisioning")
+    [pool] = pool_names(server, name)
+    assert "operation-" in provisioning["message"]
+    assert status(server, name)["nodePools"][0]["operation"].startswith("operation-")  # resumable after a restart
+    created = fake.gke.node_pool(CLUSTER_PATH, pool)
+    assert created is not None
+    assert created["config"]["spot"] is True
+    wait_condition(server, name, "IdentityReady", "True", "Bound")
+    assert ksa_member(name) in fake.iam.members(GSA, WI_USER)
+    assert f"serviceAccount:{GSA}" in fake.storage.members("ckpt-a", OBJECT_USER)
+    assert {(b["resource"], b["addedByOperator"]) for b in status(server, name)["iamBindings"]} == {
+        (f"projects/my-proj/serviceAccounts/{GSA}", True),
+        ("projects/_/buckets/ckpt-a", True),
+    }
+    fake.gke.complete_operations()
+    wait_condition(server, name, "NodePoolsReady", "True", "Provisioned")
+    assert status(server, name)["nodePools"][0] == {
+        "name": pool,
+        "capacity": "Spot",
+        "state": "Running",
+        "operation": "",
+    }
+    assert creates(fake, pool) == 1
+    delete(server, name)
+    assert ksa_member(name) not in fake.iam.members(GSA, WI_USER)
+    assert fake.storage.members("ckpt-a", OBJECT_USER) == []
+
+
+def test_workloads_of_one_shape_share_one_pool_released_after_the_last(
+    server: KubeEmulatorServer, fake: FakeGcp, create: Callable[[WorkloadDoc], str]
+) -> None:
+    fake.storage.add_bucket("ckpt-shared")
+    fake.storage.set_bindings("ckpt-shared", [{"role": OBJECT_USER, "members": ["user:alice@example.com"]}])
+    storage = {"bucket": "gs://ckpt-shared", "access": "ReadWrite"}
+    first = create(workload("share-1", NS).gpu_group(count=2, capacity="Spot").set("spec.storage", storage))
+    second = create(workload("share-2", NS).gpu_group(count=2, capacity="Spot").set("spec.storage", storage))
+    for name in (first, second):
+        wait_condition(server, name, "IdentityReady", "True", "Bound")
+        wait_until(functools.partial(pool_names, server, name), timeout=WAIT, what=f"{name} pools in status")
+    [pool] = pool_names(server, first)
+    assert pool_names(server, second) == [pool]
+    fake.gke.complete_operations()
+    for name in (first, second):
+        wait_condition(server, name, "NodePoolsReady", "True", "Provisioned")
+    assert creates(fake, pool) == 1
+
+    delete(server, first)
+    # Several collector passes (ListNodePools) beyond the 1 s grace: the pool stays while share-2 uses it.
+    mark = fake.mark()
+    wait_until(lambda: len(fake.calls("container", "ListNodePools", since=mark)) >= 6, timeout=WAIT,
+               what="collector passes past the grace period")  # fmt: skip
+    assert deletes(fake, pool) == 0
+    assert ksa_member(first) not in fake.iam.members(GSA, WI_USER)
+    assert ksa_member(second) in fake.iam.members(GSA, WI_USER)
+    assert set(fake.storage.members("ckpt-shared", OBJECT_USER)) == {"user:alice@example.com", f"serviceAccount:{GSA}"}
+
+    delete(server, second)
+    wait_until(completing(fake, lambda: fake.gke.node_pool(CLUSTER_PATH, pool) is None), timeout=WAIT,
+               what="the unused pool deleted after the grace period")  # fmt: skip
+    assert deletes(fake, pool) == 1
+    assert fake.storage.members("ckpt-shared", OBJECT_USER) == ["user:alice@example.com"]  # never ours to remove
+
+
+def test_a_stockout_stalls_the_workload_then_recovers(
+    server: KubeEmulatorServer, fake: FakeGcp, create: Callable[[WorkloadDoc], str]
+) -> None:
+    fake.gke.fail_operations(stockout(), times=1)
+    name = create(workload("gcp-stockout", NS).gpu_group(count=4, capacity="Spot"))
+    wait_until(lambda: pool_names(server, name), timeout=WAIT, what="pools in status")
+    [pool] = pool_names(server, name)
+    stalled = wait_until(completing(fake, lambda: condition(server, name, "Stalled").get("reason") == "Stockout"
+                                    and condition(server, name, "Stalled")),
+                         timeout=WAIT, what="Stalled=True (Stockout)")  # fmt: skip
+    assert stalled["status"] == "True"
+    assert "does not have enough resources" in stalled["message"]
+    assert condition(server, name, "NodePoolsReady")["reason"] == "Stockout"
+    # The retry replaces the failed pool: a delete, then a second create.
+    wait_until(completing(fake, lambda: condition(server, name, "NodePoolsReady").get("reason") == "Provisioned"),
+               timeout=WAIT, what="NodePoolsReady=True after the retry")  # fmt: skip
+    wait_condition(server, name, "Stalled", "False", "UpToDate")
+    assert (deletes(fake, pool), creates(fake, pool)) == (1, 2)
+
+
+def test_a_restarted_operator_resumes_the_operation_instead_of_creating_again(fake: FakeGcp, tmp_path: Path) -> None:
+    namespace = "restart-gcp"
+    with emulated_cluster(namespace) as cluster:
+        kubeconfig = cluster.kubeconfig(tmp_path / "config")
+        doc = workload("resume", namespace).gpu_group(accelerator="nvidia-tesla-t4", capacity="Spot")
+        cluster.put_object(doc.doc)
+
+        def recorded_operation() -> str:
+            found = cluster.get_object(MLW, "MLWorkload", "resume", namespace) or {}
+            pools = (found.get("status") or {}).get("nodePools") or []
+            return str(pools[0]["operation"]) if pools else ""
+
+        with running_operator(kubeconfig, settings=live_gcp_settings(fake)):
+            operation = wait_until(recorded_operation, timeout=WAIT, what="the create operation in status")
+        [pool] = [
+            p["name"] for p in (cluster.get_object(MLW, "MLWorkload", "resume", namespace) or {})["status"]["nodePools"]
+        ]
+        assert creates(fake, pool) == 1
+        mark = fake.mark()
+        with running_operator(kubeconfig, settings=live_gcp_settings(fake)):
+            wait_until(lambda: any(call.path.endswith(f"/operations/{operation}")
+                                   for call in fake.calls("container", "GetOperation", since=mark)),
+                       timeout=WAIT, what="the new process polling the recorded operation")  # fmt: skip
+            fake.gke.complete_operation(operation)
+            wait_until(lambda: recorded_operation() == "", timeout=WAIT, what="the operation finished in status")
+        assert creates(fake, pool) == 1
