@@ -5,6 +5,7 @@ code path; only the endpoints are local. Operations complete when a test says so
 (`fake.gke.complete_operations()`), so each step is observed, not raced.
 """
 
+import datetime
 import functools
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -245,3 +246,30 @@ def test_a_restarted_operator_resumes_the_operation_instead_of_creating_again(fa
             fake.gke.complete_operation(operation)
             wait_until(lambda: recorded_operation() == "", timeout=WAIT, what="the operation finished in status")
         assert creates(fake, pool) == 1
+
+
+def test_a_pod_the_autoscaler_cannot_place_is_reported_as_quota(
+    server: KubeEmulatorServer, fake: FakeGcp, create: Callable[[WorkloadDoc], str]
+) -> None:
+    name = create(workload("gcp-quota", NS).gpu_group(count=1, capacity="OnDemand"))
+    wait_until(completing(fake, lambda: condition(server, name, "NodePoolsReady").get("reason") == "Provisioned"),
+               timeout=WAIT, what="the pool running")  # fmt: skip
+    # What the cluster autoscaler leaves when GCE refuses the scale-up: a pending pod and its event.
+    pod = f"{name}-gpu-worker-x7k2p"
+    labels = {"app.kubernetes.io/managed-by": "mlworkload", "mlworkload.io/workload": name}
+    server.put_object({"apiVersion": "v1", "kind": "Pod", "status": {"phase": "Pending"},
+                       "metadata": {"name": pod, "namespace": NS, "labels": labels}})  # fmt: skip
+    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    server.put_object({
+        "apiVersion": "v1", "kind": "Event", "type": "Warning", "reason": "FailedScaleUp",
+        "metadata": {"name": f"{pod}.1", "namespace": NS}, "lastTimestamp": now,
+        "involvedObject": {"kind": "Pod", "name": pod, "namespace": NS},
+        "message": "Node scale up in zones us-central1-a associated with this pod failed: GCE quota exceeded. "
+                   "Pod is at risk of not being scheduled.",
+    })  # fmt: skip
+    stalled = wait_condition(server, name, "Stalled", "True", "QuotaExceeded")
+    assert f"pod {pod} cannot get a node" in stalled["message"]
+    assert condition(server, name, "NodePoolsReady")["status"] == "False"
+    # The pod got its node: the failure is no longer reported.
+    server.delete_object("v1", "Pod", pod, NS)
+    wait_condition(server, name, "NodePoolsReady", "True", "Provisioned")

@@ -34,12 +34,19 @@ class FakeKubeApi:
         found = self.objects.get(self._key(resource, namespace, name))
         return copy.deepcopy(found) if found else None
 
-    async def list(self, resource: Resource, namespace: str | None, labels: Mapping[str, str]) -> list[Manifest]:
+    async def list(
+        self,
+        resource: Resource,
+        namespace: str | None,
+        labels: Mapping[str, str],
+        fields: Mapping[str, str] | None = None,
+    ) -> list[Manifest]:
         return [
             copy.deepcopy(obj)
             for (kind, ns, _), obj in self.objects.items()
             if kind == resource.kind and (namespace is None or ns == namespace)
             and labels.items() <= (obj["metadata"].get("labels") or {}).items()
+            and all(_field(obj, path) == value for path, value in (fields or {}).items())
         ]  # fmt: skip
 
     async def apply(self, manifest: Manifest) -> Manifest:
@@ -74,3 +81,11 @@ class FakeKubeApi:
     def status_of(self, kind: str, namespace: str | None, name: str) -> dict[str, Any]:
         status: dict[str, Any] = self.objects[kind, namespace, name].get("status", {})
         return status
+
+
+def _field(obj: Manifest, path: str) -> Any:
+    """A field selector's dotted path (involvedObject.kind, metadata.name) in an object."""
+    value: Any = obj
+    for part in path.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value

@@ -39,6 +39,8 @@ _RESOURCES = [
     Resource("v1", "ServiceAccount", "serviceaccounts"),
     Resource("v1", "Service", "services"),
     Resource("v1", "Namespace", "namespaces", namespaced=False),
+    Resource("v1", "Pod", "pods"),
+    Resource("v1", "Event", "events"),
     Resource("networking.k8s.io/v1", "NetworkPolicy", "networkpolicies"),
     Resource("networking.k8s.io/v1", "Ingress", "ingresses"),
     Resource("cloud.google.com/v1", "BackendConfig", "backendconfigs"),
@@ -74,7 +76,13 @@ class KubeError(Exception):
 class KubeApi(Protocol):
     async def get(self, resource: Resource, namespace: str | None, name: str) -> Manifest | None: ...
 
-    async def list(self, resource: Resource, namespace: str | None, labels: Mapping[str, str]) -> list[Manifest]: ...
+    async def list(
+        self,
+        resource: Resource,
+        namespace: str | None,
+        labels: Mapping[str, str],
+        fields: Mapping[str, str] | None = None,
+    ) -> list[Manifest]: ...
 
     async def apply(self, manifest: Manifest) -> Manifest: ...
 
@@ -132,8 +140,16 @@ class ClientKubeApi:
                 return None
             raise
 
-    async def list(self, resource: Resource, namespace: str | None, labels: Mapping[str, str]) -> list[Manifest]:
+    async def list(
+        self,
+        resource: Resource,
+        namespace: str | None,
+        labels: Mapping[str, str],
+        fields: Mapping[str, str] | None = None,
+    ) -> list[Manifest]:
         query = [("labelSelector", label_selector(labels))] if labels else []
+        if fields:
+            query.append(("fieldSelector", label_selector(fields)))
         listing = await asyncio.to_thread(self.request, "GET", resource.path(namespace), query=query)
         items: list[Manifest] = listing.get("items") or []
         return items

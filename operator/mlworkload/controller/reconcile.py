@@ -20,7 +20,8 @@ from mlworkload.builders.endpoints import exposed_endpoints
 from mlworkload.constants import REASON_GCP_NOT_CONFIGURED, REASON_INVALID_SPEC, REASON_POLICY_VIOLATION
 from mlworkload.controller.apply import ApplyResult, apply_children, delete_stale, observe_children
 from mlworkload.controller.kube import RESOURCES, WORKLOADS, KubeApi, Resource
-from mlworkload.controller.raystatus import observe_ray
+from mlworkload.controller.raystatus import RayState, observe_ray
+from mlworkload.controller.scaleup import observe_scale_up
 from mlworkload.controller.status import Observation, compute_status
 from mlworkload.gcp.errors import GcpError
 from mlworkload.gcp.provisioner import NOTHING_RECORDED, GcpProvisioner, GcpState, Readiness, Recorded
@@ -191,14 +192,20 @@ async def reconcile(reconciler: Reconciler, body: Mapping[str, Any], view: Clust
     await delete_stale(reconciler.kube, observed, keep, workload.metadata.uid or "", outcome.apply)
     if not outcome.apply.applied and not outcome.apply.deleted:
         outcome.result = "unchanged"
-    ray_object = outcome.apply.live.get((kind, workload.name))
+    ray = observe_ray(kind, outcome.apply.live.get((kind, workload.name)))
+    node_pools = gcp.node_pools
+    if gcp.pools and node_pools.ready and ray.state is RayState.PROVISIONING:
+        # The pools exist, but the autoscaler may fail to add nodes to them (quota, stockout).
+        node_pools = (
+            await observe_scale_up(reconciler.kube, workload.namespace, workload.name, reconciler.clock()) or node_pools
+        )
     dashboard_url, serve_url = _urls(resolved)
     conflicts = outcome.apply.conflicts
     seen = Observation(
         **base,
         conflicts=conflicts,
-        ray=observe_ray(kind, ray_object),
-        node_pools=gcp.node_pools,
+        ray=ray,
+        node_pools=node_pools,
         pools=gcp.pools,
         identity=gcp.identity,
         bindings=gcp.bindings,

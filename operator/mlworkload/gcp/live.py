@@ -45,10 +45,13 @@ def pools_readiness(reports: Iterable[PoolReport]) -> Readiness:
     reports = list(reports)
     if not reports:
         return NO_NODE_POOLS
-    failed = next((report for report in reports if report.failure is not None), None)
-    if failed is not None and failed.failure is not None:
-        failure = failed.failure
-        return Readiness(False, failure.kind.value, f"node pool {failed.name}: {failed.message}", failure.stalls)
+    failed = [report for report in reports if report.failure is not None]
+    if failed:
+        # What needs a person (quota, stockout) is shown before what retrying fixes (a 503).
+        worst = next((report for report in failed if report.failure and report.failure.stalls), failed[0])
+        assert worst.failure is not None
+        return Readiness(False, worst.failure.kind.value, f"node pool {worst.name}: {worst.message}",
+                         worst.failure.stalls)  # fmt: skip
     if all(report.ready for report in reports):
         return Readiness(True, REASON_PROVISIONED, f"{len(reports)} node pool(s) running")
     waiting = "; ".join(f"{report.name}: {report.message}" for report in reports if not report.ready)
@@ -113,7 +116,7 @@ class LiveProvisioner:
             for b in wanted
         ]
         if failures:
-            binding, failure = failures[0]
+            binding, failure = next(((b, f) for b, f in failures if f.stalls), failures[0])
             message = f"{binding.role} for {binding.member} on {binding.resource}: {failure.message}"
             return Readiness(False, failure.kind.value, message, failure.stalls), statuses
         return Readiness(True, REASON_BOUND, f"{len(wanted)} IAM binding(s) in place"), statuses
