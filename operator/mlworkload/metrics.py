@@ -18,6 +18,9 @@ ADMISSION_REFUSALS = Counter(
     "mlworkload_admission_refusals_total", "Workloads refused at admission or reconcile, by rule.", ["reason"]
 )
 KUBE_API_ERRORS = Counter("mlworkload_kubernetes_api_errors_total", "Failed Kubernetes API calls.", ["verb", "code"])
+GCP_API_ERRORS = Counter(
+    "mlworkload_gcp_api_errors_total", "Failed GCP API calls, by API and condition reason.", ["api", "reason"]
+)
 
 
 class WorkloadInventory(Collector):

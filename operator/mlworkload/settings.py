@@ -5,7 +5,7 @@ from collections.abc import Mapping
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from mlworkload.api.policy import PolicyGcp
 from mlworkload.problems import Problem, Refused, problems_from_validation
@@ -85,6 +85,15 @@ class OperatorSettings(BaseModel):
     health_port: int = Field(default=8081, ge=0, le=65535, description="Liveness probe /healthz; 0 disables.")
     resync_seconds: float = Field(default=300, gt=0, description="Periodic reconcile (drift, status refresh).")
     log_format: LogFormat = LogFormat.JSON
+
+    @model_validator(mode="after")
+    def _live_needs_a_cluster(self) -> "OperatorSettings":
+        if self.gcp_mode is GcpMode.LIVE and self.gcp is None:
+            raise ValueError(
+                "live GCP mode needs the GKE cluster: set MLW_GCP_PROJECT, MLW_GCP_LOCATION and MLW_GKE_CLUSTER"
+                " (or MLW_GCP_MODE=dry-run)"
+            )
+        return self
 
     @property
     def effective_gcp_mode(self) -> GcpMode:

@@ -49,3 +49,9 @@ def test_run_refuses_bad_settings_before_starting(
     monkeypatch.setenv("MLW_HEALTH_PORT", "99999")
     assert main(["run", "--log-format", "text"]) == 1
     assert "settings: MLW_HEALTH_PORT: Input should be less than or equal to 65535" in capsys.readouterr().err
+
+
+def test_live_gcp_mode_without_a_cluster_is_refused_naming_the_variables() -> None:
+    with pytest.raises(Refused) as refused:
+        OperatorSettings.load(environ={"MLW_GCP_MODE": "live"})
+    assert "MLW_GCP_PROJECT, MLW_GCP_LOCATION and MLW_GKE_CLUSTER" in "\n".join(refused.value.lines())

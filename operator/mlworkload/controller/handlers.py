@@ -87,10 +87,7 @@ def _gcp_provisioner(config: OperatorSettings, kube: ClientKubeApi) -> GcpProvis
     if config.effective_gcp_mode is GcpMode.DRY_RUN:
         logger.info("GCP mode dry-run: node pools and IAM bindings are planned and reported, never made")
         return DryRunProvisioner()
-    if config.gcp is None:
-        raise kopf.PermanentError(
-            "MLW_GCP_MODE=live needs the GKE cluster: set MLW_GCP_PROJECT, MLW_GCP_LOCATION and MLW_GKE_CLUSTER"
-        )
+    assert config.gcp is not None  # live mode without a cluster is refused when settings load
     logger.info("GCP mode live: provisioning in %s", config.gcp.cluster_path)
     return connect(config, lambda: live_claims(kube, config.namespaces))
 

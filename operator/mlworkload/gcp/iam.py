@@ -16,6 +16,7 @@ from google.iam.v1 import iam_policy_pb2, options_pb2, policy_pb2  # type: ignor
 from mlworkload.gcp.errors import FailureKind, GcpError, classify
 from mlworkload.gcp.plan import IamBinding
 from mlworkload.gcp.retry import Backoff
+from mlworkload.metrics import GCP_API_ERRORS
 
 logger = logging.getLogger(__name__)
 
@@ -32,18 +33,20 @@ class IamPolicies(Protocol):
         ...
 
 
-def _guarded(call: Callable[[], _T]) -> _T:
+def _guarded(api: str, call: Callable[[], _T]) -> _T:
     try:
         return call()
     except Exception as error:  # every client failure leaves as a classified GcpError
-        raise classify(error) from error
+        failure = classify(error)
+        GCP_API_ERRORS.labels(api=api, reason=failure.kind.value).inc()
+        raise failure from error
 
 
-def _read_modify_write(change: Callable[[], bool]) -> bool:
+def _read_modify_write(api: str, change: Callable[[], bool]) -> bool:
     """Run one read-modify-write cycle, again from the read when the etag went stale."""
     for attempt in range(1, STALE_ETAG_ATTEMPTS + 1):
         try:
-            return _guarded(change)
+            return _guarded(api, change)
         except GcpError as error:
             if error.kind is not FailureKind.STALE or attempt == STALE_ETAG_ATTEMPTS:
                 raise
@@ -72,7 +75,7 @@ class ServiceAccountPolicies:
             self._client.set_iam_policy(request=request)
             return True
 
-        return _read_modify_write(change)
+        return _read_modify_write("iam", change)
 
 
 def _edit_proto(policy: Any, binding: IamBinding, present: bool) -> bool:
@@ -115,7 +118,7 @@ class BucketPolicies:
             bucket.set_iam_policy(policy)  # sends the etag it read: a concurrent change is a 412
             return True
 
-        return _read_modify_write(change)
+        return _read_modify_write("storage", change)
 
 
 def _edit_dicts(bindings: list[dict[str, Any]], binding: IamBinding, present: bool) -> bool:

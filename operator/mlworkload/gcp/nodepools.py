@@ -14,6 +14,7 @@ from google.cloud import container_v1
 from mlworkload.constants import GCP_LABEL_MANAGED_BY, MANAGED_BY
 from mlworkload.gcp.errors import FailureKind, GcpError, classify, classify_message
 from mlworkload.gcp.plan import NodePoolPlan
+from mlworkload.metrics import GCP_API_ERRORS
 
 _T = TypeVar("_T")
 _LOCATION_POLICIES: Final = {
@@ -150,7 +151,9 @@ class GkeNodePools:
         try:
             return call()
         except Exception as error:  # every client failure leaves as a classified GcpError
-            raise classify(error) from error
+            failure = classify(error)
+            GCP_API_ERRORS.labels(api="container", reason=failure.kind.value).inc()
+            raise failure from error
 
     def get(self, cluster: str, name: str) -> PoolInfo | None:
         try:
