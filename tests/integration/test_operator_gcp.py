@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.documents import GSA, WorkloadDoc, workload
+from tests.support.documents import GSA, WorkloadDoc, permissive_policy, workload
 from tests.support.gcp import FakeGcp, stockout
 from tests.support.kube import KubeEmulatorServer, wait_until
 from tests.support.operator import emulated_cluster, running_operator
@@ -83,12 +83,14 @@ def pool_names(server: KubeEmulatorServer, name: str) -> list[str]:
     return [pool["name"] for pool in status(server, name).get("nodePools", [])]
 
 
-def creates(fake: FakeGcp, pool: str) -> int:
-    return sum(1 for call in fake.calls("container", "CreateNodePool") if call.body["nodePool"]["name"] == pool)
+def creates(fake: FakeGcp, pool: str, since: int = 0) -> int:
+    calls = fake.calls("container", "CreateNodePool", since=since)
+    return sum(1 for call in calls if call.body["nodePool"]["name"] == pool)
 
 
-def deletes(fake: FakeGcp, pool: str) -> int:
-    return sum(1 for call in fake.calls("container", "DeleteNodePool") if call.path.endswith(f"/nodePools/{pool}"))
+def deletes(fake: FakeGcp, pool: str, since: int = 0) -> int:
+    calls = fake.calls("container", "DeleteNodePool", since=since)
+    return sum(1 for call in calls if call.path.endswith(f"/nodePools/{pool}"))
 
 
 def ksa_member(name: str) -> str:
@@ -131,6 +133,7 @@ def delete(server: KubeEmulatorServer, name: str) -> None:
 def test_a_gpu_workload_gets_its_pool_and_identity(
     server: KubeEmulatorServer, fake: FakeGcp, create: Callable[[WorkloadDoc], str]
 ) -> None:
+    start = fake.mark()
     fake.storage.add_bucket("ckpt-a")
     name = create(
         workload("gcp-a", NS)
@@ -159,7 +162,7 @@ def test_a_gpu_workload_gets_its_pool_and_identity(
         "state": "Running",
         "operation": "",
     }
-    assert creates(fake, pool) == 1
+    assert creates(fake, pool, since=start) == 1
     delete(server, name)
     assert ksa_member(name) not in fake.iam.members(GSA, WI_USER)
     assert fake.storage.members("ckpt-a", OBJECT_USER) == []
@@ -168,6 +171,7 @@ def test_a_gpu_workload_gets_its_pool_and_identity(
 def test_workloads_of_one_shape_share_one_pool_released_after_the_last(
     server: KubeEmulatorServer, fake: FakeGcp, create: Callable[[WorkloadDoc], str]
 ) -> None:
+    start = fake.mark()
     fake.storage.add_bucket("ckpt-shared")
     fake.storage.set_bindings("ckpt-shared", [{"role": OBJECT_USER, "members": ["user:alice@example.com"]}])
     storage = {"bucket": "gs://ckpt-shared", "access": "ReadWrite"}
@@ -181,14 +185,14 @@ def test_workloads_of_one_shape_share_one_pool_released_after_the_last(
     fake.gke.complete_operations()
     for name in (first, second):
         wait_condition(server, name, "NodePoolsReady", "True", "Provisioned")
-    assert creates(fake, pool) == 1
+    assert creates(fake, pool, since=start) == 1
 
     delete(server, first)
     # Several collector passes (ListNodePools) beyond the 1 s grace: the pool stays while share-2 uses it.
     mark = fake.mark()
     wait_until(lambda: len(fake.calls("container", "ListNodePools", since=mark)) >= 6, timeout=WAIT,
                what="collector passes past the grace period")  # fmt: skip
-    assert deletes(fake, pool) == 0
+    assert deletes(fake, pool, since=start) == 0
     assert ksa_member(first) not in fake.iam.members(GSA, WI_USER)
     assert ksa_member(second) in fake.iam.members(GSA, WI_USER)
     assert set(fake.storage.members("ckpt-shared", OBJECT_USER)) == {"user:alice@example.com", f"serviceAccount:{GSA}"}
@@ -196,13 +200,14 @@ def test_workloads_of_one_shape_share_one_pool_released_after_the_last(
     delete(server, second)
     wait_until(completing(fake, lambda: fake.gke.node_pool(CLUSTER_PATH, pool) is None), timeout=WAIT,
                what="the unused pool deleted after the grace period")  # fmt: skip
-    assert deletes(fake, pool) == 1
+    assert deletes(fake, pool, since=start) == 1
     assert fake.storage.members("ckpt-shared", OBJECT_USER) == ["user:alice@example.com"]  # never ours to remove
 
 
 def test_a_stockout_stalls_the_workload_then_recovers(
     server: KubeEmulatorServer, fake: FakeGcp, create: Callable[[WorkloadDoc], str]
 ) -> None:
+    start = fake.mark()
     fake.gke.fail_operations(stockout(), times=1)
     name = create(workload("gcp-stockout", NS).gpu_group(count=4, capacity="Spot"))
     wait_until(lambda: pool_names(server, name), timeout=WAIT, what="pools in status")
@@ -217,10 +222,11 @@ def test_a_stockout_stalls_the_workload_then_recovers(
     wait_until(completing(fake, lambda: condition(server, name, "NodePoolsReady").get("reason") == "Provisioned"),
                timeout=WAIT, what="NodePoolsReady=True after the retry")  # fmt: skip
     wait_condition(server, name, "Stalled", "False", "UpToDate")
-    assert (deletes(fake, pool), creates(fake, pool)) == (1, 2)
+    assert (deletes(fake, pool, since=start), creates(fake, pool, since=start)) == (1, 2)
 
 
 def test_a_restarted_operator_resumes_the_operation_instead_of_creating_again(fake: FakeGcp, tmp_path: Path) -> None:
+    start = fake.mark()
     namespace = "restart-gcp"
     with emulated_cluster(namespace) as cluster:
         kubeconfig = cluster.kubeconfig(tmp_path / "config")
@@ -237,7 +243,7 @@ def test_a_restarted_operator_resumes_the_operation_instead_of_creating_again(fa
         [pool] = [
             p["name"] for p in (cluster.get_object(MLW, "MLWorkload", "resume", namespace) or {})["status"]["nodePools"]
         ]
-        assert creates(fake, pool) == 1
+        assert creates(fake, pool, since=start) == 1
         mark = fake.mark()
         with running_operator(kubeconfig, settings=live_gcp_settings(fake)):
             wait_until(lambda: any(call.path.endswith(f"/operations/{operation}")
@@ -245,7 +251,7 @@ def test_a_restarted_operator_resumes_the_operation_instead_of_creating_again(fa
                        timeout=WAIT, what="the new process polling the recorded operation")  # fmt: skip
             fake.gke.complete_operation(operation)
             wait_until(lambda: recorded_operation() == "", timeout=WAIT, what="the operation finished in status")
-        assert creates(fake, pool) == 1
+        assert creates(fake, pool, since=start) == 1
 
 
 def test_a_pod_the_autoscaler_cannot_place_is_reported_as_quota(
@@ -273,3 +279,33 @@ def test_a_pod_the_autoscaler_cannot_place_is_reported_as_quota(
     # The pod got its node: the failure is no longer reported.
     server.delete_object("v1", "Pod", pod, NS)
     wait_condition(server, name, "NodePoolsReady", "True", "Provisioned")
+
+
+def test_a_policy_that_stops_admitting_a_workload_revokes_its_identity_and_keeps_its_pool(
+    server: KubeEmulatorServer, fake: FakeGcp, create: Callable[[WorkloadDoc], str]
+) -> None:
+    start = fake.mark()
+    fake.storage.add_bucket("ckpt-revoked")
+    name = create(workload("gcp-revoked", NS).gpu_group(count=1, capacity="Spot")
+                  .set("spec.storage", {"bucket": "gs://ckpt-revoked", "access": "ReadOnly"}))  # fmt: skip
+    wait_until(completing(fake, lambda: condition(server, name, "Ready").get("reason") != "Provisioning"
+                          and condition(server, name, "NodePoolsReady").get("status") == "True"),
+               timeout=WAIT, what="pools running")  # fmt: skip
+    wait_condition(server, name, "IdentityReady", "True", "Bound")
+    [pool] = pool_names(server, name)
+    original = permissive_policy("all").doc
+    try:
+        server.put_object(
+            permissive_policy("all").set("identity", {"gcpServiceAccount": GSA, "allowedBuckets": []}).doc
+        )
+        wait_condition(server, name, "PolicyAdmitted", "False", "PolicyViolation")
+        wait_until(lambda: fake.storage.members("ckpt-revoked", "roles/storage.objectViewer") == [], timeout=WAIT,
+                   what="the bucket member revoked")  # fmt: skip
+        assert ksa_member(name) not in fake.iam.members(GSA, WI_USER)
+        assert pool_names(server, name) == [pool]  # still claimed: its pods may run there
+        assert status(server, name).get("iamBindings", []) == []
+    finally:
+        server.put_object(original)
+    wait_condition(server, name, "IdentityReady", "True", "Bound")
+    assert fake.storage.members("ckpt-revoked", "roles/storage.objectViewer") == [f"serviceAccount:{GSA}"]
+    assert deletes(fake, pool, since=start) == 0

@@ -107,15 +107,18 @@ async def live_claims(kube: KubeApi, namespaces: Sequence[str]) -> dict[str, Rec
 
 
 async def _release_refused(reconciler: Reconciler, owner: str, recorded: Recorded) -> Recorded:
-    """A workload its policy now refuses gives its identity and pools back; what could not be released stays."""
-    if recorded.empty:
+    """A workload its policy now refuses loses its GCP identity at once; what could not be revoked stays recorded.
+
+    Its node pools stay claimed: its Ray pods may still run there, and a pool is cost, not access.
+    """
+    if not recorded.bindings:
         return recorded
     try:
-        await reconciler.gcp.release(owner, recorded)
+        await reconciler.gcp.release(owner, recorded, keep_pools=True)
     except GcpError as error:
-        logger.warning("releasing GCP resources of refused workload %s failed, will retry: %s", owner, error)
-        return Recorded(bindings=recorded.bindings)
-    return NOTHING_RECORDED
+        logger.warning("revoking the GCP identity of refused workload %s failed, will retry: %s", owner, error)
+        return recorded
+    return Recorded(pools=recorded.pools)
 
 
 def _urls(resolved: ResolvedWorkload) -> tuple[str | None, str | None]:
@@ -175,10 +178,10 @@ async def reconcile(reconciler: Reconciler, body: Mapping[str, Any], view: Clust
 
     admission = admit_in(view, workload, reconciler.gcp_defaults)
     if not admission.allowed:
-        # Slipped past admission (the policy changed since): apply nothing, give GCP access back, say why.
+        # Slipped past admission (the policy changed since): apply nothing, revoke GCP access, say why.
         kept = await _release_refused(reconciler, owner_key(workload.namespace, workload.name), recorded)
         seen = Observation(**base, refusal=admission.problems, refusal_reason=REASON_POLICY_VIOLATION,
-                           gpus=_gpus(workload), bindings=kept.bindings)  # fmt: skip
+                           gpus=_gpus(workload), pools=kept.pools, bindings=kept.bindings)  # fmt: skip
         return await _write_status(reconciler, body, seen, Outcome("refused", problems=admission.problems))
     resolved = admission.resolved
 

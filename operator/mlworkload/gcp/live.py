@@ -134,8 +134,9 @@ class LiveProvisioner:
 
     # --- release ------------------------------------------------------------------------------
 
-    async def release(self, owner: str, recorded: Recorded) -> None:
-        self._pools_in_use.pop(owner, None)
+    async def release(self, owner: str, recorded: Recorded, *, keep_pools: bool = False) -> None:
+        if not keep_pools:
+            self._pools_in_use.pop(owner, None)
         self._bindings_in_use.pop(owner, None)
         self._preexisting.pop(owner, None)
         ours = self._added.get(owner, set()) | _added(recorded)

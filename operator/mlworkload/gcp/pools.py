@@ -60,6 +60,20 @@ class PoolCoordinator:
         self._create_failed: set[PoolKey] = set()  # pools whose own create failed: safe to replace
         self._adopted: set[str] = set()  # operations read back from status after a restart
         self._unclaimed_since: dict[PoolKey, float] = {}
+        self._described: dict[PoolKey, tuple[PoolInfo | None, float]] = {}  # GetNodePool answers, briefly
+
+    async def _describe(self, cluster: str, name: str) -> PoolInfo | None:
+        """The pool as GKE last described it, re-read at most once per poll interval for all workloads."""
+        key = (cluster, name)
+        cached = self._described.get(key)
+        if cached is not None and self._clock() - cached[1] < self._poll_seconds:
+            return cached[0]
+        info = await self._run(self._api.get, cluster, name)
+        self._described[key] = (info, self._clock())
+        return info
+
+    def _forget(self, cluster: str, name: str) -> None:
+        self._described.pop((cluster, name), None)
 
     @property
     def clusters(self) -> set[str]:
@@ -93,9 +107,18 @@ class PoolCoordinator:
         if state.active is None or self._clock() - state.last_poll < self._poll_seconds:
             return
         state.last_poll = self._clock()
-        operation = await self._run(self._api.operation, cluster, state.active.name, state.active.pool)
+        try:
+            operation = await self._run(self._api.operation, cluster, state.active.name, state.active.pool)
+        except GcpError as error:
+            if error.kind is not FailureKind.NOT_FOUND:
+                raise
+            logger.warning("GKE operation %s is gone; reading the pool instead", state.active.name)
+            self._forget(cluster, state.active.pool)
+            state.active = None
+            return
         if operation.done:
             state.active = None
+            self._forget(cluster, operation.pool)
             self._finished(cluster, operation)
 
     async def _adopt(self, cluster: str, state: _Cluster, name: str, pool: str) -> None:
@@ -135,7 +158,7 @@ class PoolCoordinator:
         if state.active is not None and state.active.pool == plan.name:
             verb = "Deleting" if state.active.kind == "DELETE_NODE_POOL" else "Provisioning"
             return PoolReport(plan.name, verb, state.active.name, f"GKE operation {state.active.name} is running")
-        info = await self._run(self._api.get, cluster, plan.name)
+        info = await self._describe(cluster, plan.name)
         if info is not None:
             return await self._existing(plan, state, info)
         if not self._backoff.due(key) and key in self._failures:
@@ -179,6 +202,7 @@ class PoolCoordinator:
         except GcpError as error:
             key = (plan.cluster_path, plan.name)
             if error.kind is FailureKind.ALREADY_EXISTS:
+                self._forget(*key)
                 return PoolReport(plan.name, "Provisioning", message=f"node pool {plan.name} is being created")
             self._failures[key] = error
             self._backoff.failed(key)
@@ -202,6 +226,7 @@ class PoolCoordinator:
                 return None
             raise
         self._backoff.succeeded(busy)
+        self._forget(cluster, operation.pool)
         state.active, state.last_poll = operation, self._clock()
         return operation
 

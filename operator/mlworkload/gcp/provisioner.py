@@ -62,8 +62,8 @@ class GcpProvisioner(Protocol):
         """Create or keep what the plan needs for `owner` (namespace/name); never waits for long operations."""
         ...
 
-    async def release(self, owner: str, recorded: Recorded) -> None:
-        """Give up what `owner` used: the IAM bindings only it needed, and its claim on node pools.
+    async def release(self, owner: str, recorded: Recorded, *, keep_pools: bool = False) -> None:
+        """Give up what `owner` used: the IAM bindings only it needed, and (unless `keep_pools`) its pools.
 
         Raises `GcpError` when GCP could not be told; the caller retries.
         """
@@ -99,6 +99,6 @@ class DryRunProvisioner:
             ],
         )
 
-    async def release(self, owner: str, recorded: Recorded) -> None:
+    async def release(self, owner: str, recorded: Recorded, *, keep_pools: bool = False) -> None:
         if self.plans.pop(owner, None) is not None:
             logger.info("dry-run GCP release for %s", owner)
