@@ -20,6 +20,7 @@ from google.iam.v1 import policy_pb2  # type: ignore[import-untyped]
 
 from tests.support.gcp import (
     FakeGcp,
+    fresh_project,
     gke_client,
     iam_client,
     permission_denied,
@@ -45,22 +46,12 @@ WI_USER = "roles/iam.workloadIdentityUser"
 DONE = container_v1.Operation.Status.DONE
 
 
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeGcp]:
-    with FakeGcp() as server:
-        yield server
-
-
 @pytest.fixture(autouse=True)
 def world(fake: FakeGcp) -> Iterator[None]:
     """A fresh project per test: one Workload Identity cluster, one GSA, one bucket; no stray calls after."""
-    fake.reset()
-    fake.gke.add_cluster(PROJECT, LOCATION, "ml-cluster")
-    fake.iam.add_service_account(GSA)
-    fake.storage.add_bucket(BUCKET, PROJECT)
-    yield
-    assert fake.unrouted == []
-    assert fake.internal_errors == []
+    yield from fresh_project(
+        fake, project=PROJECT, location=LOCATION, cluster="ml-cluster", service_account=GSA, bucket=BUCKET
+    )
 
 
 @pytest.fixture(scope="module")

@@ -41,14 +41,6 @@ def live_gcp_settings(fake: FakeGcp) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def fake() -> Iterator[FakeGcp]:
-    with FakeGcp() as gcp:
-        gcp.gke.add_cluster(PROJECT, LOCATION, CLUSTER)
-        gcp.iam.add_service_account(GSA)
-        yield gcp
-
-
-@pytest.fixture(scope="module")
 def server() -> Iterator[KubeEmulatorServer]:
     with emulated_cluster(NS) as emulator:
         yield emulator
@@ -56,6 +48,8 @@ def server() -> Iterator[KubeEmulatorServer]:
 
 @pytest.fixture(scope="module", autouse=True)
 def operator(server: KubeEmulatorServer, fake: FakeGcp, tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    fake.gke.add_cluster(PROJECT, LOCATION, CLUSTER)
+    fake.iam.add_service_account(GSA)
     kubeconfig = server.kubeconfig(tmp_path_factory.mktemp("kube") / "config")
     with running_operator(kubeconfig, settings=live_gcp_settings(fake)):
         yield

@@ -94,16 +94,19 @@ def recorded_of(body: Mapping[str, Any]) -> Recorded:
 
 
 async def live_claims(kube: KubeApi, namespaces: Sequence[str]) -> dict[str, Recorded]:
-    """What every workload not being deleted holds, from its status: who still uses which pool and binding."""
+    """What every workload holds, from its status: who still uses which pool and binding."""
     workloads: list[Mapping[str, Any]] = []
     scopes: Sequence[str | None] = namespaces or [None]
     for namespace in scopes:
         workloads += await kube.list(WORKLOADS, namespace, {})
-    return {
-        owner_key(item["metadata"]["namespace"], item["metadata"]["name"]): recorded_of(item)
-        for item in workloads
-        if not item["metadata"].get("deletionTimestamp")
-    }
+    claims = {}
+    for item in workloads:
+        meta = item["metadata"]
+        recorded = recorded_of(item)
+        claims[owner_key(meta["namespace"], meta["name"])] = Recorded(
+            recorded.pools, recorded.bindings, releasing=bool(meta.get("deletionTimestamp"))
+        )
+    return claims
 
 
 async def _release_refused(reconciler: Reconciler, owner: str, recorded: Recorded) -> Recorded:

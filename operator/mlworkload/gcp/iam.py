@@ -7,7 +7,7 @@ cycle is retried. Only the one member is touched; every other binding and member
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Final, Protocol, TypeVar
 
 from google.cloud import iam_admin_v1
@@ -25,11 +25,15 @@ STALE_ETAG_ATTEMPTS: Final = 5
 BUCKET_PREFIX: Final = "projects/_/buckets/"
 
 
+# One member to add (True) or remove (False); a batch of them always shares one resource.
+Change = tuple[IamBinding, bool]
+
+
 class IamPolicies(Protocol):
     """Synchronous IAM policy access for one kind of resource."""
 
-    def set_member(self, binding: IamBinding, present: bool) -> bool:
-        """Add or remove the member; True when the policy changed."""
+    def update(self, changes: Sequence[Change]) -> set[IamBinding]:
+        """Apply the changes to one resource's policy in one read-modify-write; the bindings that changed."""
         ...
 
 
@@ -42,7 +46,14 @@ def _guarded(api: str, call: Callable[[], _T]) -> _T:
         raise failure from error
 
 
-def _read_modify_write(api: str, change: Callable[[], bool]) -> bool:
+def _one_resource(changes: Sequence[Change]) -> str:
+    resources = {binding.resource for binding, _ in changes}
+    if len(resources) != 1:
+        raise ValueError(f"one IAM policy update is for one resource, not {sorted(resources)}")
+    return resources.pop()
+
+
+def _read_modify_write(api: str, change: Callable[[], set[IamBinding]]) -> set[IamBinding]:
     """Run one read-modify-write cycle, again from the read when the etag went stale."""
     for attempt in range(1, STALE_ETAG_ATTEMPTS + 1):
         try:
@@ -66,14 +77,17 @@ class ServiceAccountPolicies:
         )
         return self._client.get_iam_policy(request=request)
 
-    def set_member(self, binding: IamBinding, present: bool) -> bool:
-        def change() -> bool:
-            policy = self._policy(binding.resource)
-            if not _edit_proto(policy, binding, present):
-                return False
-            request = iam_policy_pb2.SetIamPolicyRequest(resource=binding.resource, policy=policy)
-            self._client.set_iam_policy(request=request)
-            return True
+    def update(self, changes: Sequence[Change]) -> set[IamBinding]:
+        resource = _one_resource(changes)
+
+        def change() -> set[IamBinding]:
+            policy = self._policy(resource)
+            changed = {binding for binding, present in changes if _edit_proto(policy, binding, present)}
+            if changed:
+                self._client.set_iam_policy(
+                    request=iam_policy_pb2.SetIamPolicyRequest(resource=resource, policy=policy)
+                )
+            return changed
 
         return _read_modify_write("iam", change)
 
@@ -109,14 +123,16 @@ class BucketPolicies:
         bucket = self._client.bucket(resource.removeprefix(BUCKET_PREFIX))
         return bucket, bucket.get_iam_policy(requested_policy_version=3)
 
-    def set_member(self, binding: IamBinding, present: bool) -> bool:
-        def change() -> bool:
-            bucket, policy = self._policy(binding.resource)
-            if not _edit_dicts(policy.bindings, binding, present):
-                return False
-            policy.version = 3
-            bucket.set_iam_policy(policy)  # sends the etag it read: a concurrent change is a 412
-            return True
+    def update(self, changes: Sequence[Change]) -> set[IamBinding]:
+        resource = _one_resource(changes)
+
+        def change() -> set[IamBinding]:
+            bucket, policy = self._policy(resource)
+            changed = {binding for binding, present in changes if _edit_dicts(policy.bindings, binding, present)}
+            if changed:
+                policy.version = 3
+                bucket.set_iam_policy(policy)  # sends the etag it read: a concurrent change is a 412
+            return changed
 
         return _read_modify_write("storage", change)
 
@@ -144,15 +160,20 @@ class RoutedPolicies:
     def __init__(self, service_accounts: IamPolicies, buckets: IamPolicies) -> None:
         self._service_accounts, self._buckets = service_accounts, buckets
 
-    def _for(self, binding: IamBinding) -> IamPolicies:
-        return self._buckets if binding.resource.startswith(BUCKET_PREFIX) else self._service_accounts
+    def _for(self, resource: str) -> IamPolicies:
+        return self._buckets if resource.startswith(BUCKET_PREFIX) else self._service_accounts
 
-    def set_member(self, binding: IamBinding, present: bool) -> bool:
-        return self._for(binding).set_member(binding, present)
+    def update(self, changes: Sequence[Change]) -> set[IamBinding]:
+        return self._for(_one_resource(changes)).update(changes)
 
 
 class BindingManager:
-    """Makes bindings present, without re-reading a verified one more often than `verify_seconds`."""
+    """Makes bindings present, without re-reading a verified one more often than `verify_seconds`.
+
+    Changes to one resource are serialised and batched: while one read-modify-write of a GSA's
+    policy runs, the members other workloads want added queue up and go in the next one, so N
+    workloads sharing a GSA cost about two writes instead of N racing ones that spoil each other's etag.
+    """
 
     def __init__(self, policies: IamPolicies, *, backoff: Backoff, verify_seconds: float) -> None:
         self._policies = policies
@@ -160,6 +181,28 @@ class BindingManager:
         self._verify_seconds = verify_seconds
         self._verified: dict[IamBinding, float] = {}
         self._failures: dict[IamBinding, GcpError] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._queued: dict[str, list[tuple[Change, asyncio.Future[bool]]]] = {}
+
+    async def _apply(self, binding: IamBinding, present: bool) -> bool:
+        """Queue one change and run the resource's batch, unless an earlier caller runs it; True if it changed."""
+        resource = binding.resource
+        done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._queued.setdefault(resource, []).append(((binding, present), done))
+        async with self._locks.setdefault(resource, asyncio.Lock()):
+            batch = self._queued.pop(resource, [])
+            if batch:
+                try:
+                    changed = await asyncio.to_thread(self._policies.update, [change for change, _ in batch])
+                except GcpError as error:
+                    for _, waiter in batch:
+                        if not waiter.done():  # a caller cancelled meanwhile has nobody to tell
+                            waiter.set_exception(error)
+                else:
+                    for (binding_changed, _), waiter in batch:
+                        if not waiter.done():
+                            waiter.set_result(binding_changed in changed)
+        return await done
 
     async def ensure(self, binding: IamBinding) -> tuple[bool, GcpError | None]:
         """(added now, failure): the member is in the role unless a failure is returned."""
@@ -169,7 +212,7 @@ class BindingManager:
         if not self._backoff.due(binding) and binding in self._failures:
             return False, self._failures[binding]
         try:
-            added = await asyncio.to_thread(self._policies.set_member, binding, True)
+            added = await self._apply(binding, True)
         except GcpError as error:
             self._failures[binding] = error
             delay = self._backoff.failed(binding)
@@ -186,5 +229,5 @@ class BindingManager:
     async def remove(self, binding: IamBinding) -> None:
         """Take the member out of the role; raises GcpError so the caller can retry."""
         self._verified.pop(binding, None)
-        if await asyncio.to_thread(self._policies.set_member, binding, False):
+        if await self._apply(binding, False):
             logger.info("revoked %s from %s on %s", binding.role, binding.member, binding.resource)

@@ -25,7 +25,7 @@ from mlworkload.settings import OperatorSettings
 
 logger = logging.getLogger(__name__)
 
-# owner (namespace/name) -> what its status records; live workloads only (not being deleted).
+# owner (namespace/name) -> what its status records, for every workload (`releasing` when being deleted).
 ClaimSource = Callable[[], Awaitable[Mapping[str, Recorded]]]
 
 REASON_PROVISIONED: Final = "Provisioned"
@@ -35,6 +35,10 @@ REASON_BOUND: Final = "Bound"
 
 def _binding(status: IamBindingStatus) -> IamBinding:
     return IamBinding(resource=status.resource, role=status.role, member=status.member)
+
+
+def _order(binding: IamBinding) -> tuple[str, str, str]:
+    return binding.resource, binding.role, binding.member
 
 
 def _added(recorded: Recorded) -> set[IamBinding]:
@@ -77,6 +81,7 @@ class LiveProvisioner:
         self._bindings_in_use: dict[str, set[IamBinding]] = {}
         self._added: dict[str, set[IamBinding]] = {}  # by owner: bindings the operator added for it
         self._preexisting: dict[str, set[IamBinding]] = {}  # by owner: present before the operator looked
+        self._handed_over: set[IamBinding] = set()  # added for a workload since released, kept for others
 
     # --- ensure -------------------------------------------------------------------------------
 
@@ -98,10 +103,8 @@ class LiveProvisioner:
     async def _ensure_bindings(
         self, owner: str, wanted: list[IamBinding], recorded: Recorded
     ) -> tuple[Readiness, list[IamBindingStatus]]:
-        if not wanted:
-            return NO_IDENTITY, []
         ours = self._added.setdefault(owner, set())
-        ours |= _added(recorded) & set(wanted)
+        ours |= _added(recorded)
         failures: list[tuple[IamBinding, GcpError]] = []
         for binding in wanted:
             added, failure = await self._bindings.ensure(binding)
@@ -111,19 +114,34 @@ class LiveProvisioner:
                 ours.add(binding)
             elif binding not in ours and binding not in self._preexisting.get(owner, set()):
                 await self._adopt_or_leave(owner, binding)
+        # Bindings the workload no longer wants (it dropped its bucket) go as on release.
+        dropped = ours - set(wanted)
+        if dropped:
+            try:
+                await self._revoke(owner, dropped)
+            except GcpError as error:
+                failures.append((next(iter(dropped)), error))
+        held = [*wanted, *sorted(ours - set(wanted), key=_order)]  # what could not be revoked stays recorded
         statuses = [
             IamBindingStatus(resource=b.resource, role=b.role, member=b.member, added_by_operator=b in ours)
-            for b in wanted
+            for b in held
         ]
         if failures:
             binding, failure = next(((b, f) for b, f in failures if f.stalls), failures[0])
             message = f"{binding.role} for {binding.member} on {binding.resource}: {failure.message}"
             return Readiness(False, failure.kind.value, message, failure.stalls), statuses
+        if not wanted:
+            return NO_IDENTITY, statuses
         return Readiness(True, REASON_BOUND, f"{len(wanted)} IAM binding(s) in place"), statuses
 
     async def _adopt_or_leave(self, owner: str, binding: IamBinding) -> None:
-        """A member already present: the operator's (added for another workload), or someone else's to keep."""
-        others_added = any(binding in added for other, added in self._added.items() if other != owner)
+        """A member already present: the operator's (added for another workload), or someone else's to keep.
+
+        Workloads being deleted count here: the one that added the member may be releasing right now.
+        """
+        others_added = binding in self._handed_over or any(
+            binding in added for other, added in self._added.items() if other != owner
+        )
         if not others_added:
             claims = await self._claims()
             others_added = any(binding in _added(rec) for other, rec in claims.items() if other != owner)
@@ -131,6 +149,28 @@ class LiveProvisioner:
             self._added[owner].add(binding)
         else:
             self._preexisting.setdefault(owner, set()).add(binding)
+
+    async def _revoke(self, owner: str, bindings: set[IamBinding]) -> None:
+        """Remove the members `owner` had the operator add, unless another live workload still needs them.
+
+        A kept one passes to the workloads that need it, so the last of them removes it.
+        """
+        claims = await self._claims()
+        needed = {b for other, wanted in self._bindings_in_use.items() if other != owner for b in wanted}
+        needed |= {_binding(status) for other, rec in claims.items()
+                   if other != owner and not rec.releasing for status in rec.bindings}  # fmt: skip
+        ours = self._added.setdefault(owner, set())
+        for binding in sorted(bindings, key=_order):
+            if binding in needed:
+                self._handed_over.add(binding)
+                for other, wanted in self._bindings_in_use.items():
+                    if other != owner and binding in wanted:
+                        self._added.setdefault(other, set()).add(binding)
+                        self._preexisting.get(other, set()).discard(binding)
+            else:
+                await self._bindings.remove(binding)  # a GcpError leaves the rest recorded for the retry
+                self._handed_over.discard(binding)
+            ours.discard(binding)
 
     # --- release ------------------------------------------------------------------------------
 
@@ -140,14 +180,8 @@ class LiveProvisioner:
         self._bindings_in_use.pop(owner, None)
         self._preexisting.pop(owner, None)
         ours = self._added.get(owner, set()) | _added(recorded)
-        if not ours:
-            self._added.pop(owner, None)
-            return
-        claims = await self._claims()
-        needed = {b for other, bindings in self._bindings_in_use.items() if other != owner for b in bindings}
-        needed |= {_binding(status) for other, rec in claims.items() if other != owner for status in rec.bindings}
-        for binding in sorted(ours - needed, key=lambda b: (b.resource, b.role, b.member)):
-            await self._bindings.remove(binding)  # a GcpError leaves `ours` recorded for the retry
+        if ours:
+            await self._revoke(owner, ours)
         self._added.pop(owner, None)
 
     # --- unused pools -------------------------------------------------------------------------
@@ -155,7 +189,7 @@ class LiveProvisioner:
     async def collect(self) -> list[str]:
         """One pass over every cluster the operator provisions in: delete pools unclaimed for the grace period."""
         claims = await self._claims()
-        claimed = {pool.name for rec in claims.values() for pool in rec.pools}
+        claimed = {pool.name for rec in claims.values() if not rec.releasing for pool in rec.pools}
         claimed |= {name for names in self._pools_in_use.values() for name in names}
         deleted: list[str] = []
         for cluster in sorted(self._clusters | self._pools.clusters):

@@ -14,7 +14,7 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import ParamSpec, TypeVar
 
-from mlworkload.gcp.errors import FailureKind, GcpError
+from mlworkload.gcp.errors import FailureKind, GcpError, classify_message
 from mlworkload.gcp.nodepools import NodePools, OperationInfo, PoolInfo
 from mlworkload.gcp.plan import NodePoolPlan
 from mlworkload.gcp.retry import Backoff
@@ -183,7 +183,7 @@ class PoolCoordinator:
             return PoolReport(plan.name, "Deleting", message=message)
         if not info.failed:
             return PoolReport(plan.name, "Provisioning", message=f"node pool {plan.name} is {info.status.lower()}")
-        failure = self._failures.get(key) or GcpError(FailureKind.UNAVAILABLE, info.message or info.status)
+        failure = self._failures.get(key) or classify_message(info.message or info.status)
         if key not in self._create_failed:
             # A pool that once worked may hold other workloads' nodes: report, never replace.
             return PoolReport(plan.name, "Failed", message=failure.message, failure=failure)
@@ -226,6 +226,7 @@ class PoolCoordinator:
                 return None
             raise
         self._backoff.succeeded(busy)
+        self._adopted.add(operation.name)  # its name comes back from status: it is ours, not one to adopt
         self._forget(cluster, operation.pool)
         state.active, state.last_poll = operation, self._clock()
         return operation

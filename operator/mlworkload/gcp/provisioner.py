@@ -40,6 +40,7 @@ class Recorded:
 
     pools: Sequence[NodePoolStatus] = ()
     bindings: Sequence[IamBindingStatus] = ()
+    releasing: bool = False  # the workload is being deleted: it claims nothing any more
 
     @property
     def empty(self) -> bool:

@@ -18,7 +18,7 @@ from tests.support.gcp.gke import (
     stockout,
 )
 from tests.support.gcp.iam import FakeIam, iam_permission_denied
-from tests.support.gcp.server import FakeGcp
+from tests.support.gcp.server import FakeGcp, fresh_project
 from tests.support.gcp.storage import FakeStorage, precondition_failed, storage_permission_denied
 
 __all__ = [
@@ -33,6 +33,7 @@ __all__ = [
     "OperationFailure",
     "Request",
     "api_error",
+    "fresh_project",
     "gke_client",
     "iam_client",
     "iam_permission_denied",

@@ -26,7 +26,7 @@ import asyncio
 import concurrent.futures
 import json
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
 from typing import Any, Self
 
@@ -288,3 +288,17 @@ def _grpc_status(error: ApiError) -> Any:
             packed.Pack(info)
             details.append(packed)
     return status_pb2.Status(code=error.grpc_code, message=error.message, details=details)
+
+
+def fresh_project(
+    fake: FakeGcp, *, project: str, location: str, cluster: str, service_account: str, bucket: str
+) -> Iterator[None]:
+    """For a per-test fixture: forget everything, add one Workload Identity cluster, one GSA and one bucket;
+    afterwards, no request may have gone unrouted or broken the fake."""
+    fake.reset()
+    fake.gke.add_cluster(project, location, cluster)
+    fake.iam.add_service_account(service_account)
+    fake.storage.add_bucket(bucket, project)
+    yield
+    assert fake.unrouted == []
+    assert fake.internal_errors == []

@@ -1,0 +1,911 @@
+"""The GCP adapters with the real Google client libraries against FakeGcp: pools, IAM bindings, release.
+
+`PoolCoordinator`, `BindingManager` and `LiveProvisioner` run unchanged over `GkeNodePools`
+(google-cloud-container, REST), `ServiceAccountPolicies` (google-cloud-iam, gRPC) and `BucketPolicies`
+(google-cloud-storage). Time is a `Clock` the test advances and `poll_seconds=0`, so every `ensure`
+polls its operation and every backoff is crossed on purpose; GKE operations finish only when the test
+calls `fake.gke.complete_operations()`. Nothing sleeps.
+"""
+
+import asyncio
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from prometheus_client import REGISTRY
+
+from mlworkload.api.policy import PolicyGcp
+from mlworkload.api.workload import Capacity, IamBindingStatus, NodePoolStatus
+from mlworkload.builders import build_gcp_plan
+from mlworkload.gcp import clients
+from mlworkload.gcp.errors import FailureKind, GcpError
+from mlworkload.gcp.iam import BindingManager, BucketPolicies, RoutedPolicies, ServiceAccountPolicies
+from mlworkload.gcp.live import REASON_BOUND, REASON_PROVISIONED, REASON_PROVISIONING, LiveProvisioner, connect
+from mlworkload.gcp.nodepools import GkeNodePools
+from mlworkload.gcp.plan import GcpPlan, IamBinding, NodePoolPlan
+from mlworkload.gcp.pools import PoolCoordinator
+from mlworkload.gcp.provisioner import NOTHING_RECORDED, GcpState, Recorded
+from mlworkload.gcp.retry import Backoff
+from mlworkload.settings import OperatorSettings
+from tests.support import gcp as fakes
+from tests.support.documents import GSA, WorkloadDoc, permissive_policy, resolved, workload
+from tests.support.gcp import (
+    ApiError,
+    FakeGcp,
+    Request,
+    fresh_project,
+    iam_permission_denied,
+    permission_denied,
+    precondition_failed,
+    quota_exceeded_at_create,
+    stockout,
+    storage_permission_denied,
+    unavailable,
+)
+from tests.support.gcp.core import Service
+
+PROJECT, LOCATION, CLUSTER = "my-proj", "us-central1", "ml-cluster"  # what permissive_policy() names
+CLUSTER_PATH = f"projects/{PROJECT}/locations/{LOCATION}/clusters/{CLUSTER}"
+BUCKET = "team-nlp-ckpt"
+GSA_RESOURCE = f"projects/{PROJECT}/serviceAccounts/{GSA}"
+GSA_MEMBER = f"serviceAccount:{GSA}"
+WI_USER = "roles/iam.workloadIdentityUser"
+OBJECT_USER = "roles/storage.objectUser"
+TOKEN_CREATOR = "roles/iam.serviceAccountTokenCreator"
+BASE_DELAY, MAX_DELAY = 10.0, 80.0
+GRACE = 100.0
+VERIFY = 60.0
+GPU_POOL, CPU_POOL = "mlw-l4x1-spot", "mlw-n2-standard-8-ondemand"
+
+
+def ksa(name: str, namespace: str = "team-nlp") -> str:
+    return f"serviceAccount:{PROJECT}.svc.id.goog[{namespace}/{name}]"
+
+
+# --- fixtures and helpers -------------------------------------------------------------------------------
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 5000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+class Claims:
+    """The ClaimSource: what live workloads' statuses record, as the test says."""
+
+    def __init__(self) -> None:
+        self.owners: dict[str, Recorded] = {}
+
+    async def __call__(self) -> Mapping[str, Recorded]:
+        return dict(self.owners)
+
+
+@pytest.fixture(autouse=True)
+def world(fake: FakeGcp) -> Iterator[None]:
+    yield from fresh_project(
+        fake, project=PROJECT, location=LOCATION, cluster=CLUSTER, service_account=GSA, bucket=BUCKET
+    )
+
+
+@pytest.fixture(scope="module")
+def gke(fake: FakeGcp) -> GkeNodePools:
+    return GkeNodePools(fakes.gke_client(fake))
+
+
+@pytest.fixture(scope="module")
+def policies(fake: FakeGcp) -> Iterator[RoutedPolicies]:
+    iam = fakes.iam_client(fake)
+    storage = fakes.storage_client(fake, PROJECT)
+    yield RoutedPolicies(ServiceAccountPolicies(iam), BucketPolicies(storage))
+    iam.transport.close()  # type: ignore[no-untyped-call]
+    storage.close()
+
+
+@dataclass
+class Rig:
+    """One test's world: the fake, adapters over the real clients, the clock and the claims."""
+
+    fake: FakeGcp
+    gke: GkeNodePools
+    policies: RoutedPolicies
+    clock: Clock = field(default_factory=Clock)
+    claims: Claims = field(default_factory=Claims)
+
+    def coordinator(self) -> PoolCoordinator:
+        return PoolCoordinator(self.gke, backoff=Backoff(BASE_DELAY, MAX_DELAY, self.clock), poll_seconds=0)
+
+    def provisioner(self) -> LiveProvisioner:
+        """Wired like `live.connect`: one backoff for pools and bindings; a new one is a restarted operator."""
+        backoff = Backoff(BASE_DELAY, MAX_DELAY, self.clock)
+        return LiveProvisioner(
+            PoolCoordinator(self.gke, backoff=backoff, poll_seconds=0),
+            BindingManager(self.policies, backoff=backoff, verify_seconds=VERIFY),
+            self.claims,
+            grace_seconds=GRACE,
+            clusters=[CLUSTER_PATH],
+        )
+
+
+@pytest.fixture
+def rig(fake: FakeGcp, gke: GkeNodePools, policies: RoutedPolicies) -> Rig:
+    return Rig(fake, gke, policies)
+
+
+def plan_of(doc: WorkloadDoc) -> GcpPlan:
+    return build_gcp_plan(resolved(doc, permissive_policy()))
+
+
+def gpu_pool() -> NodePoolPlan:
+    (pool,) = plan_of(workload().gpu_group(capacity="Spot")).node_pools
+    assert pool.name == GPU_POOL
+    return pool
+
+
+def cpu_pool() -> NodePoolPlan:
+    (pool,) = plan_of(workload().group("cpu", machineType="n2-standard-8", capacity="OnDemand")).node_pools
+    assert pool.name == CPU_POOL
+    return pool
+
+
+def pools_only(*pools: NodePoolPlan) -> GcpPlan:
+    return GcpPlan(node_pools=list(pools))
+
+
+def identity_plan(name: str = "demo", access: str = "ReadWrite") -> GcpPlan:
+    """The real builder's bindings: Workload Identity on the GSA, and the GSA on the bucket."""
+    doc = workload(name).set("spec.storage", {"bucket": f"gs://{BUCKET}", "access": access})
+    plan = GcpPlan(iam_bindings=plan_of(doc).iam_bindings)
+    assert [(b.resource, b.role, b.member) for b in plan.iam_bindings] == [
+        (GSA_RESOURCE, WI_USER, ksa(name)),
+        (f"projects/_/buckets/{BUCKET}", OBJECT_USER, GSA_MEMBER),
+    ]
+    return plan
+
+
+def recorded(state: GcpState) -> Recorded:
+    """What the reconciler writes to status and hands back on the next pass."""
+    return Recorded(pools=tuple(state.pools), bindings=tuple(state.bindings))
+
+
+def states(state: GcpState) -> dict[str, str]:
+    return {pool.name: pool.state for pool in state.pools}
+
+
+def rpc_statuses(fake: FakeGcp, service: Service, rpc: str | list[str], since: int = 0) -> list[int]:
+    return [call.status for call in fake.calls(service, rpc, since)]
+
+
+def created_names(fake: FakeGcp, since: int = 0) -> list[str]:
+    return [call.body["nodePool"]["name"] for call in fake.calls("container", "CreateNodePool", since)]
+
+
+def deleted_paths(fake: FakeGcp, since: int = 0) -> list[str]:
+    return [call.path for call in fake.calls("container", "DeleteNodePool", since)]
+
+
+def api_errors(api: str, reason: str) -> float:
+    """The operator's failed-GCP-call counter (process-wide, so tests compare before and after)."""
+    return REGISTRY.get_sample_value("mlworkload_gcp_api_errors_total", {"api": api, "reason": reason}) or 0.0
+
+
+def managed_pool(name: str) -> dict[str, Any]:
+    return {"name": name, "config": {"machineType": "e2-standard-4", "resourceLabels": {"managed-by": "mlworkload"}}}
+
+
+def before_our_write(fake: FakeGcp, service: Service, write: Callable[[], object]) -> None:
+    """Another writer changes the policy between our read and our write, once.
+
+    A fault predicate runs as the request arrives and before it is handled, the one hook for that interleaving
+    without threads; it always answers False, so the stale etag is refused by the fake's own handler.
+    """
+    written: list[bool] = []
+
+    def when(_: Request) -> bool:
+        if not written:
+            written.append(True)
+            write()
+        return False
+
+    fake.fail(service, "SetIamPolicy", ApiError("INTERNAL", "never sent"), times=None, when=when)
+
+
+# --- node pools: sharing and the one-operation-per-cluster rule -----------------------------------------
+
+
+async def test_twenty_workloads_of_one_shape_make_one_create(fake: FakeGcp, rig: Rig) -> None:
+    live = rig.provisioner()
+    plan = pools_only(gpu_pool())
+    first = await asyncio.gather(*(live.ensure(f"team-nlp/w{i}", plan, NOTHING_RECORDED) for i in range(20)))
+
+    assert rpc_statuses(fake, "container", "CreateNodePool") == [200]
+    (operation,) = fake.gke.operations
+    assert {(s.pools[0].state, s.pools[0].operation) for s in first} == {("Provisioning", operation)}
+    assert {(s.node_pools.ready, s.node_pools.reason) for s in first} == {(False, REASON_PROVISIONING)}
+    stored = fake.gke.node_pool(CLUSTER_PATH, GPU_POOL)
+    assert stored is not None
+    assert stored["config"]["resourceLabels"]["managed-by"] == "mlworkload"
+    assert stored["autoscaling"]["totalMaxNodeCount"] == 8
+    assert stored.get("initialNodeCount", 0) == 0
+
+    fake.gke.complete_operations()
+    done = await live.ensure("team-nlp/w0", plan, recorded(first[0]))
+    assert states(done) == {GPU_POOL: "Running"}
+    assert done.pools[0].operation == ""
+    assert (done.node_pools.ready, done.node_pools.reason) == (True, REASON_PROVISIONED)
+    later = await asyncio.gather(*(live.ensure(f"team-nlp/w{i}", plan, recorded(first[i])) for i in range(1, 20)))
+    assert all(states(s) == {GPU_POOL: "Running"} for s in later)
+    assert len(fake.calls("container", "CreateNodePool")) == 1
+
+
+async def test_a_second_shape_queues_behind_the_running_operation(fake: FakeGcp, rig: Rig) -> None:
+    live = rig.provisioner()
+    plan = pools_only(gpu_pool(), cpu_pool())
+
+    state = await live.ensure("team-nlp/mixed", plan, NOTHING_RECORDED)
+    (first,) = created_names(fake)
+    second = CPU_POOL if first == GPU_POOL else GPU_POOL
+    assert states(state) == {first: "Provisioning", second: "Queued"}
+    assert (state.node_pools.ready, state.node_pools.reason) == (False, REASON_PROVISIONING)
+
+    state = await live.ensure("team-nlp/mixed", plan, recorded(state))  # still running: still queued
+    assert states(state) == {first: "Provisioning", second: "Queued"}
+    assert created_names(fake) == [first]
+
+    fake.gke.complete_operations()
+    state = await live.ensure("team-nlp/mixed", plan, recorded(state))
+    assert states(state) == {first: "Running", second: "Provisioning"}
+    assert created_names(fake) == [first, second]
+
+    fake.gke.complete_operations()
+    state = await live.ensure("team-nlp/mixed", plan, recorded(state))
+    assert states(state) == {first: "Running", second: "Running"}
+    assert state.node_pools.reason == REASON_PROVISIONED
+    assert rpc_statuses(fake, "container", "CreateNodePool") == [200, 200]  # never answered 400 busy
+
+
+@pytest.mark.parametrize("shape", ["error-info", "message-only", "too-many-operations"])
+async def test_a_busy_cluster_queues_the_create_and_retries_after_the_backoff(
+    shape: str, fake: FakeGcp, rig: Rig
+) -> None:
+    live = rig.provisioner()
+    plan = pools_only(gpu_pool())
+    if shape == "too-many-operations":
+        too_many = ApiError(
+            "RESOURCE_EXHAUSTED",
+            f'Too many operations: cluster "{CLUSTER}" hits the concurrent operations quota 5, please try again later.',
+        )
+        fake.fail("container", "CreateNodePool", too_many)
+    else:
+        fake.gke.busy_error_info = shape == "error-info"
+        fake.gke.start_operation(CLUSTER_PATH)  # an auto-upgrade the operator knows nothing about
+
+    state = await live.ensure("team-nlp/a", plan, NOTHING_RECORDED)
+    assert states(state) == {GPU_POOL: "Queued"}
+    assert (state.node_pools.ready, state.node_pools.reason, state.node_pools.permanent) == (
+        False,
+        REASON_PROVISIONING,
+        False,
+    )
+    assert rpc_statuses(fake, "container", "CreateNodePool") == [429 if shape == "too-many-operations" else 400]
+
+    rig.clock.advance(BASE_DELAY - 1)
+    state = await live.ensure("team-nlp/a", plan, recorded(state))
+    assert states(state) == {GPU_POOL: "Queued"}
+    fake.gke.complete_operations()
+    state = await live.ensure("team-nlp/a", plan, recorded(state))
+    assert states(state) == {GPU_POOL: "Queued"}  # free now, but the backoff has not run out
+    assert len(fake.calls("container", "CreateNodePool")) == 1
+
+    rig.clock.advance(1)
+    state = await live.ensure("team-nlp/a", plan, recorded(state))
+    assert states(state) == {GPU_POOL: "Provisioning"}
+    assert rpc_statuses(fake, "container", "CreateNodePool")[1:] == [200]
+    fake.gke.complete_operations()
+    state = await live.ensure("team-nlp/a", plan, recorded(state))
+    assert states(state) == {GPU_POOL: "Running"}
+
+
+async def test_a_restarted_coordinator_resumes_the_recorded_operation(fake: FakeGcp, rig: Rig) -> None:
+    plan = gpu_pool()
+    before = await rig.coordinator().ensure(plan)
+    assert before.state == "Provisioning"
+    assert before.operation in fake.gke.operations
+
+    restarted = rig.coordinator()
+    mark = fake.mark()
+    after = await restarted.ensure(plan, recorded_operation=before.operation)
+    assert (after.state, after.operation) == ("Provisioning", before.operation)
+    polled = fake.calls("container", "GetOperation", since=mark)
+    assert polled
+    assert {call.path.rsplit("/", 1)[-1] for call in polled} == {before.operation}
+    assert fake.calls("container", "CreateNodePool", since=mark) == []
+
+    fake.gke.complete_operations()
+    done = await restarted.ensure(plan, recorded_operation=before.operation)
+    assert done.state == "Running"
+    assert len(fake.calls("container", "CreateNodePool")) == 1
+
+
+async def test_a_restarted_provisioner_resumes_from_the_status_it_wrote(fake: FakeGcp, rig: Rig) -> None:
+    plan = pools_only(gpu_pool(), cpu_pool())
+    before = await rig.provisioner().ensure("team-nlp/a", plan, NOTHING_RECORDED)
+    running = next(pool for pool in before.pools if pool.operation)
+
+    restarted = rig.provisioner()
+    after = await restarted.ensure("team-nlp/a", plan, recorded(before))
+    # the adopted operation is the cluster's one operation again: the other pool keeps waiting for it
+    assert states(after) == states(before)
+    assert {pool.name: pool.operation for pool in after.pools}[running.name] == running.operation
+    assert len(fake.calls("container", "CreateNodePool")) == 1
+    assert rpc_statuses(fake, "container", "CreateNodePool") == [200]
+
+
+async def stocked_out(fake: FakeGcp, live: LiveProvisioner, plan: GcpPlan) -> GcpState:
+    """The pool's creation ends in a stockout; the state the next pass reports."""
+    fake.gke.fail_operations(stockout())
+    state = await live.ensure("team-nlp/a", plan, NOTHING_RECORDED)
+    fake.gke.complete_operations()
+    return await live.ensure("team-nlp/a", plan, recorded(state))
+
+
+async def test_a_stockout_is_reported_then_the_failed_pool_is_replaced(fake: FakeGcp, rig: Rig) -> None:
+    live = rig.provisioner()
+    plan = pools_only(gpu_pool())
+    state = await stocked_out(fake, live, plan)
+    assert states(state) == {GPU_POOL: "Failed"}
+    assert (state.node_pools.ready, state.node_pools.reason, state.node_pools.permanent) == (False, "Stockout", True)
+    assert "does not have enough resources" in state.node_pools.message
+
+    rig.clock.advance(BASE_DELAY - 1)
+    state = await live.ensure("team-nlp/a", plan, recorded(state))
+    assert state.node_pools.reason == "Stockout"
+    assert deleted_paths(fake) == []
+
+    rig.clock.advance(MAX_DELAY)  # past the backoff however it counted; the exact delay is the next test's
+    state = await live.ensure("team-nlp/a", plan, recorded(state))
+    assert deleted_paths(fake) == [f"/v1/{CLUSTER_PATH}/nodePools/{GPU_POOL}"]
+    assert len(fake.calls("container", "CreateNodePool")) == 1
+    fake.gke.complete_operations()  # the deletion
+
+    state = await live.ensure("team-nlp/a", plan, recorded(state))
+    assert states(state) == {GPU_POOL: "Provisioning"}
+    assert created_names(fake) == [GPU_POOL, GPU_POOL]
+    fake.gke.complete_operations()
+    state = await live.ensure("team-nlp/a", plan, recorded(state))
+    assert states(state) == {GPU_POOL: "Running"}
+    assert state.node_pools.reason == REASON_PROVISIONED
+    assert len(fake.calls("container", "CreateNodePool")) == 2
+    assert len(fake.calls("container", "DeleteNodePool")) == 1
+
+
+async def test_a_failed_operation_counts_once_in_the_backoff(fake: FakeGcp, rig: Rig) -> None:
+    """The status hands the operator's own operation back on every pass; finishing it twice doubles the wait."""
+    live = rig.provisioner()
+    plan = pools_only(gpu_pool())
+    state = await stocked_out(fake, live, plan)
+    assert state.node_pools.reason == "Stockout"
+
+    rig.clock.advance(BASE_DELAY)
+    await live.ensure("team-nlp/a", plan, recorded(state))
+    assert deleted_paths(fake) == [f"/v1/{CLUSTER_PATH}/nodePools/{GPU_POOL}"]
+
+
+async def test_a_pool_left_failed_is_classified_from_its_status_after_a_restart(fake: FakeGcp, rig: Rig) -> None:
+    """The operation is gone (GKE expires them); the pool's status message still says why it failed."""
+    plan = gpu_pool()
+    fake.gke.fail_operations(stockout())
+    before = await rig.coordinator().ensure(plan)
+    fake.gke.complete_operations()
+    expired = ApiError("NOT_FOUND", f"Not found: projects/{PROJECT}/locations/{LOCATION}/operations/x.")
+    fake.fail("container", "GetOperation", expired)
+
+    report = await rig.coordinator().ensure(plan, recorded_operation=before.operation)
+    assert report.state == "Failed"
+    assert report.failure is not None
+    assert report.failure.kind is FailureKind.STOCKOUT
+    assert report.failure.stalls
+
+
+async def test_an_operation_gke_no_longer_knows_does_not_block_the_cluster(fake: FakeGcp, rig: Rig) -> None:
+    coordinator = rig.coordinator()
+    started = await coordinator.ensure(gpu_pool())
+    gone = ApiError("NOT_FOUND", f"Not found: projects/{PROJECT}/locations/{LOCATION}/operations/{started.operation}.")
+    fake.fail("container", "GetOperation", gone)
+
+    report = await coordinator.ensure(gpu_pool())
+    assert (report.state, report.failure) == ("Provisioning", None)  # the pool itself says PROVISIONING
+    fake.gke.complete_operations()
+    assert (await coordinator.ensure(cpu_pool())).state == "Provisioning"  # no longer queued behind a lost operation
+    assert (await coordinator.ensure(gpu_pool())).state == "Running"
+    assert created_names(fake) == [GPU_POOL, CPU_POOL]
+
+
+@pytest.mark.parametrize(
+    ("inject", "reason", "stalled"),
+    [
+        pytest.param(lambda f: f.fail("container", "CreateNodePool", quota_exceeded_at_create(PROJECT, "NVIDIA_L4_GPUS",
+                     8.0, 8.0, 0.0)), "QuotaExceeded", True, id="quota-403"),
+        pytest.param(lambda f: f.fail("container", "CreateNodePool", permission_denied("container.clusters.update",
+                     CLUSTER_PATH)), "PermissionDenied", True, id="permission-denied"),
+        pytest.param(lambda f: setattr(f.gke, "known_machine_types", frozenset({"n2-standard-8"})), "InvalidRequest",
+                     True, id="invalid-machine-type"),
+        pytest.param(lambda f: f.fail("container", "CreateNodePool", unavailable()), "GcpUnavailable", False,
+                     id="unavailable-503"),
+    ],
+)  # fmt: skip
+async def test_a_refused_create_is_reported_and_retried_after_the_backoff(
+    inject: Callable[[FakeGcp], object], reason: str, stalled: bool, fake: FakeGcp, rig: Rig
+) -> None:
+    live = rig.provisioner()
+    plan = pools_only(gpu_pool())
+    inject(fake)
+    counted = api_errors("container", reason)
+    state = await live.ensure("team-nlp/a", plan, NOTHING_RECORDED)
+    assert states(state) == {GPU_POOL: "Failed"}
+    assert (state.node_pools.ready, state.node_pools.reason, state.node_pools.permanent) == (False, reason, stalled)
+    assert fake.gke.operations == {}
+    assert api_errors("container", reason) == counted + 1
+
+    rig.clock.advance(BASE_DELAY - 1)
+    state = await live.ensure("team-nlp/a", plan, recorded(state))
+    assert state.node_pools.reason == reason
+    assert len(fake.calls("container", "CreateNodePool")) == 1  # not hammered while backing off
+
+    rig.clock.advance(1)
+    await live.ensure("team-nlp/a", plan, recorded(state))
+    assert len(fake.calls("container", "CreateNodePool")) == 2
+
+
+async def test_a_pool_of_our_name_that_we_did_not_create_is_reported_and_never_touched(fake: FakeGcp, rig: Rig) -> None:
+    live = rig.provisioner()
+    plan = pools_only(gpu_pool())
+    fake.gke.put_node_pool(CLUSTER_PATH, {"name": GPU_POOL, "config": {"machineType": "g2-standard-8"}})
+
+    state = await live.ensure("team-nlp/a", plan, NOTHING_RECORDED)
+    assert states(state) == {GPU_POOL: "Failed"}
+    assert (state.node_pools.reason, state.node_pools.permanent) == ("InvalidRequest", True)
+    assert "not created by mlworkload" in state.node_pools.message
+
+    await live.release("team-nlp/a", recorded(state))
+    assert await live.collect() == []
+    rig.clock.advance(GRACE * 10)
+    assert await live.collect() == []
+    assert fake.calls("container", ["CreateNodePool", "DeleteNodePool"]) == []
+    assert fake.gke.node_pool(CLUSTER_PATH, GPU_POOL) is not None
+
+
+# --- node pools: release by reference count and grace period -------------------------------------------
+
+
+async def test_a_pool_is_deleted_only_after_its_last_user_left_and_the_grace_ran_out(fake: FakeGcp, rig: Rig) -> None:
+    live = rig.provisioner()
+    plan = pools_only(gpu_pool())
+    fake.gke.put_node_pool(CLUSTER_PATH, {"name": "hand-made", "config": {"machineType": "e2-standard-4"}})
+    fake.gke.put_node_pool(CLUSTER_PATH, managed_pool("mlw-e2-standard-4-spot"))
+    in_status_only = Recorded(pools=[NodePoolStatus(name="mlw-e2-standard-4-spot", capacity=Capacity.SPOT)])
+
+    a = await live.ensure("team-nlp/a", plan, NOTHING_RECORDED)
+    b = await live.ensure("team-nlp/b", plan, NOTHING_RECORDED)
+    fake.gke.complete_operations()
+    a = await live.ensure("team-nlp/a", plan, recorded(a))
+    b = await live.ensure("team-nlp/b", plan, recorded(b))
+    assert states(a) == states(b) == {GPU_POOL: "Running"}
+    rig.claims.owners = {"team-nlp/a": recorded(a), "team-nlp/b": recorded(b), "team-cv/c": in_status_only}
+
+    del rig.claims.owners["team-nlp/a"]  # a is being deleted: no longer a live workload
+    await live.release("team-nlp/a", recorded(a))
+    assert await live.collect() == []
+    rig.clock.advance(GRACE * 10)
+    assert await live.collect() == []
+
+    del rig.claims.owners["team-nlp/b"]
+    await live.release("team-nlp/b", recorded(b))
+    assert await live.collect() == []  # the grace period starts now
+    rig.clock.advance(GRACE - 1)
+    assert await live.collect() == []
+    assert deleted_paths(fake) == []
+
+    rig.clock.advance(1)
+    assert await live.collect() == [GPU_POOL]
+    assert deleted_paths(fake) == [f"/v1/{CLUSTER_PATH}/nodePools/{GPU_POOL}"]
+    assert await live.collect() == []  # deleting already
+    fake.gke.complete_operations()
+    rig.clock.advance(GRACE * 10)
+    assert await live.collect() == []
+    assert len(fake.calls("container", "DeleteNodePool")) == 1
+    assert sorted(pool["name"] for pool in fake.gke.node_pools(CLUSTER_PATH)) == ["hand-made", "mlw-e2-standard-4-spot"]
+
+
+async def test_a_new_claim_during_the_grace_period_starts_it_again(fake: FakeGcp, rig: Rig) -> None:
+    live = rig.provisioner()
+    plan = pools_only(gpu_pool())
+    a = await live.ensure("team-nlp/a", plan, NOTHING_RECORDED)
+    fake.gke.complete_operations()
+    a = await live.ensure("team-nlp/a", plan, recorded(a))
+    await live.release("team-nlp/a", recorded(a))
+    assert await live.collect() == []  # unclaimed from here
+    rig.clock.advance(GRACE - 1)
+
+    b = await live.ensure("team-nlp/b", plan, NOTHING_RECORDED)
+    assert states(b) == {GPU_POOL: "Running"}
+    await live.release("team-nlp/b", recorded(b))
+    assert await live.collect() == []  # and from here again
+    rig.clock.advance(1)
+    assert await live.collect() == []  # a's grace would have run out now
+    rig.clock.advance(GRACE - 1)
+    assert await live.collect() == [GPU_POOL]
+
+
+async def test_a_pool_claimed_again_while_being_deleted_is_created_again(fake: FakeGcp, rig: Rig) -> None:
+    live = rig.provisioner()
+    plan = pools_only(gpu_pool())
+    fake.gke.put_node_pool(CLUSTER_PATH, managed_pool(GPU_POOL))
+    assert await live.collect() == []
+    rig.clock.advance(GRACE)
+    assert await live.collect() == [GPU_POOL]
+
+    state = await live.ensure("team-nlp/late", plan, NOTHING_RECORDED)
+    assert states(state) == {GPU_POOL: "Deleting"}
+    assert state.node_pools.reason == REASON_PROVISIONING
+    fake.gke.complete_operations()
+    state = await live.ensure("team-nlp/late", plan, recorded(state))
+    assert states(state) == {GPU_POOL: "Provisioning"}
+    assert created_names(fake) == [GPU_POOL]
+
+
+async def test_a_release_that_keeps_pools_revokes_identity_only(fake: FakeGcp, rig: Rig) -> None:
+    """A workload its policy now refuses loses its GCP access at once; its Ray pods may still run on the pool."""
+    live = rig.provisioner()
+    plan = GcpPlan(node_pools=[gpu_pool()], iam_bindings=identity_plan().iam_bindings)
+    state = await live.ensure("team-nlp/demo", plan, NOTHING_RECORDED)
+    fake.gke.complete_operations()
+    state = await live.ensure("team-nlp/demo", plan, recorded(state))
+    assert states(state) == {GPU_POOL: "Running"}
+
+    await live.release("team-nlp/demo", recorded(state), keep_pools=True)
+    assert fake.iam.members(GSA, WI_USER) == []
+    assert fake.storage.members(BUCKET, OBJECT_USER) == []
+    assert await live.collect() == []
+    rig.clock.advance(GRACE * 10)
+    assert await live.collect() == []
+
+    await live.release("team-nlp/demo", Recorded(pools=state.pools))
+    assert await live.collect() == []
+    rig.clock.advance(GRACE)
+    assert await live.collect() == [GPU_POOL]
+
+
+async def test_after_a_restart_pools_claimed_in_status_are_kept(fake: FakeGcp, rig: Rig) -> None:
+    fake.gke.put_node_pool(CLUSTER_PATH, managed_pool(GPU_POOL))
+    fake.gke.put_node_pool(CLUSTER_PATH, managed_pool(CPU_POOL))
+    rig.claims.owners = {"team-nlp/a": Recorded(pools=[NodePoolStatus(name=GPU_POOL, capacity=Capacity.SPOT)])}
+    live = rig.provisioner()  # fresh memory: nothing ensured in this process
+    assert await live.collect() == []
+    rig.clock.advance(GRACE)
+    assert await live.collect() == [CPU_POOL]
+    assert deleted_paths(fake) == [f"/v1/{CLUSTER_PATH}/nodePools/{CPU_POOL}"]
+
+
+# --- IAM bindings ---------------------------------------------------------------------------------------
+
+
+def seed_other_members(fake: FakeGcp) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+    """Members and roles someone else granted; returns (GSA, bucket) role -> members to compare with."""
+    fake.iam.set_bindings(
+        GSA,
+        [
+            {"role": WI_USER, "members": [ksa("ray-cv", "team-cv")]},
+            {"role": TOKEN_CREATOR, "members": ["group:ml-admins@example.com"]},
+        ],
+    )
+    bucket = fake.storage.policy(BUCKET)["bindings"]
+    bucket.append({"role": "roles/storage.objectViewer", "members": ["group:readers@example.com"]})
+    fake.storage.set_bindings(BUCKET, bucket)
+    return (
+        {WI_USER: [ksa("ray-cv", "team-cv")], TOKEN_CREATOR: ["group:ml-admins@example.com"]},
+        {
+            "roles/storage.legacyBucketOwner": [f"projectEditor:{PROJECT}", f"projectOwner:{PROJECT}"],
+            "roles/storage.legacyBucketReader": [f"projectViewer:{PROJECT}"],
+            "roles/storage.objectViewer": ["group:readers@example.com"],
+        },
+    )
+
+
+def gsa_roles(fake: FakeGcp) -> dict[str, list[str]]:
+    return {b["role"]: sorted(b["members"]) for b in fake.iam.policy(GSA).get("bindings", [])}
+
+
+def bucket_roles(fake: FakeGcp) -> dict[str, list[str]]:
+    return {b["role"]: sorted(b["members"]) for b in fake.storage.policy(BUCKET).get("bindings", [])}
+
+
+def iam_writes(fake: FakeGcp, since: int = 0) -> tuple[int, int]:
+    return len(fake.calls("iam", "SetIamPolicy", since)), len(fake.calls("storage", "SetIamPolicy", since))
+
+
+def iam_calls(fake: FakeGcp, since: int = 0) -> list[str]:
+    rpcs = ["GetIamPolicy", "SetIamPolicy"]
+    return [f"{call.service}.{call.rpc}" for call in fake.calls(None, rpcs, since) if call.service != "container"]
+
+
+def added(state: GcpState) -> dict[str, bool]:
+    return {binding.role: binding.added_by_operator for binding in state.bindings}
+
+
+async def test_bindings_are_added_once_verified_rarely_and_released_exactly(fake: FakeGcp, rig: Rig) -> None:
+    gsa_before, bucket_before = seed_other_members(fake)
+    live = rig.provisioner()
+    plan = identity_plan()
+
+    state = await live.ensure("team-nlp/demo", plan, NOTHING_RECORDED)
+    assert (state.identity.ready, state.identity.reason) == (True, REASON_BOUND)
+    assert added(state) == {WI_USER: True, OBJECT_USER: True}
+    assert iam_writes(fake) == (1, 1)
+    assert gsa_roles(fake) == {**gsa_before, WI_USER: sorted([ksa("ray-cv", "team-cv"), ksa("demo")])}
+    assert bucket_roles(fake) == {**bucket_before, OBJECT_USER: [GSA_MEMBER]}
+
+    mark = fake.mark()
+    rig.clock.advance(VERIFY - 1)
+    again = await live.ensure("team-nlp/demo", plan, recorded(state))
+    assert iam_calls(fake, mark) == []
+    assert again.bindings == state.bindings
+    assert again.identity.reason == REASON_BOUND
+
+    rig.clock.advance(1)
+    again = await live.ensure("team-nlp/demo", plan, recorded(again))
+    assert sorted(iam_calls(fake, mark)) == ["iam.GetIamPolicy", "storage.GetIamPolicy"]  # verified, not rewritten
+    assert added(again) == {WI_USER: True, OBJECT_USER: True}
+
+    mark = fake.mark()
+    await live.release("team-nlp/demo", recorded(again))
+    assert iam_writes(fake, mark) == (1, 1)
+    assert gsa_roles(fake) == gsa_before
+    assert bucket_roles(fake) == bucket_before
+
+
+@pytest.mark.parametrize("how", ["injected", "concurrent-writer"])
+async def test_a_stale_etag_is_retried_from_a_fresh_read(how: str, fake: FakeGcp, rig: Rig) -> None:
+    cv_member = ksa("ray-cv", "team-cv")
+    if how == "injected":
+        aborted = ApiError("ABORTED", "There were concurrent policy changes. Please retry the whole read-modify-write.")
+        fake.fail("iam", "SetIamPolicy", aborted)  # gRPC ABORTED, as IAM answers a stale etag
+        fake.fail("storage", "SetIamPolicy", precondition_failed())
+    else:
+        viewer = {"role": "roles/storage.objectViewer", "members": ["group:readers@example.com"]}
+        before_our_write(fake, "iam", lambda: fake.iam.set_bindings(GSA, [{"role": WI_USER, "members": [cv_member]}]))
+        bucket_bindings = fake.storage.policy(BUCKET)["bindings"]
+        before_our_write(fake, "storage", lambda: fake.storage.set_bindings(BUCKET, [*bucket_bindings, viewer]))
+
+    live = rig.provisioner()
+    state = await live.ensure("team-nlp/demo", identity_plan(), NOTHING_RECORDED)
+    assert (state.identity.ready, state.identity.reason) == (True, REASON_BOUND)
+    assert added(state) == {WI_USER: True, OBJECT_USER: True}
+    assert rpc_statuses(fake, "iam", "SetIamPolicy") == [409, 200]
+    assert rpc_statuses(fake, "storage", "SetIamPolicy") == [412, 200]
+    assert len(fake.calls("iam", "GetIamPolicy")) == 2
+    assert len(fake.calls("storage", "GetIamPolicy")) == 2
+    assert ksa("demo") in fake.iam.members(GSA, WI_USER)
+    assert fake.storage.members(BUCKET, OBJECT_USER) == [GSA_MEMBER]
+    if how == "concurrent-writer":
+        assert fake.iam.members(GSA, WI_USER) == [cv_member, ksa("demo")]
+        assert fake.storage.members(BUCKET, "roles/storage.objectViewer") == ["group:readers@example.com"]
+
+
+async def test_a_member_present_before_the_operator_looked_is_never_removed(fake: FakeGcp, rig: Rig) -> None:
+    fake.iam.set_bindings(GSA, [{"role": WI_USER, "members": [ksa("demo")]}])  # granted by hand, long ago
+    live = rig.provisioner()
+    plan = identity_plan()
+
+    state = await live.ensure("team-nlp/demo", plan, NOTHING_RECORDED)
+    assert added(state) == {WI_USER: False, OBJECT_USER: True}
+    assert iam_writes(fake) == (0, 1)
+    rig.clock.advance(VERIFY)
+    state = await live.ensure("team-nlp/demo", plan, recorded(state))
+    assert added(state) == {WI_USER: False, OBJECT_USER: True}
+
+    await live.release("team-nlp/demo", recorded(state))
+    assert fake.iam.members(GSA, WI_USER) == [ksa("demo")]
+    assert fake.storage.members(BUCKET, OBJECT_USER) == []
+    assert iam_writes(fake) == (0, 2)
+
+    restarted = rig.provisioner()  # status says "not ours": a restart must agree
+    state = await restarted.ensure("team-nlp/demo", plan, NOTHING_RECORDED)
+    await restarted.release("team-nlp/demo", recorded(state))
+    assert fake.iam.members(GSA, WI_USER) == [ksa("demo")]
+
+
+async def test_a_shared_binding_is_removed_with_its_last_user(fake: FakeGcp, rig: Rig) -> None:
+    live = rig.provisioner()
+    first = await live.ensure("team-nlp/demo", identity_plan("demo"), NOTHING_RECORDED)
+    second = await live.ensure("team-nlp/other", identity_plan("other"), NOTHING_RECORDED)
+    assert added(first) == added(second) == {WI_USER: True, OBJECT_USER: True}
+    assert iam_writes(fake) == (2, 1)  # one bucket write for both
+    rig.claims.owners = {"team-nlp/other": recorded(second)}
+
+    await live.release("team-nlp/demo", recorded(first))
+    assert fake.storage.members(BUCKET, OBJECT_USER) == [GSA_MEMBER]
+    assert fake.iam.members(GSA, WI_USER) == [ksa("other")]
+
+    rig.claims.owners = {}
+    await live.release("team-nlp/other", recorded(second))
+    assert fake.storage.members(BUCKET, OBJECT_USER) == []
+    assert fake.iam.members(GSA, WI_USER) == []
+
+
+async def test_after_a_restart_the_status_decides_what_is_removed(fake: FakeGcp, rig: Rig) -> None:
+    before = rig.provisioner()
+    first = await before.ensure("team-nlp/demo", identity_plan("demo"), NOTHING_RECORDED)
+    second = await before.ensure("team-nlp/other", identity_plan("other"), NOTHING_RECORDED)
+
+    restarted = rig.provisioner()
+    rig.claims.owners = {"team-nlp/other": recorded(second)}
+    await restarted.release("team-nlp/demo", recorded(first))
+    assert fake.storage.members(BUCKET, OBJECT_USER) == [GSA_MEMBER]  # other's status still lists it
+    assert fake.iam.members(GSA, WI_USER) == [ksa("other")]
+
+    rig.claims.owners = {}
+    await restarted.release("team-nlp/other", recorded(second))
+    assert fake.storage.members(BUCKET, OBJECT_USER) == []
+    assert fake.iam.members(GSA, WI_USER) == []
+
+
+async def test_a_binding_the_operator_added_is_not_leaked_when_a_restart_meets_a_deletion(
+    fake: FakeGcp, rig: Rig
+) -> None:
+    """demo added the bucket binding, then the operator restarted while demo was being deleted (so demo is no
+    live claim) and a new workload with the same binding came up: the binding is still the operator's."""
+    first = await rig.provisioner().ensure("team-nlp/demo", identity_plan(), NOTHING_RECORDED)
+
+    restarted = rig.provisioner()
+    second = await restarted.ensure("team-nlp/other", identity_plan("other"), NOTHING_RECORDED)
+    rig.claims.owners = {"team-nlp/other": recorded(second)}
+    await restarted.release("team-nlp/demo", recorded(first))
+    assert fake.storage.members(BUCKET, OBJECT_USER) == [GSA_MEMBER]
+
+    rig.claims.owners = {}
+    await restarted.release("team-nlp/other", recorded(second))
+    assert fake.storage.members(BUCKET, OBJECT_USER) == []
+
+
+async def test_a_binding_dropped_from_the_plan_is_not_leaked(fake: FakeGcp, rig: Rig) -> None:
+    """The workload stops using the bucket; status is the only memory a restart has of what was added."""
+    live = rig.provisioner()
+    both = identity_plan()
+    state = await live.ensure("team-nlp/demo", both, NOTHING_RECORDED)
+    without_bucket = GcpPlan(iam_bindings=both.iam_bindings[:1])
+    state = await live.ensure("team-nlp/demo", without_bucket, recorded(state))
+
+    restarted = rig.provisioner()
+    await restarted.release("team-nlp/demo", recorded(state))
+    assert fake.iam.members(GSA, WI_USER) == []
+    assert fake.storage.members(BUCKET, OBJECT_USER) == []
+
+
+async def test_iam_permission_denied_stalls_identity_and_is_retried_after_the_backoff(fake: FakeGcp, rig: Rig) -> None:
+    live = rig.provisioner()
+    plan = identity_plan()
+    fake.fail("iam", "GetIamPolicy", iam_permission_denied("iam.serviceAccounts.getIamPolicy"))
+    counted = api_errors("iam", "PermissionDenied")
+
+    state = await live.ensure("team-nlp/demo", plan, NOTHING_RECORDED)
+    assert api_errors("iam", "PermissionDenied") == counted + 1
+    assert (state.identity.ready, state.identity.reason, state.identity.permanent) == (False, "PermissionDenied", True)
+    assert WI_USER in state.identity.message
+    assert (state.node_pools.ready, state.node_pools.reason) == (True, "NoNodePools")
+    assert fake.storage.members(BUCKET, OBJECT_USER) == [GSA_MEMBER]  # one failure does not hold up the others
+
+    mark = fake.mark()
+    rig.clock.advance(BASE_DELAY - 1)
+    state = await live.ensure("team-nlp/demo", plan, recorded(state))
+    assert state.identity.reason == "PermissionDenied"
+    assert fake.calls("iam", since=mark) == []
+
+    rig.clock.advance(1)
+    state = await live.ensure("team-nlp/demo", plan, recorded(state))
+    assert (state.identity.ready, state.identity.reason) == (True, REASON_BOUND)
+    assert fake.iam.members(GSA, WI_USER) == [ksa("demo")]
+
+
+async def test_a_failed_release_keeps_what_is_left_to_remove_for_the_retry(fake: FakeGcp, rig: Rig) -> None:
+    live = rig.provisioner()
+    state = await live.ensure("team-nlp/demo", identity_plan(), NOTHING_RECORDED)
+    assert added(state) == {WI_USER: True, OBJECT_USER: True}
+    fake.fail("storage", "SetIamPolicy", storage_permission_denied(GSA, "storage.buckets.setIamPolicy"))
+
+    with pytest.raises(GcpError) as info:
+        await live.release("team-nlp/demo", NOTHING_RECORDED)  # memory alone must be enough in one process
+    assert info.value.kind is FailureKind.PERMISSION
+    assert fake.storage.members(BUCKET, OBJECT_USER) == [GSA_MEMBER]
+
+    await live.release("team-nlp/demo", NOTHING_RECORDED)
+    assert fake.storage.members(BUCKET, OBJECT_USER) == []
+    assert fake.iam.members(GSA, WI_USER) == []
+
+
+# --- the production client factories --------------------------------------------------------------------
+
+
+async def test_the_production_clients_work_against_plain_http_endpoints(fake: FakeGcp) -> None:
+    iam = clients.iam_client("http://" + fake.grpc_target)
+    storage = clients.storage_client(fake.endpoint, PROJECT)
+    try:
+        gke = GkeNodePools(clients.gke_client(fake.endpoint))
+        operation = gke.create(gpu_pool())
+        assert operation.kind == "CREATE_NODE_POOL"
+        assert not operation.done
+        assert gke.get(CLUSTER_PATH, GPU_POOL) is not None
+        assert gke.get(CLUSTER_PATH, "absent") is None
+        fake.gke.complete_operations()
+        assert gke.operation(CLUSTER_PATH, operation.name, GPU_POOL).done
+        (listed,) = gke.list(CLUSTER_PATH)
+        assert (listed.name, listed.status, listed.managed) == (GPU_POOL, "RUNNING", True)
+
+        wi = IamBinding(resource=GSA_RESOURCE, role=WI_USER, member=ksa("demo"))
+        bucket = IamBinding(resource=f"projects/_/buckets/{BUCKET}", role=OBJECT_USER, member=GSA_MEMBER)
+        routed = RoutedPolicies(ServiceAccountPolicies(iam), BucketPolicies(storage))
+        assert routed.update([(wi, True)]) == {wi}
+        assert routed.update([(wi, True)]) == set()  # already there: read, nothing written
+        assert routed.update([(bucket, True)]) == {bucket}
+        assert fake.iam.members(GSA, WI_USER) == [ksa("demo")]
+        assert fake.storage.members(BUCKET, OBJECT_USER) == [GSA_MEMBER]
+        assert [call.transport for call in fake.calls("iam")] == ["grpc"] * 3
+    finally:
+        iam.transport.close()  # type: ignore[no-untyped-call]
+        storage.close()
+
+
+async def test_connect_wires_a_live_provisioner_from_settings(fake: FakeGcp) -> None:
+    settings = OperatorSettings(
+        gcp=PolicyGcp(project=PROJECT, location=LOCATION, cluster=CLUSTER),
+        gke_endpoint=fake.endpoint,
+        iam_endpoint=f"http://{fake.grpc_target}",
+        storage_endpoint=fake.endpoint,
+    )
+    live = connect(settings, Claims())
+    plan = GcpPlan(node_pools=[gpu_pool()], iam_bindings=identity_plan().iam_bindings)
+    state = await live.ensure("team-nlp/demo", plan, NOTHING_RECORDED)
+    assert states(state) == {GPU_POOL: "Provisioning"}
+    assert (state.identity.ready, state.identity.reason) == (True, REASON_BOUND)
+    assert state.bindings == [
+        IamBindingStatus(resource=b.resource, role=b.role, member=b.member, added_by_operator=True)
+        for b in plan.iam_bindings
+    ]
+    assert created_names(fake) == [GPU_POOL]
+
+
+async def test_a_member_added_for_a_workload_being_deleted_stays_the_operators_after_a_restart(
+    fake: FakeGcp, rig: Rig
+) -> None:
+    """After a restart, memory is empty: the deleting workload's status (a releasing claim) says who added it."""
+    first = await rig.provisioner().ensure("team-nlp/demo", identity_plan(), NOTHING_RECORDED)
+    demo = recorded(first)
+    rig.claims.owners = {"team-nlp/demo": Recorded(demo.pools, demo.bindings, releasing=True)}
+
+    restarted = rig.provisioner()
+    second = await restarted.ensure("team-nlp/other", identity_plan("other"), NOTHING_RECORDED)
+    bucket = next(b for b in second.bindings if b.resource.endswith(BUCKET))
+    assert bucket.added_by_operator  # recorded in status: survives a second restart too
+
+    rig.claims.owners = {}
+    await rig.provisioner().release("team-nlp/other", recorded(second))
+    assert fake.storage.members(BUCKET, OBJECT_USER) == []
+
+
+async def test_concurrent_workloads_on_one_gsa_share_read_modify_writes(fake: FakeGcp, rig: Rig) -> None:
+    """Racing read-modify-writes spoil each other's etag; queued behind one lock they go in batches instead."""
+    live = rig.provisioner()
+    owners = [f"w{i}" for i in range(20)]
+    states = await asyncio.gather(*(live.ensure(f"team-nlp/{o}", identity_plan(o), NOTHING_RECORDED) for o in owners))
+    assert all(state.identity.reason == REASON_BOUND for state in states)
+    assert sorted(fake.iam.members(GSA, WI_USER)) == sorted(ksa(o) for o in owners)
+    writes = fake.calls("iam", "SetIamPolicy")
+    assert 1 <= len(writes) <= 3  # the first change alone, then everything that queued behind it
+    assert all(call.status == 200 for call in writes)  # no stale etag: nobody raced
+    assert len(fake.calls("storage", "SetIamPolicy")) == 1  # one member wanted by all twenty

@@ -1,0 +1,602 @@
+"""The GCP adapters' pure parts: error classification, backoff, the NodePool request, readiness, policy edits.
+
+Errors are the exception objects google-api-core really builds: REST ones through
+`exceptions.from_http_response` on a `requests.Response` carrying the body the fake (and GKE) sends,
+gRPC ones from the status code, so a change in how the library picks classes shows up here.
+"""
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import grpc  # type: ignore[import-untyped]
+import pytest
+import requests
+from google.api_core import exceptions
+from google.api_core.iam import Policy
+from google.cloud import container_v1
+from google.iam.v1 import policy_pb2  # type: ignore[import-untyped]
+from google.rpc import error_details_pb2  # type: ignore[import-untyped]
+from google.type import expr_pb2  # type: ignore[import-untyped]
+
+from mlworkload.builders import build_gcp_plan
+from mlworkload.builders.nodepools import GKE_POOL_NAME_PATTERN
+from mlworkload.constants import GCP_LABEL_MANAGED_BY, GPU_TAINT_KEY, MANAGED_BY, SPOT_TAINT_KEY
+from mlworkload.gcp import iam
+from mlworkload.gcp.errors import STALLING, FailureKind, GcpError, classify, classify_message
+from mlworkload.gcp.live import REASON_PROVISIONED, REASON_PROVISIONING, pools_readiness
+from mlworkload.gcp.nodepools import PoolInfo, _operation_info, node_pool_resource, operations_parent
+from mlworkload.gcp.plan import IamBinding, NodePoolPlan, Taint
+from mlworkload.gcp.pools import PoolReport
+from mlworkload.gcp.provisioner import NO_NODE_POOLS, Readiness
+from mlworkload.gcp.retry import Backoff
+from tests.support.documents import WorkloadDoc, permissive_policy, resolved, workload
+from tests.support.gcp import (
+    ApiError,
+    invalid_argument,
+    permission_denied,
+    precondition_failed,
+    quota_exceeded,
+    quota_exceeded_at_create,
+    service_disabled,
+    stockout,
+    storage_permission_denied,
+    unavailable,
+)
+
+CLUSTER = "projects/my-proj/locations/us-central1/clusters/ml"
+GKE_URL = f"https://container.googleapis.com/v1/{CLUSTER}/nodePools"
+BUSY_TEXT = (
+    "Operation operation-1718024305921-fd4f65ea-5b7e-4a4e-9f8e-3f8f0e6e4b1c is currently creating a node pool for "
+    "cluster ml. Please wait and try again once it is done."
+)
+
+
+def rest_error(error: ApiError, method: str = "POST", url: str = GKE_URL) -> exceptions.GoogleAPICallError:
+    """The exception a GAPIC REST transport raises for this reply (it calls from_http_response too)."""
+    response = requests.Response()
+    response.status_code = error.http_status
+    response._content = json.dumps(error.to_json()).encode()
+    response.headers["Content-Type"] = "application/json"
+    response.request = requests.Request(method, url).prepare()
+    raised: exceptions.GoogleAPICallError = exceptions.from_http_response(response)  # type: ignore[no-untyped-call]
+    return raised
+
+
+def grpc_error(code: grpc.StatusCode, message: str, reason: str = "") -> exceptions.GoogleAPICallError:
+    info = error_details_pb2.ErrorInfo(reason=reason, domain="googleapis.com") if reason else None
+    raised: exceptions.GoogleAPICallError = exceptions.from_grpc_status(  # type: ignore[no-untyped-call]
+        code, message, error_info=info
+    )
+    return raised
+
+
+# --- errors.classify ----------------------------------------------------------------------------------------
+
+
+def busy_with_error_info() -> ApiError:
+    return ApiError("FAILED_PRECONDITION", BUSY_TEXT).with_error_info(
+        "CLUSTER_ALREADY_HAS_OPERATION", "container.googleapis.com"
+    )
+
+
+@pytest.mark.parametrize(
+    ("error", "expected_class", "kind"),
+    [
+        pytest.param(busy_with_error_info(), exceptions.BadRequest, FailureKind.BUSY, id="busy-error-info"),
+        pytest.param(ApiError("FAILED_PRECONDITION", BUSY_TEXT), exceptions.BadRequest, FailureKind.BUSY,
+                     id="busy-message-only"),
+        pytest.param(ApiError("FAILED_PRECONDITION", "Cluster is running incompatible operation operation-17."),
+                     exceptions.BadRequest, FailureKind.BUSY, id="busy-incompatible-operation"),
+        pytest.param(ApiError("RESOURCE_EXHAUSTED", 'Too many operations: cluster "ml" hits the concurrent operations '
+                              "quota 5, please try again later."), exceptions.TooManyRequests, FailureKind.BUSY,
+                     id="busy-429-too-many-operations"),
+        pytest.param(quota_exceeded_at_create("my-proj", "NVIDIA_L4_GPUS", 8.0, 8.0, 0.0), exceptions.Forbidden,
+                     FailureKind.QUOTA, id="quota-403"),
+        pytest.param(permission_denied("container.clusters.update", CLUSTER), exceptions.Forbidden,
+                     FailureKind.PERMISSION, id="permission-403"),
+        pytest.param(storage_permission_denied("sa@p.iam.gserviceaccount.com", "storage.buckets.getIamPolicy"),
+                     exceptions.Forbidden, FailureKind.PERMISSION, id="storage-permission-403"),
+        pytest.param(service_disabled("Kubernetes Engine API", "container.googleapis.com", "123"),
+                     exceptions.Forbidden, FailureKind.API_DISABLED, id="service-disabled"),
+        pytest.param(ApiError("NOT_FOUND", f"Not found: {CLUSTER}/nodePools/x."), exceptions.NotFound,
+                     FailureKind.NOT_FOUND, id="not-found"),
+        pytest.param(ApiError("ALREADY_EXISTS", f"Already exists: {CLUSTER}/nodePools/x."), exceptions.Conflict,
+                     FailureKind.ALREADY_EXISTS, id="already-exists-409"),
+        pytest.param(ApiError("ABORTED", "There were concurrent policy changes. Please retry the whole "
+                              "read-modify-write with exponential backoff."), exceptions.Conflict, FailureKind.STALE,
+                     id="stale-etag-409-aborted"),
+        pytest.param(precondition_failed(), exceptions.PreconditionFailed, FailureKind.STALE, id="stale-etag-412"),
+        pytest.param(invalid_argument('Invalid machine type "g2-standard-7" in zone "us-central1-a": GCE_NOT_FOUND'),
+                     exceptions.BadRequest, FailureKind.INVALID, id="invalid-machine-type"),
+        pytest.param(unavailable(), exceptions.ServiceUnavailable, FailureKind.UNAVAILABLE, id="unavailable-503"),
+        pytest.param(ApiError("INTERNAL", "Internal error."), exceptions.InternalServerError,
+                     FailureKind.UNAVAILABLE, id="internal-500"),
+    ],
+)  # fmt: skip
+def test_rest_errors_are_classified_from_the_payload(
+    error: ApiError, expected_class: type[exceptions.GoogleAPICallError], kind: FailureKind
+) -> None:
+    raised = rest_error(error)
+    assert type(raised) is expected_class  # the class alone would not tell busy from invalid, or stale from exists
+    classified = classify(raised)
+    assert classified.kind is kind
+    assert error.message in classified.message
+
+
+def test_the_busy_error_info_is_read_even_when_the_message_says_nothing_of_it() -> None:
+    error = ApiError("FAILED_PRECONDITION", "Precondition check failed.").with_error_info(
+        "CLUSTER_ALREADY_HAS_OPERATION", "container.googleapis.com"
+    )
+    assert classify(rest_error(error)).kind is FailureKind.BUSY
+    assert classify(rest_error(ApiError("FAILED_PRECONDITION", "Precondition check failed."))).kind is (
+        FailureKind.INVALID
+    )
+
+
+@pytest.mark.parametrize(
+    ("code", "message", "reason", "kind"),
+    [
+        (grpc.StatusCode.ABORTED, "There were concurrent policy changes.", "", FailureKind.STALE),
+        (grpc.StatusCode.FAILED_PRECONDITION, BUSY_TEXT, "", FailureKind.BUSY),
+        (grpc.StatusCode.FAILED_PRECONDITION, "Precondition check failed.", "CLUSTER_ALREADY_HAS_OPERATION",
+         FailureKind.BUSY),
+        (grpc.StatusCode.PERMISSION_DENIED, "Permission 'iam.serviceAccounts.getIamPolicy' denied on resource (or it "
+         "may not exist).", "IAM_PERMISSION_DENIED", FailureKind.PERMISSION),
+        (grpc.StatusCode.PERMISSION_DENIED, "IAM API has not been used in project 1.", "SERVICE_DISABLED",
+         FailureKind.API_DISABLED),
+        (grpc.StatusCode.INVALID_ARGUMENT, "Identity Pool does not exist (p.svc.id.goog).", "", FailureKind.INVALID),
+        (grpc.StatusCode.NOT_FOUND, "Not found.", "", FailureKind.NOT_FOUND),
+        (grpc.StatusCode.ALREADY_EXISTS, "Already exists.", "", FailureKind.ALREADY_EXISTS),
+        (grpc.StatusCode.UNAVAILABLE, "Connection reset.", "", FailureKind.UNAVAILABLE),
+        (grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline exceeded.", "", FailureKind.UNAVAILABLE),
+        (grpc.StatusCode.UNAUTHENTICATED, "Request had invalid authentication credentials.", "",
+         FailureKind.PERMISSION),
+    ],
+)  # fmt: skip
+def test_grpc_errors_are_classified(code: grpc.StatusCode, message: str, reason: str, kind: FailureKind) -> None:
+    assert classify(grpc_error(code, message, reason)).kind is kind
+
+
+def test_grpc_aborted_built_directly_is_stale() -> None:
+    assert classify(exceptions.Aborted("etag mismatch")).kind is FailureKind.STALE  # type: ignore[no-untyped-call]
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        requests.ConnectionError("Connection refused"),
+        requests.Timeout("read timed out"),
+        TimeoutError(),
+        exceptions.RetryError("Timeout of 600.0s exceeded", cause=None),  # type: ignore[no-untyped-call]
+        RuntimeError("something odd in the transport"),
+    ],
+    ids=["connection", "requests-timeout", "timeout", "retry-error", "other"],
+)
+def test_transport_failures_are_unavailable(error: BaseException) -> None:
+    classified = classify(error)
+    assert classified.kind is FailureKind.UNAVAILABLE
+    assert classified.message
+    assert not classified.stalls
+
+
+def test_a_gcp_error_passes_through_unchanged() -> None:
+    error = GcpError(FailureKind.QUOTA, "x")
+    assert classify(error) is error
+    assert str(error) == "QuotaExceeded: x"
+
+
+# --- errors.classify_message ----------------------------------------------------------------------------
+
+
+def operation_text(failure_factory: Any) -> tuple[str, str]:
+    """(error.message, detail) of a finished operation, as the fake fills them in."""
+    failure = failure_factory()
+    values = {"instance": "gke-ml-pool-1234abcd-wxyz", "project": "my-proj", "zone": "us-central1-a",
+              "region": "us-central1", "pool": "pool"}  # fmt: skip
+    return failure.message.format(**values), failure.detail.format(**values)
+
+
+@pytest.mark.parametrize(("factory", "kind"), [(stockout, FailureKind.STOCKOUT), (quota_exceeded, FailureKind.QUOTA)])
+def test_operation_texts_are_classified(factory: Any, kind: FailureKind) -> None:
+    message, detail = operation_text(factory)
+    assert classify_message(f"{message} {detail}", 8).kind is kind
+    assert classify_message(detail).kind is kind  # a pool's status message holds the detail only
+    assert classify_message(message, 8).kind is kind  # and the error message alone names it too
+
+
+@pytest.mark.parametrize(
+    ("text", "code", "kind"),
+    [
+        ("Google Compute Engine: Required 'compute.instances.create' permission for 'projects/p'", 7,
+         FailureKind.PERMISSION),
+        ("Invalid value for field 'resource.machineType'", 3, FailureKind.INVALID),
+        ("Operation was cancelled.", 1, FailureKind.UNAVAILABLE),
+        ("something failed", 0, FailureKind.UNAVAILABLE),
+        ("ZONE_RESOURCE_POOL_EXHAUSTED: out of resources in us-central1-a", 13, FailureKind.STOCKOUT),
+        ("[GCE_QUOTA_EXCEEDED] Quota 'CPUS' exceeded", 7, FailureKind.QUOTA),  # the text wins over the code
+    ],
+)  # fmt: skip
+def test_operation_codes_are_classified_when_the_text_names_nothing(text: str, code: int, kind: FailureKind) -> None:
+    assert classify_message(text, code).kind is kind
+
+
+@pytest.mark.parametrize("kind", list(FailureKind))
+def test_only_failures_a_person_must_fix_stall(kind: FailureKind) -> None:
+    needs_a_person = {
+        FailureKind.QUOTA, FailureKind.STOCKOUT, FailureKind.PERMISSION, FailureKind.API_DISABLED, FailureKind.INVALID,
+    }  # fmt: skip
+    assert GcpError(kind, "m").stalls is (kind in needs_a_person)
+    assert (kind in STALLING) is (kind in needs_a_person)
+
+
+# --- retry.Backoff --------------------------------------------------------------------------------------
+
+
+class Clock:
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_backoff_doubles_caps_and_resets() -> None:
+    clock = Clock()
+    backoff = Backoff(base_seconds=10.0, max_seconds=45.0, clock=clock)
+    assert backoff.due("k")
+    assert backoff.attempts("k") == 0
+    assert [backoff.failed("k") for _ in range(5)] == [10.0, 20.0, 40.0, 45.0, 45.0]
+    assert backoff.attempts("k") == 5
+    assert not backoff.due("k")
+    clock.now += 44.9
+    assert not backoff.due("k")
+    clock.now += 0.1
+    assert backoff.due("k")
+    assert backoff.due("other")  # keys are independent
+    backoff.succeeded("k")
+    assert backoff.attempts("k") == 0
+    assert backoff.failed("k") == 10.0  # starts from the base again
+
+
+def test_backoff_delay_counts_from_the_failure_not_from_the_first_attempt() -> None:
+    clock = Clock()
+    backoff = Backoff(base_seconds=5.0, max_seconds=100.0, clock=clock)
+    backoff.failed(("busy", CLUSTER))
+    clock.now += 5.0
+    assert backoff.due(("busy", CLUSTER))
+    backoff.failed(("busy", CLUSTER))
+    clock.now += 9.0
+    assert not backoff.due(("busy", CLUSTER))
+    clock.now += 1.0
+    assert backoff.due(("busy", CLUSTER))
+
+
+# --- nodepools.node_pool_resource -----------------------------------------------------------------------
+
+
+def only_pool(doc: WorkloadDoc) -> NodePoolPlan:
+    (pool,) = build_gcp_plan(resolved(doc, permissive_policy().set("nodePools.maxNodesPerPool", 6))).node_pools
+    return pool
+
+
+def gpu_spot_plan() -> NodePoolPlan:
+    return only_pool(workload().gpu_group(capacity="Spot"))
+
+
+def cpu_on_demand_plan() -> NodePoolPlan:
+    return only_pool(workload().group("cpu", machineType="n2-standard-8", capacity="OnDemand"))
+
+
+def taints(pool: container_v1.NodePool) -> list[tuple[str, str, container_v1.NodeTaint.Effect]]:
+    return [(t.key, t.value, container_v1.NodeTaint.Effect(t.effect)) for t in pool.config.taints]
+
+
+def assert_scales_from_zero(pool: container_v1.NodePool, plan: NodePoolPlan) -> None:
+    assert pool.name == plan.name
+    assert GKE_POOL_NAME_PATTERN.match(pool.name)
+    assert len(pool.name) <= 40
+    assert pool.initial_node_count == 0
+    assert pool.autoscaling.enabled
+    assert (pool.autoscaling.total_min_node_count, pool.autoscaling.total_max_node_count) == (0, 6)
+    # GKE refuses total_* together with the per-zone bounds
+    assert (pool.autoscaling.min_node_count, pool.autoscaling.max_node_count) == (0, 0)
+    assert pool.autoscaling.location_policy == container_v1.NodePoolAutoscaling.LocationPolicy.ANY
+    assert pool.config.machine_type == plan.machine_type
+    assert pool.config.workload_metadata_config.mode == container_v1.WorkloadMetadataConfig.Mode.GKE_METADATA
+    assert pool.config.resource_labels[GCP_LABEL_MANAGED_BY] == MANAGED_BY
+    assert pool.management.auto_repair
+    assert pool.management.auto_upgrade
+
+
+def test_a_gpu_spot_pool_request() -> None:
+    plan = gpu_spot_plan()
+    pool = node_pool_resource(plan)
+    assert_scales_from_zero(pool, plan)
+    assert pool.name == "mlw-l4x1-spot"
+    assert pool.config.spot
+    assert not pool.config.preemptible
+    (accelerator,) = pool.config.accelerators
+    assert (accelerator.accelerator_type, accelerator.accelerator_count) == ("nvidia-l4", 1)
+    driver = accelerator.gpu_driver_installation_config
+    assert "gpu_driver_version" in driver  # set, so GKE installs the driver instead of leaving it to a DaemonSet
+    assert driver.gpu_driver_version == container_v1.GPUDriverInstallationConfig.GPUDriverVersion.DEFAULT
+    no_schedule = container_v1.NodeTaint.Effect.NO_SCHEDULE
+    assert taints(pool) == [(GPU_TAINT_KEY, "present", no_schedule), (SPOT_TAINT_KEY, "true", no_schedule)]
+
+
+def test_a_cpu_on_demand_pool_request() -> None:
+    plan = cpu_on_demand_plan()
+    pool = node_pool_resource(plan)
+    assert_scales_from_zero(pool, plan)
+    assert pool.name == "mlw-n2-standard-8-ondemand"
+    assert not pool.config.spot
+    assert list(pool.config.accelerators) == []
+    assert taints(pool) == []  # neither a GPU nor a spot taint: nothing would tolerate them
+
+
+def test_the_request_carries_locations_policy_labels_and_every_taint_effect() -> None:
+    plan = gpu_spot_plan()
+    plan = plan.model_copy(
+        update={
+            "locations": ["us-central1-a", "us-central1-c"],
+            "location_policy": "BALANCED",
+            "node_labels": {"cloud.google.com/compute-class": "mlw-l4x1-swf"},
+            "taints": [
+                *plan.taints,
+                Taint(key="a", value="1", effect="PREFER_NO_SCHEDULE"),
+                Taint(key="b", value="2", effect="NO_EXECUTE"),
+            ],
+        }
+    )
+    pool = node_pool_resource(plan)
+    assert list(pool.locations) == ["us-central1-a", "us-central1-c"]
+    assert pool.autoscaling.location_policy == container_v1.NodePoolAutoscaling.LocationPolicy.BALANCED
+    assert dict(pool.config.labels) == {"cloud.google.com/compute-class": "mlw-l4x1-swf"}
+    assert [container_v1.NodeTaint.Effect(t.effect) for t in pool.config.taints][-2:] == [
+        container_v1.NodeTaint.Effect.PREFER_NO_SCHEDULE,
+        container_v1.NodeTaint.Effect.NO_EXECUTE,
+    ]
+
+
+@pytest.mark.parametrize(
+    "doc",
+    [
+        workload().gpu_group(accelerator="nvidia-h100-mega-80gb", count=8, capacity="SpotWithFallback"),
+        workload().gpu_group(machineType="g2-standard-32", capacity="SpotWithFallback"),
+    ],
+    ids=["h100-mega-x8", "l4-non-default-machine"],
+)
+def test_pool_names_from_long_shapes_fit_gke(doc: WorkloadDoc) -> None:
+    for plan in build_gcp_plan(resolved(doc, permissive_policy())).node_pools:
+        name = node_pool_resource(plan).name
+        assert GKE_POOL_NAME_PATTERN.match(name), name
+        assert len(name) <= 40
+
+
+def test_operations_are_addressed_under_the_location() -> None:
+    assert operations_parent(CLUSTER) == "projects/my-proj/locations/us-central1"
+
+
+def test_a_finished_operation_is_classified_from_its_detail() -> None:
+    message, detail = operation_text(stockout)
+    operation = container_v1.Operation(
+        name="operation-1",
+        operation_type=container_v1.Operation.Type.CREATE_NODE_POOL,
+        status=container_v1.Operation.Status.DONE,
+        error={"code": 8, "message": message},
+        detail=detail,
+    )
+    info = _operation_info(operation, "mlw-l4x1-spot")
+    assert (info.name, info.pool, info.done, info.kind) == ("operation-1", "mlw-l4x1-spot", True, "CREATE_NODE_POOL")
+    assert info.error is not None
+    assert info.error.kind is FailureKind.STOCKOUT
+    running = container_v1.Operation(name="operation-2", status=container_v1.Operation.Status.RUNNING)
+    assert _operation_info(running, "p").done is False
+    assert _operation_info(running, "p").error is None
+
+
+@pytest.mark.parametrize(
+    ("status", "usable", "failed"),
+    [("RUNNING", True, False), ("RECONCILING", True, False), ("PROVISIONING", False, False),
+     ("STOPPING", False, False), ("RUNNING_WITH_ERROR", False, True), ("ERROR", False, True)],
+)  # fmt: skip
+def test_pool_states(status: str, usable: bool, failed: bool) -> None:
+    info = PoolInfo("p", status)
+    assert (info.usable, info.failed) == (usable, failed)
+
+
+# --- live.pools_readiness -------------------------------------------------------------------------------
+
+STOCKOUT = GcpError(FailureKind.STOCKOUT, "zone out of resources")
+FLAKY = GcpError(FailureKind.UNAVAILABLE, "503")
+
+
+@pytest.mark.parametrize(
+    ("reports", "expected"),
+    [
+        pytest.param([], NO_NODE_POOLS, id="none"),
+        pytest.param([PoolReport("a", "Running"), PoolReport("b", "Running")],
+                     Readiness(True, REASON_PROVISIONED, "2 node pool(s) running"), id="all-running"),
+        pytest.param([PoolReport("a", "Running"), PoolReport("b", "Provisioning", "op-1", "op-1 is running"),
+                      PoolReport("c", "Queued", message="waiting")],
+                     Readiness(False, REASON_PROVISIONING, "b: op-1 is running; c: waiting"), id="waiting"),
+        pytest.param([PoolReport("a", "Running"), PoolReport("b", "Failed", message="no room", failure=STOCKOUT)],
+                     Readiness(False, "Stockout", "node pool b: no room", True), id="stockout-stalls"),
+        pytest.param([PoolReport("a", "Queued", message="w"), PoolReport("b", "Failed", message="503", failure=FLAKY)],
+                     Readiness(False, "GcpUnavailable", "node pool b: 503", False), id="transient-does-not-stall"),
+        pytest.param([PoolReport("a", "Deleting", message="replacing")],
+                     Readiness(False, REASON_PROVISIONING, "a: replacing"), id="deleting"),
+    ],
+)  # fmt: skip
+def test_pools_readiness(reports: list[PoolReport], expected: Readiness) -> None:
+    assert pools_readiness(reports) == expected
+
+
+def test_a_stalling_failure_is_not_hidden_by_an_earlier_transient_one() -> None:
+    """Stalled tells a person to act; a 503 on one pool must not mask a stockout on another."""
+    readiness = pools_readiness(
+        [
+            PoolReport("a", "Failed", message="503", failure=FLAKY),
+            PoolReport("b", "Failed", message="x", failure=STOCKOUT),
+        ]
+    )
+    assert not readiness.ready
+    assert readiness.permanent
+
+
+# --- iam._edit_dicts / iam._edit_proto ------------------------------------------------------------------
+
+ROLE = "roles/storage.objectUser"
+ME = "serviceAccount:ray-nlp@my-proj.iam.gserviceaccount.com"
+OTHER = "group:ml@example.com"
+CONDITION = {"title": "expires", "expression": 'request.time < timestamp("2030-01-01T00:00:00Z")'}
+BINDING = IamBinding(resource="projects/_/buckets/b", role=ROLE, member=ME)
+
+
+def dict_bindings(*entries: tuple[str, list[str], dict[str, str] | None]) -> list[dict[str, Any]]:
+    """Bindings as google-cloud-storage's Policy holds them: members as sets."""
+    out: list[dict[str, Any]] = []
+    for role, members, condition in entries:
+        entry: dict[str, Any] = {"role": role, "members": set(members)}
+        if condition is not None:
+            entry["condition"] = dict(condition)
+        out.append(entry)
+    return out
+
+
+def proto_policy(*entries: tuple[str, list[str], dict[str, str] | None]) -> Any:
+    policy = policy_pb2.Policy(version=3, etag=b"\x07\x06")
+    for role, members, condition in entries:
+        binding = policy.bindings.add(role=role, members=members)
+        if condition is not None:
+            binding.condition.CopyFrom(expr_pb2.Expr(**condition))
+    return policy
+
+
+def proto_as_tuples(policy: Any) -> list[tuple[str, list[str], bool]]:
+    return [(b.role, sorted(b.members), b.HasField("condition")) for b in policy.bindings]
+
+
+def dicts_as_tuples(bindings: list[dict[str, Any]]) -> list[tuple[str, list[str], bool]]:
+    return [(b["role"], sorted(b["members"]), bool(b.get("condition"))) for b in bindings]
+
+
+EDIT_CASES = [
+    pytest.param([(ROLE, [OTHER], None)], True, True, [(ROLE, [OTHER, ME], False)], id="add-to-existing-role"),
+    pytest.param([("roles/storage.legacyBucketReader", [OTHER], None)], True, True,
+                 [("roles/storage.legacyBucketReader", [OTHER], False), (ROLE, [ME], False)], id="add-new-binding"),
+    pytest.param([(ROLE, [ME, OTHER], None)], False, True, [(ROLE, [OTHER], False)], id="remove-keeps-others"),
+    pytest.param([("roles/x", [OTHER], None), (ROLE, [ME], None)], False, True, [("roles/x", [OTHER], False)],
+                 id="remove-last-drops-binding"),
+    pytest.param([(ROLE, [ME], None)], True, False, [(ROLE, [ME], False)], id="add-present-is-noop"),
+    pytest.param([(ROLE, [OTHER], None)], False, False, [(ROLE, [OTHER], False)], id="remove-absent-is-noop"),
+    pytest.param([], False, False, [], id="remove-from-empty-is-noop"),
+    pytest.param([(ROLE, [ME], CONDITION)], False, False, [(ROLE, [ME], True)], id="conditional-never-removed"),
+    pytest.param([(ROLE, [OTHER], CONDITION)], True, True, [(ROLE, [OTHER], True), (ROLE, [ME], False)],
+                 id="conditional-never-extended"),
+    pytest.param([(ROLE, [ME], CONDITION), (ROLE, [ME], None)], False, True, [(ROLE, [ME], True)],
+                 id="remove-unconditional-keeps-conditional"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("before", "present", "changed", "after"), EDIT_CASES)
+def test_edit_dicts(
+    before: list[tuple[str, list[str], dict[str, str] | None]],
+    present: bool,
+    changed: bool,
+    after: list[tuple[str, list[str], bool]],
+) -> None:
+    bindings = dict_bindings(*before)
+    assert iam._edit_dicts(bindings, BINDING, present) is changed
+    assert dicts_as_tuples(bindings) == after
+    conditional = [b for b in bindings if b.get("condition")]
+    assert all(b["condition"] == CONDITION for b in conditional)
+
+
+@pytest.mark.parametrize(("before", "present", "changed", "after"), EDIT_CASES)
+def test_edit_proto(
+    before: list[tuple[str, list[str], dict[str, str] | None]],
+    present: bool,
+    changed: bool,
+    after: list[tuple[str, list[str], bool]],
+) -> None:
+    policy = proto_policy(*before)
+    assert iam._edit_proto(policy, BINDING, present) is changed
+    assert proto_as_tuples(policy) == after
+    assert policy.etag == b"\x07\x06"  # the etag read is the one written back
+    for binding in policy.bindings:
+        if binding.HasField("condition"):
+            assert binding.condition.expression == CONDITION["expression"]
+
+
+class Recording:
+    def __init__(self) -> None:
+        self.calls: list[list[iam.Change]] = []
+
+    def update(self, changes: Sequence[iam.Change]) -> set[IamBinding]:
+        self.calls.append(list(changes))
+        return {binding for binding, _ in changes}
+
+
+def test_buckets_go_to_storage_and_everything_else_to_iam() -> None:
+    accounts, buckets = Recording(), Recording()
+    routed = iam.RoutedPolicies(accounts, buckets)
+    account = IamBinding(resource="projects/-/serviceAccounts/a@p.iam.gserviceaccount.com", role="r", member="m")
+    assert routed.update([(BINDING, True)]) == {BINDING}
+    assert routed.update([(account, False)]) == {account}
+    assert buckets.calls == [[(BINDING, True)]]
+    assert accounts.calls == [[(account, False)]]
+
+
+def test_one_update_is_for_one_resource() -> None:
+    account = IamBinding(resource="projects/-/serviceAccounts/a@p.iam.gserviceaccount.com", role="r", member="m")
+    with pytest.raises(ValueError, match="one resource"):
+        iam.RoutedPolicies(Recording(), Recording()).update([(BINDING, True), (account, True)])
+
+
+class StubBucket:
+    """A google-cloud-storage Bucket whose policy writes fail with `error` (its client has no fake for this)."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+        self.reads = 0
+        self.writes = 0
+
+    def get_iam_policy(self, requested_policy_version: int) -> Policy:
+        assert requested_policy_version == 3
+        self.reads += 1
+        policy: Policy = Policy.from_api_repr({"etag": "CAE=", "version": 1})  # type: ignore[no-untyped-call]
+        return policy
+
+    def set_iam_policy(self, policy: Policy) -> Policy:
+        self.writes += 1
+        raise self.error
+
+
+class StubStorage:
+    def __init__(self, bucket: StubBucket) -> None:
+        self._bucket = bucket
+
+    def bucket(self, name: str) -> StubBucket:
+        assert name == "b"
+        return self._bucket
+
+
+@pytest.mark.parametrize(
+    ("error", "kind", "attempts"),
+    [
+        (rest_error(precondition_failed(), "PUT", "https://storage.googleapis.com/storage/v1/b/b/iam"),
+         FailureKind.STALE, iam.STALE_ETAG_ATTEMPTS),
+        (rest_error(storage_permission_denied(ME, "storage.buckets.setIamPolicy"), "PUT"), FailureKind.PERMISSION, 1),
+    ],
+    ids=["stale-etag-bounded", "permission-not-retried"],
+)  # fmt: skip
+def test_only_a_stale_etag_restarts_the_read_modify_write_and_not_forever(
+    error: Exception, kind: FailureKind, attempts: int
+) -> None:
+    bucket = StubBucket(error)
+    with pytest.raises(GcpError) as info:
+        iam.BucketPolicies(StubStorage(bucket)).update([(BINDING, True)])
+    assert info.value.kind is kind
+    assert (bucket.reads, bucket.writes) == (attempts, attempts)  # each attempt reads afresh
