@@ -909,3 +909,22 @@ async def test_concurrent_workloads_on_one_gsa_share_read_modify_writes(fake: Fa
     assert 1 <= len(writes) <= 3  # the first change alone, then everything that queued behind it
     assert all(call.status == 200 for call in writes)  # no stale etag: nobody raced
     assert len(fake.calls("storage", "SetIamPolicy")) == 1  # one member wanted by all twenty
+
+
+async def test_without_a_gsa_the_bucket_goes_to_the_direct_workload_identity_principal(fake: FakeGcp, rig: Rig) -> None:
+    """A policy with gcp.projectNumber and no GSA: the KSA itself, as a federation principal, gets the bucket."""
+    no_gsa = permissive_policy().set("identity", {"allowedBuckets": ["gs://*"]}).set("gcp.projectNumber", "123456789")
+    doc = workload("direct").set("spec.storage", {"bucket": f"gs://{BUCKET}", "access": "ReadOnly"})
+    plan = build_gcp_plan(resolved(doc, no_gsa))
+    principal = (
+        "principal://iam.googleapis.com/projects/123456789/locations/global/workloadIdentityPools/"
+        f"{PROJECT}.svc.id.goog/subject/ns/team-nlp/sa/direct"
+    )
+    assert [(b.resource, b.member) for b in plan.iam_bindings] == [(f"projects/_/buckets/{BUCKET}", principal)]
+    live = rig.provisioner()
+    state = await live.ensure("team-nlp/direct", plan, NOTHING_RECORDED)
+    assert state.identity.reason == REASON_BOUND
+    assert fake.storage.members(BUCKET, "roles/storage.objectViewer") == [principal]
+    assert fake.calls("iam") == []  # no GSA, so no impersonation grant
+    await live.release("team-nlp/direct", recorded(state))
+    assert fake.storage.members(BUCKET, "roles/storage.objectViewer") == []
