@@ -15,8 +15,9 @@ def run_operator(settings: OperatorSettings) -> None:
     register_inventory()
     if settings.metrics_port:
         start_http_server(settings.metrics_port)
-    # The handlers module reads the resync interval when its timer decorator runs, at import.
+    # The handlers module reads its timers' intervals when the decorators run, at import.
     os.environ["MLW_RESYNC_SECONDS"] = str(settings.resync_seconds)
+    os.environ["MLW_GCP_POLL_SECONDS"] = str(settings.gcp_poll_seconds)
     from mlworkload.controller.handlers import REGISTRY  # noqa: PLC0415
 
     kopf.run(

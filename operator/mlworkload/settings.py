@@ -10,19 +10,19 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from mlworkload.api.policy import PolicyGcp
 from mlworkload.problems import Problem, Refused, problems_from_validation
 
-_GCP_VARIABLES = {"project": "MLW_GCP_PROJECT", "location": "MLW_GCP_LOCATION", "cluster": "MLW_GKE_CLUSTER"}
+GCP_VARIABLES = {"project": "MLW_GCP_PROJECT", "location": "MLW_GCP_LOCATION", "cluster": "MLW_GKE_CLUSTER"}
 
 
 def gcp_from_env(environ: Mapping[str, str] | None = None) -> PolicyGcp | None:
     """The GKE cluster from MLW_GCP_PROJECT / MLW_GCP_LOCATION / MLW_GKE_CLUSTER, if any is set."""
     env = os.environ if environ is None else environ
-    values = {field: env[variable] for field, variable in _GCP_VARIABLES.items() if env.get(variable)}
+    values = {field: env[variable] for field, variable in GCP_VARIABLES.items() if env.get(variable)}
     if not values:
         return None
     try:
         return PolicyGcp.model_validate(values)
     except ValidationError as error:
-        problems = [Problem(_GCP_VARIABLES.get(p.path, p.path), p.message) for p in problems_from_validation(error)]
+        problems = [Problem(GCP_VARIABLES.get(p.path, p.path), p.message) for p in problems_from_validation(error)]
         raise Refused(problems, subject="environment") from None
 
 

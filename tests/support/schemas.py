@@ -17,6 +17,8 @@ Dispatch on ``apiVersion``/``kind``:
   rules are evaluated with cel-python (see ``CelRuleUnsupportedError``).
 * ``cloud.google.com/v1`` BackendConfig, ComputeClass: the hand-written schemas in ``gke_schemas/`` (GKE
   ships no public CRD file for them), through the same pipeline.
+* The Helm chart's add-on kinds (cert-manager Certificate/Issuer, ServiceMonitor, PodMonitoring): hand-written
+  subsets of their CRDs in ``addon_schemas/`` (the fields the chart can set, strictly), the same way.
 * Built-in kinds (``v1`` Service, ``apps/v1`` Deployment, ``networking.k8s.io/v1`` Ingress, ...): the strict
   schemas shipped by the ``kubernetes-validate`` package for Kubernetes ``K8S_VERSION``.  That package's own
   ``validate()`` re-reads its 1.8 MB definitions file on every call, so only its schema files are used here,
@@ -81,7 +83,8 @@ K8S_VERSION: Final = "1.37"
 KUBERAY_CRDS_ENV: Final = "KUBERAY_CRDS_DIR"
 _REPO_ROOT: Final = Path(__file__).resolve().parents[2]
 DEFAULT_KUBERAY_CRDS_DIR: Final = _REPO_ROOT.parent / "shared" / "testdata" / "kuberay-crds"
-GKE_SCHEMAS_DIR: Final = Path(__file__).resolve().parent / "gke_schemas"
+SUPPORT_DIR: Final = Path(__file__).resolve().parent
+GKE_SCHEMAS_DIR: Final = SUPPORT_DIR / "gke_schemas"
 OWN_CRDS_DIR: Final = _REPO_ROOT / "crds"
 # mlworkload's own CRDs, as committed in crds/ (a unit test keeps them equal to the models).
 _OWN_CRD_FILES: Final[Mapping[tuple[str, str], str]] = {
@@ -95,8 +98,13 @@ _KUBERAY_CRD_FILES: Final[Mapping[tuple[str, str], str]] = {
     ("ray.io/v1", "RayService"): "ray.io_rayservices.yaml",
 }
 _GKE_SCHEMA_FILES: Final[Mapping[tuple[str, str], str]] = {
-    ("cloud.google.com/v1", "BackendConfig"): "backendconfig.json",
-    ("cloud.google.com/v1", "ComputeClass"): "computeclass.json",
+    ("cloud.google.com/v1", "BackendConfig"): "gke_schemas/backendconfig.json",
+    ("cloud.google.com/v1", "ComputeClass"): "gke_schemas/computeclass.json",
+    # Add-ons the Helm chart can target (cert-manager, Prometheus Operator, Managed Prometheus).
+    ("cert-manager.io/v1", "Certificate"): "addon_schemas/certificate.json",
+    ("cert-manager.io/v1", "Issuer"): "addon_schemas/issuer.json",
+    ("monitoring.coreos.com/v1", "ServiceMonitor"): "addon_schemas/servicemonitor.json",
+    ("monitoring.googleapis.com/v1", "PodMonitoring"): "addon_schemas/podmonitoring.json",
 }
 _OBJECT_META_REF: Final = (
     "https://kubernetes.io/api/_definitions.json#/$defs/io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"
@@ -280,8 +288,9 @@ def _crd_bundle(path: str, kind: str, version: str) -> _Bundle:
 
 @functools.cache
 def _gke_bundle(filename: str) -> _Bundle:
-    schema = json.loads((GKE_SCHEMAS_DIR / filename).read_text(encoding="utf-8"))
-    return _structural_bundle(schema, f"gke_schemas/{filename}")
+    """A hand-written structural schema under tests/support (GKE's kinds, and the chart's add-on kinds)."""
+    schema = json.loads((SUPPORT_DIR / filename).read_text(encoding="utf-8"))
+    return _structural_bundle(schema, filename)
 
 
 _YAML_LOADER: Final[Any] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
