@@ -91,8 +91,8 @@ def run_scenario(server: KubeEmulatorServer, kubeconfig: Path) -> set[Permission
                        what=f"{name} admitted")  # fmt: skip
         # A pod the autoscaler has not placed yet: the operator reads its events.
         labels = {"app.kubernetes.io/managed-by": "mlworkload", "mlworkload.io/workload": "cluster"}
-        server.put_object({"apiVersion": "v1", "kind": "Pod", "status": {"phase": "Pending"},
-                           "metadata": {"name": "cluster-gpu-worker-abcde", "namespace": NS, "labels": labels}})  # fmt: skip
+        pod = {"name": "cluster-gpu-worker-abcde", "namespace": NS, "labels": labels}
+        server.put_object({"apiVersion": "v1", "kind": "Pod", "status": {"phase": "Pending"}, "metadata": pod})
         wait_until(lambda: any(r.path.endswith(f"/namespaces/{NS}/events") and r.method == "GET"
                                for r in server.requests()), timeout=WAIT, what="pending pods' events read")  # fmt: skip
         # Exposure and the GPU group removed: Services, BackendConfigs, Ingresses and a NetworkPolicy pruned.
