@@ -14,7 +14,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 RUN groupadd --system --gid 10001 mlworkload \
     && useradd --system --uid 10001 --gid mlworkload --no-create-home --shell /usr/sbin/nologin mlworkload
 COPY --from=build /wheels /wheels
-# Runtime dependencies only (the [dev] extra is never installed here).
+# Runtime dependencies only: the test tooling (the dev extra) never enters the image.
 RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
 USER 10001:10001
 EXPOSE 8080 8081 9443
