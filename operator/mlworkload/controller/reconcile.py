@@ -24,7 +24,7 @@ from mlworkload.controller.raystatus import RayState, observe_ray
 from mlworkload.controller.scaleup import observe_scale_up
 from mlworkload.controller.status import Observation, compute_status
 from mlworkload.gcp.errors import GcpError
-from mlworkload.gcp.provisioner import NOTHING_RECORDED, GcpProvisioner, GcpState, Readiness, Recorded
+from mlworkload.gcp.provisioner import GcpProvisioner, GcpState, Readiness, Recorded
 from mlworkload.policy import ClusterView, ResolvedWorkload, admit_in
 from mlworkload.problems import Problem, Refused
 
@@ -85,12 +85,16 @@ def _previous_status(body: Mapping[str, Any]) -> MLWorkloadStatus | None:
         return None  # a status we cannot read is rewritten from scratch
 
 
-def recorded_of(body: Mapping[str, Any]) -> Recorded:
-    """The pools and IAM bindings a workload's status says it holds."""
-    previous = _previous_status(body)
+def _recorded(body: Mapping[str, Any], previous: MLWorkloadStatus | None) -> Recorded:
+    releasing = bool(body["metadata"].get("deletionTimestamp"))
     if previous is None:
-        return NOTHING_RECORDED
-    return Recorded(pools=tuple(previous.node_pools), bindings=tuple(previous.iam_bindings))
+        return Recorded(releasing=releasing)
+    return Recorded(pools=tuple(previous.node_pools), bindings=tuple(previous.iam_bindings), releasing=releasing)
+
+
+def recorded_of(body: Mapping[str, Any]) -> Recorded:
+    """The pools and IAM bindings a workload's status says it holds (releasing: it is being deleted)."""
+    return _recorded(body, _previous_status(body))
 
 
 async def live_claims(kube: KubeApi, namespaces: Sequence[str]) -> dict[str, Recorded]:
@@ -99,14 +103,7 @@ async def live_claims(kube: KubeApi, namespaces: Sequence[str]) -> dict[str, Rec
     scopes: Sequence[str | None] = namespaces or [None]
     for namespace in scopes:
         workloads += await kube.list(WORKLOADS, namespace, {})
-    claims = {}
-    for item in workloads:
-        meta = item["metadata"]
-        recorded = recorded_of(item)
-        claims[owner_key(meta["namespace"], meta["name"])] = Recorded(
-            recorded.pools, recorded.bindings, releasing=bool(meta.get("deletionTimestamp"))
-        )
-    return claims
+    return {owner_key(item["metadata"]["namespace"], item["metadata"]["name"]): recorded_of(item) for item in workloads}
 
 
 async def _release_refused(reconciler: Reconciler, owner: str, recorded: Recorded) -> Recorded:
@@ -121,7 +118,7 @@ async def _release_refused(reconciler: Reconciler, owner: str, recorded: Recorde
     except GcpError as error:
         logger.warning("revoking the GCP identity of refused workload %s failed, will retry: %s", owner, error)
         return recorded
-    return Recorded(pools=recorded.pools)
+    return Recorded(pools=recorded.pools, releasing=recorded.releasing)
 
 
 def _urls(resolved: ResolvedWorkload) -> tuple[str | None, str | None]:
@@ -138,9 +135,12 @@ def _gpus(workload: MLWorkload) -> GpuStatus:
 
 
 async def _write_status(
-    reconciler: Reconciler, body: Mapping[str, Any], seen: Observation, outcome: Outcome
+    reconciler: Reconciler,
+    body: Mapping[str, Any],
+    previous: MLWorkloadStatus | None,
+    seen: Observation,
+    outcome: Outcome,
 ) -> Outcome:
-    previous = _previous_status(body)
     status = compute_status(seen, previous, reconciler.clock())
     outcome.status = status
     if status != previous:
@@ -166,18 +166,19 @@ async def reconcile(reconciler: Reconciler, body: Mapping[str, Any], view: Clust
     except ValueError:  # an invalid type is reported below, as InvalidSpec
         kind = WorkloadType.CLUSTER.ray_kind
     base = _base_observation(body, kind)
+    previous = _previous_status(body)
     try:
         workload = parse_workload(dict(body))  # metadata carries the uid and generation along
     except Refused as refused:
         seen = Observation(**base, refusal=refused.problems, refusal_reason=REASON_INVALID_SPEC)
-        return await _write_status(reconciler, body, seen, Outcome("refused", problems=refused.problems))
+        return await _write_status(reconciler, body, previous, seen, Outcome("refused", problems=refused.problems))
 
-    recorded = recorded_of(body)
+    recorded = _recorded(body, previous)
     if base["deleting"]:
         # Owner references take the children; applying now could recreate what the GC removes. The
         # GCP record stays until the delete handler has released it.
         seen = Observation(**base, pools=recorded.pools, bindings=recorded.bindings)
-        return await _write_status(reconciler, body, seen, Outcome("unchanged"))
+        return await _write_status(reconciler, body, previous, seen, Outcome("unchanged"))
 
     admission = admit_in(view, workload, reconciler.gcp_defaults)
     if not admission.allowed:
@@ -185,7 +186,7 @@ async def reconcile(reconciler: Reconciler, body: Mapping[str, Any], view: Clust
         kept = await _release_refused(reconciler, owner_key(workload.namespace, workload.name), recorded)
         seen = Observation(**base, refusal=admission.problems, refusal_reason=REASON_POLICY_VIOLATION,
                            gpus=_gpus(workload), pools=kept.pools, bindings=kept.bindings)  # fmt: skip
-        return await _write_status(reconciler, body, seen, Outcome("refused", problems=admission.problems))
+        return await _write_status(reconciler, body, previous, seen, Outcome("refused", problems=admission.problems))
     resolved = admission.resolved
 
     gcp = await _provision(reconciler, resolved, recorded)
@@ -220,7 +221,7 @@ async def reconcile(reconciler: Reconciler, body: Mapping[str, Any], view: Clust
         dashboard_url=dashboard_url,
         serve_url=serve_url,
     )
-    return await _write_status(reconciler, body, seen, outcome)
+    return await _write_status(reconciler, body, previous, seen, outcome)
 
 
 async def _provision(reconciler: Reconciler, resolved: ResolvedWorkload, recorded: Recorded) -> GcpState:

@@ -9,7 +9,7 @@ binding is removed only when the operator added it and no other workload still n
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Final
 
 from mlworkload.api.workload import IamBindingStatus, NodePoolStatus
@@ -41,21 +41,28 @@ def _order(binding: IamBinding) -> tuple[str, str, str]:
     return binding.resource, binding.role, binding.member
 
 
+def _failed(binding: IamBinding, error: GcpError) -> str:
+    return f"{binding.role} for {binding.member} on {binding.resource}: {error.message}"
+
+
 def _added(recorded: Recorded) -> set[IamBinding]:
     return {_binding(status) for status in recorded.bindings if status.added_by_operator}
+
+
+def most_urgent(failures: Sequence[tuple[str, GcpError]]) -> Readiness:
+    """The failure to report, as (message, error) pairs: what needs a person (quota, stockout) comes before
+    what retrying fixes (a 503)."""
+    message, error = next(((message, error) for message, error in failures if error.stalls), failures[0])
+    return Readiness(False, error.kind.value, message, error.stalls)
 
 
 def pools_readiness(reports: Iterable[PoolReport]) -> Readiness:
     reports = list(reports)
     if not reports:
         return NO_NODE_POOLS
-    failed = [report for report in reports if report.failure is not None]
-    if failed:
-        # What needs a person (quota, stockout) is shown before what retrying fixes (a 503).
-        worst = next((report for report in failed if report.failure and report.failure.stalls), failed[0])
-        assert worst.failure is not None
-        return Readiness(False, worst.failure.kind.value, f"node pool {worst.name}: {worst.message}",
-                         worst.failure.stalls)  # fmt: skip
+    failures = [(f"node pool {r.name}: {r.message}", r.failure) for r in reports if r.failure is not None]
+    if failures:
+        return most_urgent(failures)
     if all(report.ready for report in reports):
         return Readiness(True, REASON_PROVISIONED, f"{len(reports)} node pool(s) running")
     waiting = "; ".join(f"{report.name}: {report.message}" for report in reports if not report.ready)
@@ -105,11 +112,11 @@ class LiveProvisioner:
     ) -> tuple[Readiness, list[IamBindingStatus]]:
         ours = self._added.setdefault(owner, set())
         ours |= _added(recorded)
-        failures: list[tuple[IamBinding, GcpError]] = []
+        failures: list[tuple[str, GcpError]] = []
         for binding in wanted:
             added, failure = await self._bindings.ensure(binding)
             if failure is not None:
-                failures.append((binding, failure))
+                failures.append((_failed(binding, failure), failure))
             elif added:
                 ours.add(binding)
             elif binding not in ours and binding not in self._preexisting.get(owner, set()):
@@ -120,16 +127,14 @@ class LiveProvisioner:
             try:
                 await self._revoke(owner, dropped)
             except GcpError as error:
-                failures.append((next(iter(dropped)), error))
+                failures.append((_failed(min(dropped, key=_order), error), error))
         held = [*wanted, *sorted(ours - set(wanted), key=_order)]  # what could not be revoked stays recorded
         statuses = [
             IamBindingStatus(resource=b.resource, role=b.role, member=b.member, added_by_operator=b in ours)
             for b in held
         ]
         if failures:
-            binding, failure = next(((b, f) for b, f in failures if f.stalls), failures[0])
-            message = f"{binding.role} for {binding.member} on {binding.resource}: {failure.message}"
-            return Readiness(False, failure.kind.value, message, failure.stalls), statuses
+            return most_urgent(failures), statuses
         if not wanted:
             return NO_IDENTITY, statuses
         return Readiness(True, REASON_BOUND, f"{len(wanted)} IAM binding(s) in place"), statuses

@@ -42,10 +42,6 @@ class Recorded:
     bindings: Sequence[IamBindingStatus] = ()
     releasing: bool = False  # the workload is being deleted: it claims nothing any more
 
-    @property
-    def empty(self) -> bool:
-        return not self.pools and not self.bindings
-
 
 NOTHING_RECORDED: Final = Recorded()
 
