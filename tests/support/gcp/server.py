@@ -22,12 +22,10 @@ credentials and point at the loopback endpoints only.
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
+import contextlib
 import json
-import threading
-from collections.abc import Callable, Iterable, Iterator
-from types import TracebackType
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from typing import Any, Self
 
 import aiohttp.web
@@ -41,12 +39,16 @@ from tests.support.gcp.errors import ERROR_INFO, ApiError, Json
 from tests.support.gcp.gke import Cluster, FakeGke
 from tests.support.gcp.iam import GRPC_SERVICE, FakeIam, GrpcMethod
 from tests.support.gcp.storage import FakeStorage
+from tests.support.loopback import LoopbackServer
 
 
-class FakeGcp:
+class FakeGcp(LoopbackServer):
     """The fakes' lifecycle, endpoints, call log and fault injection. Use as a context manager."""
 
+    label = "the fake"
+
     def __init__(self, *, startup_timeout: float = 30.0) -> None:
+        super().__init__(startup_timeout=startup_timeout)
         self.recorder = Recorder()
         self.gke = FakeGke()
         self.iam = FakeIam()
@@ -58,36 +60,14 @@ class FakeGcp:
             *(("iam", r) for r in self.iam.routes()),
             *(("storage", r) for r in self.storage.routes()),
         ]
-        self._startup_timeout = startup_timeout
-        self._thread: threading.Thread | None = None
-        self._ready = threading.Event()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stopping: asyncio.Event | None = None
-        self._failure: BaseException | None = None
-        self._port = 0
         self._grpc_server: Any = None
         self._grpc_executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._grpc_port = 0
 
     # --- lifecycle -------------------------------------------------------------------------------
 
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
-
     def start(self) -> Self:
-        if self._thread is not None:
-            raise RuntimeError("the fake is already started")
-        self._thread = threading.Thread(target=self._run, name="fake-gcp", daemon=True)
-        self._thread.start()
-        if not self._ready.wait(self._startup_timeout):
-            raise TimeoutError(f"the fake did not start within {self._startup_timeout}s")
-        if self._failure is not None:
-            raise RuntimeError("the fake failed to start") from self._failure
+        super().start()
         try:
             self._start_grpc()
         except BaseException:
@@ -112,36 +92,17 @@ class FakeGcp:
         if self._grpc_executor is not None:
             self._grpc_executor.shutdown(wait=True)
             self._grpc_executor = None
-        if self._thread is None or self._loop is None or self._stopping is None:
-            return
-        self._loop.call_soon_threadsafe(self._stopping.set)
-        self._thread.join(timeout=30)
-        self._thread = None
-        self._port = self._grpc_port = 0
+        self._grpc_port = 0
+        super().stop()
 
-    def _run(self) -> None:
-        loop = asyncio.new_event_loop()
-        self._loop = loop
-        try:
-            loop.run_until_complete(self._serve())
-        except BaseException as error:  # reported to start(); the thread must not die silently
-            self._failure = error
-        finally:
-            self._ready.set()
-            loop.close()
-
-    async def _serve(self) -> None:
-        self._stopping = asyncio.Event()
+    @contextlib.asynccontextmanager
+    async def _serving(self) -> AsyncIterator[aiohttp.web.BaseRunner]:
         app = aiohttp.web.Application()
         app.router.add_route("*", "/{tail:.*}", self._dispatch)
         runner = aiohttp.web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await runner.setup()
-        site = aiohttp.web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        self._port = runner.addresses[0][1]
-        self._ready.set()
         try:
-            await self._stopping.wait()
+            yield runner
         finally:
             await runner.cleanup()
 
@@ -150,9 +111,7 @@ class FakeGcp:
     @property
     def endpoint(self) -> str:
         """Base URL of the REST APIs (GKE, IAM, Cloud Storage), e.g. http://127.0.0.1:41234."""
-        if not self._port:
-            raise RuntimeError("the fake is not running")
-        return f"http://127.0.0.1:{self._port}"
+        return f"http://127.0.0.1:{self.port}"
 
     @property
     def grpc_target(self) -> str:

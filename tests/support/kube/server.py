@@ -20,13 +20,13 @@ created in namespaces that do not exist: the emulator is lenient there, a real s
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
-from typing import Final, Self, TypeVar
+from typing import Final, TypeVar
 
 import aiohttp.web
 import kubernetes.client
@@ -44,6 +44,7 @@ from tests.support.kube.resources import (
 )
 from tests.support.kube.selectors import LabelSelector
 from tests.support.kube.store import ObjectStore
+from tests.support.loopback import LoopbackServer
 
 T = TypeVar("T")
 TOKEN: Final = "emulator-dummy-token"
@@ -65,8 +66,10 @@ class RequestRecord:
         return self.method in WRITE_METHODS
 
 
-class KubeEmulatorServer:
+class KubeEmulatorServer(LoopbackServer):
     """The emulated API server's lifecycle, client configuration, request log and object helpers."""
+
+    label = "the emulator"
 
     def __init__(
         self,
@@ -75,75 +78,24 @@ class KubeEmulatorServer:
         history_limit: int = 10_000,
         startup_timeout: float = 30.0,
     ) -> None:
+        super().__init__(startup_timeout=startup_timeout)
         self._crd_paths = list(default_crd_paths() if crd_paths is None else crd_paths)
         self._history_limit = history_limit
-        self._startup_timeout = startup_timeout
-        self._thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._ready = threading.Event()
-        self._stopping: asyncio.Event | None = None
-        self._failure: BaseException | None = None
         self._emulator: KubeEmulator | None = None
-        self._port = 0
         self.internal_errors: list[BaseException] = []
 
-    # --- lifecycle ----------------------------------------------------------------------------------
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
-
-    def start(self) -> Self:
-        if self._thread is not None:
-            raise RuntimeError("the emulator is already started")
-        self._thread = threading.Thread(target=self._run, name="kube-emulator", daemon=True)
-        self._thread.start()
-        if not self._ready.wait(self._startup_timeout):
-            raise TimeoutError(f"the emulator did not start within {self._startup_timeout}s")
-        if self._failure is not None:
-            raise RuntimeError("the emulator failed to start") from self._failure
-        return self
-
-    def stop(self) -> None:
-        """End open watches, close the listener, and join the thread."""
-        if self._thread is None or self._loop is None or self._stopping is None:
-            return
-        self._loop.call_soon_threadsafe(self._stopping.set)
-        self._thread.join(timeout=30)
-        self._thread = None
-
-    def _run(self) -> None:
-        loop = asyncio.new_event_loop()
-        self._loop = loop
-        try:
-            loop.run_until_complete(self._serve())
-        except BaseException as error:  # reported to start(); the thread must not die silently
-            self._failure = error
-        finally:
-            self._ready.set()
-            loop.run_until_complete(loop.shutdown_asyncgens())
-            loop.close()
-
-    async def _serve(self) -> None:
+    @contextlib.asynccontextmanager
+    async def _serving(self) -> AsyncIterator[aiohttp.web.BaseRunner]:
         store = self._build_store(asyncio.get_running_loop())
         emulator = KubeEmulator(store=store, internal_errors=self.internal_errors)
-        self._stopping = asyncio.Event()
         async with emulator:
             runner = aiohttp.web.ServerRunner(
                 aiohttp.web.Server(emulator, handler_cancellation=True, access_log=None), shutdown_timeout=1.0
             )
             await runner.setup()
-            site = aiohttp.web.TCPSite(runner, "127.0.0.1", 0)
-            await site.start()
-            self._port = runner.addresses[0][1]
             self._emulator = emulator
-            self._ready.set()
             try:
-                await self._stopping.wait()
+                yield runner
             finally:
                 store.changes.close()
                 await runner.cleanup()
@@ -172,9 +124,7 @@ class KubeEmulatorServer:
 
     @property
     def url(self) -> str:
-        if not self._port:
-            raise RuntimeError("the emulator is not running")
-        return f"http://127.0.0.1:{self._port}"
+        return f"http://127.0.0.1:{self.port}"
 
     def kubeconfig_dict(self) -> Obj:
         return {
