@@ -15,7 +15,7 @@ import pytest
 
 from tests.e2e.cluster import MLW, Cluster
 from tests.e2e.kuberay import RayDriver
-from tests.support.documents import WorkloadDoc, policy, workload
+from tests.support.documents import WorkloadDoc, created_workloads, policy, workload
 
 RAY: Final = "ray.io/v1"
 SMALL: Final = {"cpu": "1", "memory": "2Gi"}
@@ -63,17 +63,7 @@ def children(cluster: Cluster, name: str) -> set[str]:
 
 @pytest.fixture
 def create(cluster: Cluster) -> Iterator[Callable[[WorkloadDoc], str]]:
-    """Apply workloads for one test and delete them afterwards, so that later tests share a quiet cluster."""
-    names: list[str] = []
-
-    def create_workload(doc: WorkloadDoc) -> str:
-        cluster.apply(doc.doc)
-        names.append(doc.doc["metadata"]["name"])
-        return names[-1]
-
-    yield create_workload
-    for name in names:
-        cluster.delete(MLW, "MLWorkload", name, cluster.namespace)
+    yield from created_workloads(cluster.apply, lambda name: cluster.delete(MLW, "MLWorkload", name, cluster.namespace))
 
 
 def long_job(name: str, namespace: str) -> WorkloadDoc:

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.documents import WorkloadDoc, permissive_policy, policy, workload
+from tests.support.documents import WorkloadDoc, created_workloads, permissive_policy, policy, workload
 from tests.support.kube import KubeEmulatorServer, wait_until
 from tests.support.kuberay import KubeRaySimulator
 from tests.support.operator import free_port, running_operator
@@ -41,17 +41,7 @@ def operator(server: KubeEmulatorServer, tmp_path_factory: pytest.TempPathFactor
 
 @pytest.fixture
 def create(server: KubeEmulatorServer) -> Iterator[Callable[[WorkloadDoc], str]]:
-    """Create workloads for one test and delete them afterwards, so later tests share a small cluster."""
-    names: list[str] = []
-
-    def create_workload(doc: WorkloadDoc) -> str:
-        server.put_object(doc.doc)
-        names.append(doc.doc["metadata"]["name"])
-        return names[-1]
-
-    yield create_workload
-    for name in names:
-        server.delete_object(MLW, "MLWorkload", name, NS)
+    yield from created_workloads(server.put_object, lambda name: server.delete_object(MLW, "MLWorkload", name, NS))
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.documents import GSA, WorkloadDoc, permissive_policy, workload
+from tests.support.documents import GSA, WorkloadDoc, created_workloads, permissive_policy, workload
 from tests.support.gcp import FakeGcp, stockout
 from tests.support.kube import KubeEmulatorServer, wait_until
 from tests.support.operator import emulated_cluster, running_operator
@@ -104,16 +104,7 @@ def completing(fake: FakeGcp, predicate: Callable[[], Any]) -> Callable[[], Any]
 @pytest.fixture
 def create(server: KubeEmulatorServer, fake: FakeGcp) -> Iterator[Callable[[WorkloadDoc], str]]:
     """Create workloads; afterwards delete them and let the operator release every pool, for the next test."""
-    names: list[str] = []
-
-    def create_workload(doc: WorkloadDoc) -> str:
-        server.put_object(doc.doc)
-        names.append(str(doc.doc["metadata"]["name"]))
-        return names[-1]
-
-    yield create_workload
-    for name in names:
-        delete(server, name)
+    yield from created_workloads(server.put_object, functools.partial(delete, server))
     wait_until(completing(fake, lambda: not fake.gke.node_pools(CLUSTER_PATH)), timeout=WAIT,
                what="every pool released after the test")  # fmt: skip
 

@@ -4,6 +4,7 @@ workload("train").job().gpu_group("a100", accelerator="nvidia-tesla-a100", count
 """
 
 import copy
+from collections.abc import Callable, Iterator
 from typing import Any, Self
 
 from mlworkload.api.load import parse_policy, parse_workload
@@ -103,3 +104,20 @@ def resolved(doc: WorkloadDoc, with_policy: PolicyDoc | None = None, *, admitted
     verdict = admit(doc.obj(), policies, None)
     assert verdict.allowed is admitted, [str(problem) for problem in verdict.problems]
     return verdict.resolved
+
+
+def created_workloads(
+    put: Callable[[dict[str, Any]], object], delete: Callable[[str], object]
+) -> Iterator[Callable[[WorkloadDoc], str]]:
+    """For a per-test `create` fixture: a function that creates a workload and returns its name; after the
+    test, every workload it created is deleted, so later tests share a quiet cluster."""
+    names: list[str] = []
+
+    def create(doc: WorkloadDoc) -> str:
+        put(doc.doc)
+        names.append(str(doc.doc["metadata"]["name"]))
+        return names[-1]
+
+    yield create
+    for name in names:
+        delete(name)
