@@ -25,6 +25,7 @@ from tests.support.gcp import FakeGcp
 
 from mlworkload.gcp import clients
 from mlworkload.gcp.iam import BindingManager, BucketPolicies, RoutedPolicies, ServiceAccountPolicies
+from mlworkload.gcp.iap import IapPolicies
 from mlworkload.gcp.live import IAM_VERIFY_SECONDS, LiveProvisioner
 from mlworkload.gcp.nodepools import GkeNodePools
 from mlworkload.gcp.plan import AcceleratorPlan, GcpPlan, IamBinding, NodePoolPlan
@@ -62,7 +63,8 @@ def provisioner(fake: FakeGcp, clock: list[float]) -> LiveProvisioner:
     pools = PoolCoordinator(GkeNodePools(clients.gke_client(fake.endpoint)), backoff=backoff,
                             poll_seconds=POLL_SECONDS)  # fmt: skip
     policies = RoutedPolicies(ServiceAccountPolicies(clients.iam_client(f"http://{fake.grpc_target}")),
-                              BucketPolicies(clients.storage_client(fake.endpoint, PROJECT)))  # fmt: skip
+                              BucketPolicies(clients.storage_client(fake.endpoint, PROJECT)),
+                              IapPolicies(clients.iap_client(fake.endpoint)))  # fmt: skip
 
     async def no_claims() -> dict[str, Recorded]:
         return {}

@@ -18,7 +18,7 @@ from mlworkload.builders import build_gcp_plan, build_objects
 from mlworkload.gcp.plan import GcpPlan, IamBinding, NodePoolPlan
 from mlworkload.policy import Admission, ClusterView, WorkloadGpus, admit_in
 from mlworkload.problems import Problem, Refused
-from mlworkload.settings import SETTINGS_VARIABLES, OperatorSettings, flag_of, gcp_from_env
+from mlworkload.settings import SETTINGS_VARIABLES, OperatorSettings, flag_of
 from mlworkload.yamlio import dump_all, load_all
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE = 0, 1, 2
@@ -76,8 +76,9 @@ def _admissions(args: argparse.Namespace) -> list[Admission]:
         default_labels=_namespace_labels(args.namespace_labels),
         usage=[WorkloadGpus.of(workload) for workload in documents.workloads],
     )
-    gcp = gcp_from_env()
-    return [admit_in(view, workload, gcp) for workload in documents.workloads]
+    # The operator's settings (MLW_GCP_PROJECT, MLW_KUBERAY_NAMESPACE, ...) fill in what policies leave out.
+    defaults = OperatorSettings.load().platform_defaults
+    return [admit_in(view, workload, defaults) for workload in documents.workloads]
 
 
 def _admitted(verdicts: list[Admission]) -> list[Admission]:

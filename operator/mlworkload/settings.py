@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from mlworkload.api.policy import PolicyGcp
+from mlworkload.policy.resolve import PlatformDefaults, kuberay_operator_peer
 from mlworkload.problems import Problem, Refused, problems_from_validation
 
 GCP_VARIABLES = {"project": "MLW_GCP_PROJECT", "location": "MLW_GCP_LOCATION", "cluster": "MLW_GKE_CLUSTER"}
@@ -43,6 +44,10 @@ SETTINGS_VARIABLES: dict[str, str] = {
     "gke_endpoint": "MLW_GKE_ENDPOINT",
     "iam_endpoint": "MLW_IAM_ENDPOINT",
     "storage_endpoint": "MLW_STORAGE_ENDPOINT",
+    "iap_endpoint": "MLW_IAP_ENDPOINT",
+    "kuberay_namespace": "MLW_KUBERAY_NAMESPACE",
+    "kuberay_pod_labels": "MLW_KUBERAY_POD_LABELS",
+    "api_server_cidrs": "MLW_API_SERVER_CIDRS",
     "pool_release_grace_seconds": "MLW_POOL_RELEASE_GRACE_SECONDS",
     "gcp_poll_seconds": "MLW_GCP_POLL_SECONDS",
     "metrics_port": "MLW_METRICS_PORT",
@@ -54,6 +59,18 @@ SETTINGS_VARIABLES: dict[str, str] = {
     "resync_seconds": "MLW_RESYNC_SECONDS",
     "log_format": "MLW_LOG_FORMAT",
 }
+
+
+def _comma_separated(text: str) -> list[str]:
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def _key_values(text: str) -> dict[str, str] | str:
+    """`k=v,k2=v2` as a dict; left as text (and refused by validation) when an item has no '='."""
+    items = _comma_separated(text)
+    if not all("=" in item for item in items):
+        return text
+    return dict(item.partition("=")[::2] for item in items)
 
 
 def flag_of(field: str) -> str:
@@ -71,6 +88,19 @@ class OperatorSettings(BaseModel):
     gke_endpoint: str | None = None
     iam_endpoint: str | None = None
     storage_endpoint: str | None = None
+    iap_endpoint: str | None = None
+    kuberay_namespace: str = Field(
+        default="kuberay-system",
+        description="Namespace of KubeRay's operator, allowed to the Ray head's dashboard (8265).",
+    )
+    kuberay_pod_labels: dict[str, str] = Field(
+        default_factory=lambda: {"app.kubernetes.io/name": "kuberay-operator"},
+        description="Labels of KubeRay's operator pods (as its Helm chart sets them), as key=value,...",
+    )
+    api_server_cidrs: list[str] = Field(
+        default_factory=list,
+        description="Where an autoscaled Ray head reaches the Kubernetes API (443), as CIDRs; empty: nowhere.",
+    )
     pool_release_grace_seconds: float = Field(
         default=600, ge=0, description="How long an unused operator-owned node pool lives before deletion."
     )
@@ -96,6 +126,15 @@ class OperatorSettings(BaseModel):
         return self
 
     @property
+    def platform_defaults(self) -> PlatformDefaults:
+        """What these settings supply to workloads whose policy is silent."""
+        return PlatformDefaults(
+            gcp=self.gcp,
+            kuberay_operator=kuberay_operator_peer(self.kuberay_namespace, self.kuberay_pod_labels),
+            api_server_cidrs=tuple(self.api_server_cidrs),
+        )
+
+    @property
     def effective_gcp_mode(self) -> GcpMode:
         if self.gcp_mode is not None:
             return self.gcp_mode
@@ -111,8 +150,11 @@ class OperatorSettings(BaseModel):
             field: env[variable] for field, variable in SETTINGS_VARIABLES.items() if env.get(variable)
         }
         values.update({key: value for key, value in (overrides or {}).items() if value is not None})
-        if isinstance(values.get("namespaces"), str):
-            values["namespaces"] = [ns.strip() for ns in values["namespaces"].split(",") if ns.strip()]
+        for listed in ("namespaces", "api_server_cidrs"):
+            if isinstance(values.get(listed), str):
+                values[listed] = _comma_separated(values[listed])
+        if isinstance(values.get("kuberay_pod_labels"), str):
+            values["kuberay_pod_labels"] = _key_values(values["kuberay_pod_labels"])
         values["gcp"] = gcp_from_env(env)
         try:
             return cls.model_validate(values)

@@ -1,10 +1,10 @@
 """The fake GCP APIs behave like the real ones for the calls the GCP adapters make, through the real clients.
 
 Every test drives ``google-cloud-container`` (REST transport), ``google-cloud-iam`` (gRPC, its only
-transport) or ``google-cloud-storage`` against ``FakeGcp`` on loopback, and asserts the shapes the adapters
-will have to handle, including which exception class each library raises for each error: over REST it is
-chosen by HTTP status alone, so GKE's 400 FAILED_PRECONDITION is ``BadRequest`` and its 409 ALREADY_EXISTS
-is ``Conflict``. Nothing sleeps to synchronise: waits poll a condition with a deadline.
+transport), ``google-cloud-storage`` or ``google-cloud-iap`` (REST) against ``FakeGcp`` on loopback, and asserts
+the shapes the adapters will have to handle, including which exception class each library raises for each
+error: over REST it is chosen by HTTP status alone, so GKE's 400 FAILED_PRECONDITION is ``BadRequest`` and its
+409 ALREADY_EXISTS is ``Conflict``. Nothing sleeps to synchronise: waits poll a condition with a deadline.
 """
 
 from __future__ import annotations
@@ -15,14 +15,15 @@ from typing import Any
 
 import pytest
 from google.api_core import exceptions
-from google.cloud import container_v1, iam_admin_v1
-from google.iam.v1 import policy_pb2  # type: ignore[import-untyped]
+from google.cloud import container_v1, iam_admin_v1, iap_v1
+from google.iam.v1 import iam_policy_pb2, options_pb2, policy_pb2  # type: ignore[import-untyped]
 
 from tests.support.gcp import (
     FakeGcp,
     fresh_project,
     gke_client,
     iam_client,
+    iap_client,
     permission_denied,
     quota_exceeded,
     quota_exceeded_at_create,
@@ -62,6 +63,13 @@ def gke(fake: FakeGcp) -> container_v1.ClusterManagerClient:
 @pytest.fixture(scope="module")
 def iam(fake: FakeGcp) -> Iterator[iam_admin_v1.IAMClient]:
     client = iam_client(fake)
+    yield client
+    client.transport.close()  # type: ignore[no-untyped-call]
+
+
+@pytest.fixture(scope="module")
+def iap(fake: FakeGcp) -> Iterator[iap_v1.IdentityAwareProxyAdminServiceClient]:
+    client = iap_client(fake)
     yield client
     client.transport.close()  # type: ignore[no-untyped-call]
 
@@ -504,6 +512,113 @@ def test_missing_bucket_is_404_and_a_denied_caller_is_403(fake: FakeGcp, gcs: An
     fake.fail("storage", "GetIamPolicy", storage_permission_denied(GSA, "storage.buckets.getIamPolicy"))
     with pytest.raises(exceptions.Forbidden, match=re.escape("does not have storage.buckets.getIamPolicy access")):
         gcs.bucket(BUCKET).get_iam_policy(requested_policy_version=3, retry=None)
+
+
+# --- IAP on a backend service --------------------------------------------------------------------------
+
+BACKEND = "k8s-be-30167--01177f64ec764488"
+IAP_RESOURCE = f"projects/{PROJECT}/iap_web/compute/services/{BACKEND}"
+ACCESSOR = "roles/iap.httpsResourceAccessor"
+
+
+def iap_read(iap: iap_v1.IdentityAwareProxyAdminServiceClient, resource: str, version: int = 3) -> Any:
+    options = options_pb2.GetPolicyOptions(requested_policy_version=version)
+    return iap.get_iam_policy(request=iam_policy_pb2.GetIamPolicyRequest(resource=resource, options=options))
+
+
+def iap_write(iap: iap_v1.IdentityAwareProxyAdminServiceClient, resource: str, policy: Any) -> Any:
+    return iap.set_iam_policy(request=iam_policy_pb2.SetIamPolicyRequest(resource=resource, policy=policy))
+
+
+def test_iap_policy_read_modify_write_and_a_stale_etag_is_409_aborted_raised_as_conflict(
+    fake: FakeGcp, iap: iap_v1.IdentityAwareProxyAdminServiceClient
+) -> None:
+    fake.iap.add_backend_service(PROJECT, BACKEND)
+    mine = iap_read(iap, IAP_RESOURCE)
+    assert (mine.version, mine.etag, list(mine.bindings)) == (1, b"\x00\x20\x01", [])  # "ACAB", never set
+    mine.bindings.add(role=ACCESSOR, members=["user:ana@example.com"])
+    written = iap_write(iap, IAP_RESOURCE, mine)
+    assert written.etag != mine.etag
+    assert fake.iap.members(IAP_RESOURCE, ACCESSOR) == ["user:ana@example.com"]
+
+    fake.iap.set_bindings(IAP_RESOURCE, [{"role": ACCESSOR, "members": ["group:ml@example.com"]}])
+    with pytest.raises(exceptions.Conflict, match="There were concurrent policy changes") as info:
+        iap_write(iap, IAP_RESOURCE, written)  # its etag is stale now
+    assert type(info.value) is exceptions.Conflict  # REST picks the class by HTTP status, not Aborted
+    assert error_status(info.value) == "ABORTED"
+    assert fake.iap.members(IAP_RESOURCE, ACCESSOR) == ["group:ml@example.com"]
+
+    calls = fake.calls("iap")
+    assert [(c.rpc, c.method, c.status) for c in calls] == [
+        ("GetIamPolicy", "POST", 200), ("SetIamPolicy", "POST", 200), ("SetIamPolicy", "POST", 409),
+    ]  # fmt: skip
+    assert calls[0].path == f"/v1/{IAP_RESOURCE}:getIamPolicy"
+    assert calls[0].body == {"options": {"requestedPolicyVersion": 3}}
+    assert calls[1].body["policy"]["etag"] == "ACAB"  # bytes travel base64, as the REST client encodes them
+    assert calls[0].query["$alt"] == "json;enum-encoding=int"
+
+
+def test_iap_names_a_backend_by_project_id_or_number_and_by_name_or_id_and_regional_ones_by_region(
+    fake: FakeGcp, iap: iap_v1.IdentityAwareProxyAdminServiceClient
+) -> None:
+    fake.iap.add_backend_service(PROJECT, BACKEND)
+    regional = fake.iap.add_backend_service(PROJECT, BACKEND, LOCATION)
+    assert regional == f"projects/{PROJECT}/iap_web/compute-{LOCATION}/services/{BACKEND}"
+    fake.iap.set_bindings(IAP_RESOURCE, [{"role": ACCESSOR, "members": ["user:ana@example.com"]}])
+    number, backend_id = fake.gke.project_number(PROJECT), fake.iap.backend(IAP_RESOURCE).id
+    for spelling in (f"projects/{number}/iap_web/compute/services/{BACKEND}",
+                     f"projects/{PROJECT}/iap_web/compute/services/{backend_id}"):  # fmt: skip
+        assert list(iap_read(iap, spelling).bindings[0].members) == ["user:ana@example.com"]
+    assert list(iap_read(iap, regional).bindings) == []  # same name, other region: another backend service
+
+
+def test_iap_answers_404_for_a_backend_that_does_not_exist_and_a_recreated_one_starts_empty(
+    fake: FakeGcp, iap: iap_v1.IdentityAwareProxyAdminServiceClient
+) -> None:
+    with pytest.raises(exceptions.NotFound, match="Requested entity was not found") as info:
+        iap_read(iap, IAP_RESOURCE)
+    assert error_status(info.value) == "NOT_FOUND"
+    fake.iap.add_backend_service(PROJECT, BACKEND)
+    fake.iap.set_bindings(IAP_RESOURCE, [{"role": ACCESSOR, "members": ["user:ana@example.com"]}])
+    fake.iap.delete_backend_service(IAP_RESOURCE)  # the Ingress was deleted and created again
+    with pytest.raises(exceptions.NotFound):
+        iap_write(iap, IAP_RESOURCE, policy_pb2.Policy())
+    fake.iap.add_backend_service(PROJECT, BACKEND)
+    assert list(iap_read(iap, IAP_RESOURCE).bindings) == []
+
+
+def test_iap_conditions_need_version_3_and_unknown_roles_are_refused(
+    fake: FakeGcp, iap: iap_v1.IdentityAwareProxyAdminServiceClient
+) -> None:
+    fake.iap.add_backend_service(PROJECT, BACKEND)
+    condition = {"title": "until-2030", "expression": 'request.time < timestamp("2030-01-01T00:00:00Z")'}
+    policy = iap_read(iap, IAP_RESOURCE)
+    conditional = policy.bindings.add(role=ACCESSOR, members=["user:ana@example.com"])
+    conditional.condition.title, conditional.condition.expression = condition["title"], condition["expression"]
+    with pytest.raises(exceptions.BadRequest, match="IAM Conditions require policy version 3"):
+        iap_write(iap, IAP_RESOURCE, policy)
+    policy.version = 3
+    iap_write(iap, IAP_RESOURCE, policy)
+
+    full = iap_read(iap, IAP_RESOURCE)
+    assert (full.version, full.bindings[0].role, full.bindings[0].condition.title) == (3, ACCESSOR, "until-2030")
+    legacy = iap_read(iap, IAP_RESOURCE, version=1)
+    assert legacy.version == 1
+    assert re.fullmatch(rf"{ACCESSOR}_withcond_[0-9a-f]{{20}}", legacy.bindings[0].role)
+    assert not legacy.bindings[0].HasField("condition")
+
+    wrong = iap_read(iap, IAP_RESOURCE)
+    wrong.bindings.add(role="roles/storage.objectUser", members=["user:ana@example.com"])
+    with pytest.raises(exceptions.BadRequest, match=r"Role roles/storage\.objectUser is not supported"):
+        iap_write(iap, IAP_RESOURCE, wrong)
+    assert [c.status for c in fake.calls("iap", "SetIamPolicy")] == [400, 200, 400]
+
+
+def test_unknown_fields_in_an_iap_body_are_rejected(fake: FakeGcp) -> None:
+    fake.iap.add_backend_service(PROJECT, BACKEND)
+    response = rest_session().post(f"{fake.endpoint}/v1/{IAP_RESOURCE}:setIamPolicy", json={"polcy": {}})
+    assert response.status_code == 400
+    assert "Invalid JSON payload received" in response.json()["error"]["message"]
 
 
 # --- the fake itself ------------------------------------------------------------------------------------

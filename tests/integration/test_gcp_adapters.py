@@ -21,6 +21,7 @@ from mlworkload.builders import build_gcp_plan
 from mlworkload.gcp import clients
 from mlworkload.gcp.errors import FailureKind, GcpError
 from mlworkload.gcp.iam import BindingManager, BucketPolicies, RoutedPolicies, ServiceAccountPolicies
+from mlworkload.gcp.iap import IapPolicies
 from mlworkload.gcp.live import REASON_BOUND, REASON_PROVISIONED, REASON_PROVISIONING, LiveProvisioner, connect
 from mlworkload.gcp.nodepools import GkeNodePools
 from mlworkload.gcp.plan import GcpPlan, IamBinding, NodePoolPlan
@@ -103,9 +104,11 @@ def gke(fake: FakeGcp) -> GkeNodePools:
 def policies(fake: FakeGcp) -> Iterator[RoutedPolicies]:
     iam = fakes.iam_client(fake)
     storage = fakes.storage_client(fake, PROJECT)
-    yield RoutedPolicies(ServiceAccountPolicies(iam), BucketPolicies(storage))
+    iap = fakes.iap_client(fake)
+    yield RoutedPolicies(ServiceAccountPolicies(iam), BucketPolicies(storage), IapPolicies(iap))
     iam.transport.close()  # type: ignore[no-untyped-call]
     storage.close()
+    iap.transport.close()  # type: ignore[no-untyped-call]
 
 
 @dataclass
@@ -849,7 +852,9 @@ async def test_the_production_clients_work_against_plain_http_endpoints(fake: Fa
 
         wi = IamBinding(resource=GSA_RESOURCE, role=WI_USER, member=ksa("demo"))
         bucket = IamBinding(resource=f"projects/_/buckets/{BUCKET}", role=OBJECT_USER, member=GSA_MEMBER)
-        routed = RoutedPolicies(ServiceAccountPolicies(iam), BucketPolicies(storage))
+        routed = RoutedPolicies(
+            ServiceAccountPolicies(iam), BucketPolicies(storage), IapPolicies(clients.iap_client(fake.endpoint))
+        )
         assert routed.update([(wi, True)]) == {wi}
         assert routed.update([(wi, True)]) == set()  # already there: read, nothing written
         assert routed.update([(bucket, True)]) == {bucket}
@@ -867,6 +872,7 @@ async def test_connect_wires_a_live_provisioner_from_settings(fake: FakeGcp) -> 
         gke_endpoint=fake.endpoint,
         iam_endpoint=f"http://{fake.grpc_target}",
         storage_endpoint=fake.endpoint,
+        iap_endpoint=fake.endpoint,  # every client is built at start-up: none may fall back to ADC in a test
     )
     live = connect(settings, Claims())
     plan = GcpPlan(node_pools=[gpu_pool()], iam_bindings=identity_plan().iam_bindings)

@@ -35,6 +35,7 @@ def live_gcp_settings(fake: FakeGcp) -> dict[str, str]:
         "MLW_GKE_CLUSTER": CLUSTER,
         "MLW_GKE_ENDPOINT": fake.endpoint,
         "MLW_IAM_ENDPOINT": f"http://{fake.grpc_target}",
+        "MLW_IAP_ENDPOINT": fake.endpoint,
         "MLW_STORAGE_ENDPOINT": fake.endpoint,
         "MLW_POOL_RELEASE_GRACE_SECONDS": "1",
     }

@@ -89,12 +89,18 @@ def policy(name: str = "team-nlp") -> PolicyDoc:
     return PolicyDoc(name)
 
 
+API_SERVER_CIDR = "172.16.0.2/32"
+INTERNAL_CERTIFICATE = "internal-cert"
+
+
 def permissive_policy(name: str = "permissive") -> PolicyDoc:
-    """A policy that admits anything reasonable, with a GKE cluster, a GSA and every bucket."""
+    """A policy that admits anything reasonable, with a GKE cluster, a GSA and every bucket, the control
+    plane's address (for the autoscaler) and a certificate for Internal endpoints."""
     return (
         policy(name)
         .set("identity", {"gcpServiceAccount": GSA, "allowedBuckets": ["gs://*"]})
-        .set("expose", {"allowExternal": True})
+        .set("expose", {"allowExternal": True, "preSharedCertificates": [INTERNAL_CERTIFICATE]})
+        .set("network.apiServerCIDRs", [API_SERVER_CIDR])
     )
 
 

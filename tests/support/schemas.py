@@ -15,7 +15,8 @@ Dispatch on ``apiVersion``/``kind``:
   (int32/int64 ranges, date-time, byte) and defaulting of ``required`` fields are honoured, ``metadata`` is
   checked against the strict Kubernetes ``ObjectMeta`` schema, and the CRD's CEL ``x-kubernetes-validations``
   rules are evaluated with cel-python (see ``CelRuleUnsupportedError``).
-* ``cloud.google.com/v1`` BackendConfig, ComputeClass: the hand-written schemas in ``gke_schemas/`` (GKE
+* ``cloud.google.com/v1`` BackendConfig, ComputeClass, ``networking.gke.io/v1`` ManagedCertificate: the
+  hand-written schemas in ``gke_schemas/`` (GKE
   ships no public CRD file for them), through the same pipeline.
 * The Helm chart's add-on kinds (cert-manager Certificate/Issuer, ServiceMonitor, PodMonitoring): hand-written
   subsets of their CRDs in ``addon_schemas/`` (the fields the chart can set, strictly), the same way.
@@ -100,6 +101,7 @@ _KUBERAY_CRD_FILES: Final[Mapping[tuple[str, str], str]] = {
 _GKE_SCHEMA_FILES: Final[Mapping[tuple[str, str], str]] = {
     ("cloud.google.com/v1", "BackendConfig"): "gke_schemas/backendconfig.json",
     ("cloud.google.com/v1", "ComputeClass"): "gke_schemas/computeclass.json",
+    ("networking.gke.io/v1", "ManagedCertificate"): "gke_schemas/managedcertificate.json",
     # Add-ons the Helm chart can target (cert-manager, Prometheus Operator, Managed Prometheus).
     ("cert-manager.io/v1", "Certificate"): "addon_schemas/certificate.json",
     ("cert-manager.io/v1", "Issuer"): "addon_schemas/issuer.json",

@@ -8,8 +8,17 @@ import yaml
 from mlworkload.builders import build_gcp_plan, build_objects
 from mlworkload.builders.names import kuberay_check_name
 from mlworkload.builders.nodepools import GKE_POOL_NAME_PATTERN, gke_name
+from mlworkload.policy import PlatformDefaults, admit
 from mlworkload.problems import Refused
-from tests.support.documents import GSA, WorkloadDoc, permissive_policy, policy, resolved, workload
+from tests.support.documents import (
+    API_SERVER_CIDR,
+    GSA,
+    WorkloadDoc,
+    permissive_policy,
+    policy,
+    resolved,
+    workload,
+)
 
 Manifest = dict[str, Any]
 
@@ -277,62 +286,113 @@ def policies_by_name(objects: list[Manifest]) -> dict[str, Manifest]:
     return {o["metadata"]["name"]: o["spec"] for o in objects if o["kind"] == "NetworkPolicy"}
 
 
-def test_strict_isolation_admits_only_the_workloads_pods_and_allow_from() -> None:
-    peer = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "gateway"}}}
-    doc = workload().job().group("a").group("b").set("spec.network.allowFrom", [peer])
+OWN = {"podSelector": {"matchLabels": {"app.kubernetes.io/managed-by": "mlworkload",
+                                       "mlworkload.io/workload": "demo"}}}  # fmt: skip
+KUBERAY = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kuberay-system"}},
+           "podSelector": {"matchLabels": {"app.kubernetes.io/name": "kuberay-operator"}}}  # fmt: skip
+GATEWAY = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "gateway"}}}
+
+
+def tcp(*ports: int) -> list[dict[str, Any]]:
+    return [{"protocol": "TCP", "port": port} for port in ports]
+
+
+def test_strict_isolation_admits_own_pods_kuberay_and_allow_from_on_its_ports() -> None:
+    doc = workload().job().group("a").group("b").set("spec.network.allowFrom", [GATEWAY])
     found = policies_by_name(render(doc))
     assert sorted(found) == ["demo-head", "demo-submitter", "demo-workers-a", "demo-workers-b"]
-    own = {"podSelector": {"matchLabels": {"app.kubernetes.io/managed-by": "mlworkload",
-                                           "mlworkload.io/workload": "demo"}}}  # fmt: skip
     assert found["demo-workers-a"]["podSelector"]["matchLabels"]["mlworkload.io/group"] == "a"
-    assert found["demo-head"]["ingress"] == [{"from": [own, peer]}]
+    assert found["demo-head"]["ingress"] == [
+        {"from": [OWN]},
+        {"from": [KUBERAY], "ports": tcp(8265)},  # jobs are followed through the dashboard
+        {"from": [GATEWAY], "ports": tcp(8000)},  # allowFrom without ports: Serve only
+    ]
+    assert found["demo-workers-a"]["ingress"] == [{"from": [OWN]}, {"from": [GATEWAY], "ports": tcp(8000)}]
     assert found["demo-submitter"]["ingress"] == []
     for spec in found.values():
         assert spec["policyTypes"] == ["Ingress", "Egress"]
-        assert spec["egress"][0] == {"to": [own]}
+        assert spec["egress"][0] == {"to": [OWN]}
+
+
+def test_allow_from_ports_and_kuberay_serve_health_checks_on_a_ray_service() -> None:
+    peer = {**GATEWAY, "ports": [{"port": 8265}, {"port": 10001, "protocol": "TCP"}]}
+    head = policies_by_name(render(workload().service().set("spec.network.allowFrom", [peer])))["demo-head"]
+    # KubeRay health-checks the head's Serve proxy on 8000 to label it ray.io/serve.
+    assert {"from": [KUBERAY], "ports": tcp(8265, 8000)} in head["ingress"]
+    assert {"from": [GATEWAY], "ports": tcp(8265, 10001)} in head["ingress"]
+
+
+def test_kuberay_operator_and_metrics_scrapers_come_from_the_policy() -> None:
+    operator = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ray-system"}}}
+    scraper = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "gmp-system"}}}
+    rules = permissive_policy().set("network.kuberayOperator", operator).set("network.metricsScrapers", [scraper])
+    found = policies_by_name(render(workload().group(), rules))
+    assert found["demo-head"]["ingress"][1] == {"from": [operator], "ports": tcp(8265)}
+    for name in ("demo-head", "demo-workers-cpu"):
+        assert {"from": [scraper], "ports": tcp(8080)} in found[name]["ingress"]
 
 
 def test_namespace_isolation_admits_the_whole_namespace() -> None:
     found = policies_by_name(render(workload().set("spec.network.isolation", "Namespace")))
-    assert found["demo-head"]["ingress"] == [{"from": [{"podSelector": {}}]}]
+    assert found["demo-head"]["ingress"][0] == {"from": [{"podSelector": {}}]}
+    assert found["demo-head"]["egress"][0] == {"to": [{"podSelector": {}}]}
 
 
 def test_isolation_none_renders_no_policy() -> None:
     assert policies_by_name(render(workload().group().set("spec.network.isolation", "None"))) == {}
 
 
-def test_egress_reaches_dns_metadata_google_apis_and_allowed_egress() -> None:
+def test_egress_reaches_only_dns_metadata_google_apis_and_allowed_egress() -> None:
     rules = permissive_policy().set("network.allowedEgress", [{"ipBlock": {"cidr": "10.10.0.0/16"}}])
     egress = policies_by_name(render(workload().group(), rules))["demo-workers-cpu"]["egress"]
-    assert {"ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]} in egress
-    assert {"to": [{"ipBlock": {"cidr": "169.254.169.254/32"}}], "ports": [{"protocol": "TCP", "port": 80}]} in egress
-    assert {"to": [{"ipBlock": {"cidr": "169.254.169.252/32"}}], "ports": [{"protocol": "TCP", "port": 988}]} in egress
-    assert {"to": [{"ipBlock": {"cidr": "199.36.153.8/30"}}, {"ipBlock": {"cidr": "199.36.153.4/30"}}],
-            "ports": [{"protocol": "TCP", "port": 443}]} in egress  # fmt: skip
-    assert {"to": [{"ipBlock": {"cidr": "10.10.0.0/16"}}]} in egress
-    assert {"ports": [{"protocol": "TCP", "port": 443}]} not in egress
+    assert egress == [
+        {"to": [OWN]},
+        {"to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+                 "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}},
+                {"ipBlock": {"cidr": "169.254.20.10/32"}}, {"ipBlock": {"cidr": "169.254.169.254/32"}}],
+         "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]},
+        {"to": [{"ipBlock": {"cidr": "169.254.169.254/32"}}], "ports": tcp(80)},
+        {"to": [{"ipBlock": {"cidr": "169.254.169.252/32"}}], "ports": tcp(988)},
+        {"to": [{"ipBlock": {"cidr": "199.36.153.8/30"}}, {"ipBlock": {"cidr": "199.36.153.4/30"}}],
+         "ports": tcp(443)},
+        {"to": [{"ipBlock": {"cidr": "10.10.0.0/16"}}]},
+    ]  # fmt: skip
+    assert all("to" in rule for rule in egress)  # no rule reaches every address
 
 
-def test_only_the_autoscaling_head_reaches_the_kubernetes_api() -> None:
+def test_only_the_autoscaling_head_reaches_the_control_plane() -> None:
     found = policies_by_name(render(workload().group().set("spec.autoscaling.enabled", True)))
-    assert {"ports": [{"protocol": "TCP", "port": 443}]} in found["demo-head"]["egress"]
-    assert {"ports": [{"protocol": "TCP", "port": 443}]} not in found["demo-workers-cpu"]["egress"]
+    api = {"to": [{"ipBlock": {"cidr": API_SERVER_CIDR}}], "ports": tcp(443)}
+    assert found["demo-head"]["egress"][-1] == api
+    assert api not in found["demo-workers-cpu"]["egress"]
+
+
+def test_autoscaling_under_isolation_needs_the_control_planes_address() -> None:
+    doc = workload().group().set("spec.autoscaling.enabled", True)
+    verdict = admit(doc.obj(), [permissive_policy().set("network.apiServerCIDRs", []).obj()], None)
+    assert [str(p) for p in verdict.problems] == [
+        "spec.autoscaling.enabled: the Ray autoscaler must reach the Kubernetes API, and under Strict isolation"
+        " nothing says where it is: policy permissive needs network.apiServerCIDRs (or the operator setting"
+        " MLW_API_SERVER_CIDRS)"
+    ]
+    defaults = PlatformDefaults(api_server_cidrs=("10.0.0.2/32",))
+    assert admit(doc.obj(), [permissive_policy().set("network.apiServerCIDRs", []).obj()], None, defaults).allowed
+    assert admit(doc.set("spec.network.isolation", "None").obj(), [permissive_policy().obj()], None).allowed
 
 
 def test_load_balancer_ranges_reach_exactly_the_exposed_ports() -> None:
     lb = [{"ipBlock": {"cidr": "35.191.0.0/16"}}, {"ipBlock": {"cidr": "130.211.0.0/22"}}]
     found = policies_by_name(render(workload().service().group().expose("dashboard").expose("serve")))
-    assert found["demo-head"]["ingress"][1] == {"from": lb, "ports": [{"protocol": "TCP", "port": 8265},
-                                                                     {"protocol": "TCP", "port": 8000}]}  # fmt: skip
-    assert found["demo-workers-cpu"]["ingress"][1] == {"from": lb, "ports": [{"protocol": "TCP", "port": 8000}]}
+    assert found["demo-head"]["ingress"][-1] == {"from": lb, "ports": tcp(8265, 8000)}
+    assert found["demo-workers-cpu"]["ingress"][-1] == {"from": lb, "ports": tcp(8000)}
     cluster = policies_by_name(render(workload().group().expose("serve")))
-    assert len(cluster["demo-workers-cpu"]["ingress"]) == 1  # on a RayCluster, serve runs on the head
+    assert cluster["demo-workers-cpu"]["ingress"] == [{"from": [OWN]}]  # on a RayCluster, serve runs on the head
 
 
 # --- exposure -------------------------------------------------------------------------------------
 
 
-def test_internal_dashboard_with_iap() -> None:
+def test_internal_dashboard_with_iap_is_https_only_with_the_policys_certificate() -> None:
     objects = render(workload().expose("dashboard", iap=True, host="ray.internal.example.com"))
     assert kinds(objects)[-3:] == [("Service", "demo-dashboard"), ("BackendConfig", "demo-dashboard"),
                                    ("Ingress", "demo-dashboard")]  # fmt: skip
@@ -349,9 +409,42 @@ def test_internal_dashboard_with_iap() -> None:
         "iap": {"enabled": True},
     }
     ingress = only(objects, "Ingress")
-    assert ingress["metadata"]["annotations"] == {"kubernetes.io/ingress.class": "gce-internal"}
+    assert ingress["metadata"]["annotations"] == {
+        "kubernetes.io/ingress.class": "gce-internal",
+        "ingress.gcp.kubernetes.io/pre-shared-cert": "internal-cert",
+        "kubernetes.io/ingress.allow-http": "false",
+    }
     assert "ingressClassName" not in ingress["spec"]
     assert ingress["spec"]["rules"][0]["host"] == "ray.internal.example.com"
+    assert not [o for o in objects if o["kind"] == "ManagedCertificate"]  # GKE has none for internal LBs
+
+
+def test_external_endpoint_with_a_host_gets_a_managed_certificate_and_no_plain_http() -> None:
+    objects = render(workload().service().expose("serve", visibility="External", iap=True, host="llm.example.com"))
+    assert kinds(objects)[-4:] == [("Service", "demo-serve"), ("BackendConfig", "demo-serve"),
+                                   ("ManagedCertificate", "demo-serve"), ("Ingress", "demo-serve")]  # fmt: skip
+    assert only(objects, "ManagedCertificate")["spec"] == {"domains": ["llm.example.com"]}
+    assert only(objects, "Ingress")["metadata"]["annotations"] == {
+        "kubernetes.io/ingress.class": "gce",
+        "networking.gke.io/managed-certificates": "demo-serve",
+        "kubernetes.io/ingress.allow-http": "false",
+    }
+
+
+def test_iap_accessors_are_granted_on_each_iap_endpoints_backend() -> None:
+    rules = permissive_policy().set("expose.iapAccessors", ["group:ml@example.com", "user:a@example.com"])
+    doc = workload().service().expose("dashboard", host="ray.internal.example.com")
+    doc = doc.expose("serve", visibility="External", iap=False)
+    iap = [b for b in plan_of(doc, rules)["iamBindings"] if b["role"] == "roles/iap.httpsResourceAccessor"]
+    # Offline, the backend GKE will make is named by its Ingress; the dashboard's is regional (internal LB).
+    pending = "projects/my-proj/iap_web/compute-us-central1/services/<backend of Ingress team-nlp/demo-dashboard>"
+    assert iap == [{"resource": pending, "role": "roles/iap.httpsResourceAccessor", "member": member}
+                   for member in ("group:ml@example.com", "user:a@example.com")]  # fmt: skip
+    live = build_gcp_plan(resolved(doc, rules), {"demo-dashboard": ["k8s1-ab-team-nlp-demo-dashboard-8265-cd"]})
+    assert {b.resource for b in live.iam_bindings if b.role == "roles/iap.httpsResourceAccessor"} == {
+        "projects/my-proj/iap_web/compute-us-central1/services/k8s1-ab-team-nlp-demo-dashboard-8265-cd"
+    }
+    assert not [b for b in build_gcp_plan(resolved(doc, rules), {}).iam_bindings if "iap_web" in b.resource]
 
 
 def test_external_serve_without_iap_or_host() -> None:

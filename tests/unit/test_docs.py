@@ -444,7 +444,7 @@ def troubleshooting_reasons() -> set[str]:
     reasons = {
         value for name, value in vars(constants).items() if name.startswith("REASON_") and isinstance(value, str)
     }
-    reasons -= {"Allowed", "UpToDate"}
+    reasons -= {"Allowed", "UpToDate", "NoEndpoints", "Serving", "Enforced"}  # what all is well says
     reasons |= {kind.value for kind in STALLING} | {FailureKind.UNAVAILABLE.value, REASON_PROVISIONING}
     return reasons | {reason for literals in LITERAL_REASONS.values() for reason in literals}
 

@@ -7,9 +7,11 @@ import pytest
 
 from mlworkload.api.policy import PolicyGcp
 from mlworkload.api.workload import Capacity, Isolation, Visibility
+from mlworkload.builders import build_objects
 from mlworkload.policy import (
     BUILTIN_POLICY_NAME,
     ClusterView,
+    PlatformDefaults,
     WorkloadGpus,
     admit,
     admit_in,
@@ -59,7 +61,11 @@ def test_the_governing_policy_is_selected_by_labels_priority_then_name(
 
 def test_without_a_policy_the_documented_safe_defaults_apply() -> None:
     verdict = admit(workload().gpu_group().expose("dashboard").obj(), [], {"team": "nlp"})
-    assert verdict.allowed
+    # The dashboard gets IAP by default, which needs HTTPS, and no policy names a certificate.
+    assert [str(p) for p in verdict.problems] == [
+        "spec.expose.dashboard.iap: an Internal endpoint with IAP needs HTTPS, and policy (built-in defaults)"
+        " names no certificate for it (expose.preSharedCertificates)"
+    ]
     resolved = verdict.resolved
     assert resolved.policy_name == BUILTIN_POLICY_NAME
     assert resolved.isolation is Isolation.STRICT
@@ -110,7 +116,7 @@ def test_policy_defaults_fill_identity_isolation_iap_deadline_and_gcp() -> None:
 
 def test_the_operators_gcp_setting_applies_when_the_policy_names_no_cluster() -> None:
     fallback = PolicyGcp(project="ops-proj", location="europe-west4", cluster="ops")
-    verdict = admit(workload().obj(), [policy().set("gcp", None).obj()], None, gcp=fallback)
+    verdict = admit(workload().obj(), [policy().set("gcp", None).obj()], None, PlatformDefaults(gcp=fallback))
     assert verdict.resolved.gcp == fallback
 
 
@@ -240,6 +246,73 @@ CASES = {
     "IAP required and defaulted": Case(
         workload().expose("dashboard"), permissive_policy().set("expose.requireIAP", True)
     ),
+    "an External dashboard without IAP, under any policy": Case(
+        workload().expose("dashboard", visibility="External", iap=False, host="ray.example.com"),
+        permissive_policy().set("expose.requireIAP", False),
+        ["spec.expose.dashboard.iap: false is never allowed for an External dashboard: it runs any code its"
+         " visitors send, as the workload's Google identity; keep IAP on, or use Internal"],
+    ),
+    "an Internal dashboard without IAP where the policy is silent": Case(
+        workload().expose("dashboard", iap=False),
+        refused=["spec.expose.dashboard.iap: false is not allowed for the dashboard: policy permissive does not"
+                 " say requireIAP: false; keep IAP on"],
+    ),
+    "an Internal dashboard without IAP where the policy says requireIAP: false": Case(
+        workload().expose("dashboard", iap=False), permissive_policy().set("expose.requireIAP", False)
+    ),
+    "an External IAP endpoint needs a host for its certificate": Case(
+        workload().service().expose("serve", visibility="External", iap=True),
+        refused=["spec.expose.serve.host: an External endpoint with IAP needs a host, for its Google-managed"
+                 " certificate; set the DNS name it is served at"],
+    ),
+    "an Internal IAP endpoint needs the policy's certificate": Case(
+        workload().expose("dashboard"),
+        permissive_policy().set("expose.preSharedCertificates", []),
+        ["spec.expose.dashboard.iap: an Internal endpoint with IAP needs HTTPS, and policy permissive names no"
+         " certificate for it (expose.preSharedCertificates)"],
+    ),
+    "a managed certificate's domain is fully qualified": Case(
+        workload().service().expose("serve", visibility="External", host="llm"),
+        refused=["spec.expose.serve.host: 'llm' cannot have a Google-managed certificate: it must be a fully"
+                 " qualified domain name of at most 63 characters, e.g. llm.example.com"],
+    ),
+    "a managed certificate's domain is at most 63 characters": Case(
+        workload().service().expose("serve", visibility="External", host="a" * 60 + ".example.com"),
+        refused=["spec.expose.serve.host: '" + "a" * 60 + ".example.com' cannot have a Google-managed certificate:"
+                 " it must be a fully qualified domain name of at most 63 characters, e.g. llm.example.com"],
+    ),
+    "an isolation level the policy does not allow": Case(
+        workload().set("spec.network.isolation", "None"),
+        permissive_policy().set("network.allowedIsolations", ["Strict", "Namespace"]),
+        ["spec.network.isolation: None is not allowed by policy permissive; allowed: Strict, Namespace"],
+    ),
+    "a default isolation the policy's own list excludes": Case(
+        workload(),
+        permissive_policy().set("network.allowedIsolations", ["Namespace"]),
+        ["spec.network.isolation (the policy's defaultIsolation): Strict is not allowed by policy permissive;"
+         " allowed: Namespace"],
+    ),
+    "allowFrom never reaches the GCS": Case(
+        workload().set("spec.network.allowFrom", [{"podSelector": {}, "ports": [{"port": 8265}, {"port": 6379}]}]),
+        refused=["spec.network.allowFrom[0].ports[1].port: 6379 is Ray's GCS, which holds the whole cluster's"
+                 " state: it is never opened to other pods"],
+    ),
+    "allowFrom every namespace where the policy forbids it": Case(
+        workload().set("spec.network.allowFrom", [{"namespaceSelector": {}}]),
+        permissive_policy().set("network.allowFromAnyNamespace", False),
+        ["spec.network.allowFrom[0].namespaceSelector: an empty selector (every namespace) is not allowed by"
+         " policy permissive; select the namespaces by label"],
+    ),
+    "allowFrom every namespace by default": Case(workload().set("spec.network.allowFrom", [{"namespaceSelector": {}}])),
+    "token auth required on a Ray version without it": Case(
+        workload(),
+        permissive_policy().set("ray.tokenAuth", "Required"),
+        ["spec.ray.version: '2.41.0' has no token authentication, which policy permissive requires"
+         " (ray.tokenAuth: Required); use Ray 2.52.0 or later"],
+    ),
+    "token auth required on Ray 2.52": Case(
+        workload().set("spec.ray.version", "2.52.0"), permissive_policy().set("ray.tokenAuth", "Required")
+    ),
     "disabled endpoint is not checked": Case(workload().set("spec.expose.serve", {"enabled": False,
                                                                                  "visibility": "External"}), policy()),
     "required label missing": Case(
@@ -357,3 +430,18 @@ def test_an_update_does_not_count_the_workload_against_itself() -> None:
 def test_cpu_only_workloads_never_hit_the_gpu_quota() -> None:
     rules = permissive_policy().set("quota.maxGPUs", 0)
     assert admit(workload().group("cpu").obj(), [rules.obj()], None, gpus_of_others=100).allowed
+
+
+@pytest.mark.parametrize(
+    ("rule", "version", "enabled"),
+    [("Disabled", "2.52.0", False), ("Enabled", "2.41.0", False), ("Enabled", "2.52.1", True),
+     ("Required", "2.53.0", True)],
+)  # fmt: skip
+def test_token_auth_turns_on_kuberays_auth_options(rule: str, version: str, enabled: bool) -> None:
+    doc = workload().set("spec.ray.version", version)
+    verdict = admit(doc.obj(), [permissive_policy().set("ray.tokenAuth", rule).obj()], None)
+    assert verdict.allowed, verdict.problems
+    ray_cluster = next(o for o in build_objects(verdict.resolved) if o["kind"] == "RayCluster")
+    assert ("authOptions" in ray_cluster["spec"]) is enabled
+    if enabled:
+        assert ray_cluster["spec"]["authOptions"] == {"mode": "token"}

@@ -46,7 +46,7 @@ from mlworkload.api.workload import ACCELERATOR_COUNTS, MAX_NAME_LENGTH
 from mlworkload.builders import build_gcp_plan, build_objects
 from mlworkload.constants import GPU_RESOURCE, LABEL_MANAGED_BY, LABEL_WORKLOAD, MANAGED_BY
 from mlworkload.gcp.machines import KNOWN_ACCELERATORS, MACHINES, UnknownMachine, machines_for
-from mlworkload.policy import Admission, admit
+from mlworkload.policy import Admission, PlatformDefaults, admit
 from mlworkload.policy.resolve import default_image
 from mlworkload.problems import Refused
 from mlworkload.yamlio import dump_all
@@ -57,7 +57,9 @@ GSA = "ray-nlp@my-proj.iam.gserviceaccount.com"
 OTHER_GSA = "ray-vision@other-proj.iam.gserviceaccount.com"
 # The operator's own GKE cluster setting (Helm values / MLW_GCP_*), used when no policy names one.
 OPERATOR_GCP = PolicyGcp(project="op-project", location="europe-west4", cluster="op-cluster")
-OPERATOR_ENV = {"MLW_GCP_PROJECT": "op-project", "MLW_GCP_LOCATION": "europe-west4", "MLW_GKE_CLUSTER": "op-cluster"}
+OPERATOR_DEFAULTS = PlatformDefaults(gcp=OPERATOR_GCP, api_server_cidrs=("172.16.0.2/32",))
+OPERATOR_ENV = {"MLW_GCP_PROJECT": "op-project", "MLW_GCP_LOCATION": "europe-west4", "MLW_GKE_CLUSTER": "op-cluster",
+                "MLW_API_SERVER_CIDRS": "172.16.0.2/32"}  # fmt: skip
 
 GKE_POOL_NAME = re.compile(r"^[a-z]([-a-z0-9]{0,38}[a-z0-9])?$")
 # A problem line names the field it is about: it starts with (or, behind the CLI's document prefix,
@@ -249,7 +251,8 @@ class Rules:
     present: bool
     spot: str = "Preferred"
     allow_external: bool = False
-    require_iap: bool = False
+    require_iap: bool | None = None  # None: the policy does not say
+    internal_certificates: bool = False  # expose.preSharedCertificates: Internal endpoints can be HTTPS
     gsa: str | None = None
     project_number: str | None = None
     bucket_patterns: list[str] = field(default_factory=list)
@@ -265,7 +268,8 @@ def rules(draw: st.DrawFn) -> Rules:
         present=True,
         spot=draw(st.sampled_from(["Required", "Preferred", "Forbidden"])),
         allow_external=draw(st.booleans()),
-        require_iap=draw(st.booleans()),
+        require_iap=draw(st.sampled_from([None, True, False])),
+        internal_certificates=draw(st.booleans()),
         gsa=gsa,
         project_number=project_number,
         bucket_patterns=draw(st.sampled_from([["gs://*"], ["gs://team-nlp-*", "gs://shared-?"], []])),
@@ -313,21 +317,43 @@ def worker_groups(draw: st.DrawFn, name: str, spot: str) -> dict[str, Any]:
     return group
 
 
+# A name a Google-managed certificate can cover: fully qualified, at most 63 characters.
+managed_domain = (
+    st.lists(short_dns1123_label, min_size=1, max_size=3)
+    .map(lambda labels: ".".join([*labels, "example.com"]))
+    .filter(lambda host: len(host) <= 63)
+)
+
+
 @st.composite
-def endpoints(draw: st.DrawFn, rules: Rules) -> dict[str, Any] | None:
+def endpoints(draw: st.DrawFn, rules: Rules, which: str) -> dict[str, Any] | None:
+    """An endpoint the rules admit: IAP only over HTTPS, the dashboard never External without IAP."""
     if draw(st.integers(0, 3)) == 0:
         return None
     endpoint: dict[str, Any] = {}
     if draw(st.integers(0, 3)) > 0:
         endpoint["enabled"] = draw(st.booleans())
     visibilities = ["Internal", "External"] if rules.allow_external else ["Internal"]
-    if draw(st.booleans()):
-        endpoint["visibility"] = draw(st.sampled_from(visibilities))
-    iap_choices = [None, True] if rules.require_iap else [None, True, False]
+    visibility = draw(st.sampled_from(visibilities))
+    if visibility == "External" or draw(st.booleans()):
+        endpoint["visibility"] = visibility
+    iap_by_default = which == "dashboard" or bool(rules.require_iap)
+    may_skip_iap = not rules.require_iap and (
+        which == "serve" or (visibility == "Internal" and rules.require_iap is False)
+    )
+    https = visibility == "External" or rules.internal_certificates
+    iap_choices: list[bool | None] = [None, True] if https else []
+    if may_skip_iap:
+        iap_choices += [False] + ([None] if not iap_by_default else [])
+    if not iap_choices:
+        return None if endpoint.get("enabled", False) else endpoint  # a disabled endpoint is never judged
     iap = draw(st.sampled_from(iap_choices))
     if iap is not None:
         endpoint["iap"] = iap
-    if draw(st.booleans()):
+    effective_iap = iap_by_default if iap is None else iap
+    if visibility == "External" and (effective_iap or draw(st.booleans())):
+        endpoint["host"] = draw(managed_domain)  # its managed certificate needs a fully qualified name
+    elif visibility == "Internal" and draw(st.booleans()):
         endpoint["host"] = draw(host_name)
     return endpoint
 
@@ -471,7 +497,7 @@ def scenarios(draw: st.DrawFn, types: tuple[str, ...] = ("Cluster", "Job", "Serv
         spec["network"] = draw(networks())
     expose = {}
     for which in ("dashboard", "serve"):
-        endpoint = draw(endpoints(allowed))
+        endpoint = draw(endpoints(allowed, which))
         if endpoint is not None:
             expose[which] = endpoint
     if expose or draw(st.integers(0, 4)) == 0:
@@ -577,7 +603,11 @@ def policies(draw: st.DrawFn, allowed: Rules, workload: dict[str, Any], cost_lab
     sections = {
         "ray": draw(policy_ray_rules(spec)),
         "network": draw(policy_networks()),
-        "expose": {"allowExternal": allowed.allow_external, "requireIAP": allowed.require_iap},
+        "expose": {
+            "allowExternal": allowed.allow_external,
+            **({} if allowed.require_iap is None else {"requireIAP": allowed.require_iap}),
+            **({"preSharedCertificates": ["internal-cert"]} if allowed.internal_certificates else {}),
+        },
         "labels": {"required": sorted(cost_labels)} if cost_labels else {},
         "lifecycle": draw(policy_lifecycles(spec)),
     }
@@ -592,7 +622,7 @@ def policies(draw: st.DrawFn, allowed: Rules, workload: dict[str, Any], cost_lab
 def admission(workload_doc: dict[str, Any], policy_doc: dict[str, Any] | None) -> Admission:
     workload = parse_workload(copy.deepcopy(workload_doc))
     policies: list[MLWorkloadPolicy] = [] if policy_doc is None else [parse_policy(copy.deepcopy(policy_doc))]
-    return admit(workload, policies, None, OPERATOR_GCP)
+    return admit(workload, policies, None, OPERATOR_DEFAULTS)
 
 
 def pod_templates(obj: dict[str, Any]) -> list[dict[str, Any]]:
@@ -627,7 +657,7 @@ def refusal_lines(workload_doc: Any, policy_doc: Any) -> list[str]:
             problems += refused.lines()
     if problems or workload is None:
         return problems
-    verdict = admit(workload, [] if policy is None else [policy], None, OPERATOR_GCP)
+    verdict = admit(workload, [] if policy is None else [policy], None, OPERATOR_DEFAULTS)
     return [str(problem) for problem in verdict.problems]
 
 

@@ -4,7 +4,7 @@ import re
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import ConfigDict, Field, field_validator
+from pydantic import ConfigDict, Field, StrictInt, field_validator
 
 from mlworkload.api.base import ApiModel
 
@@ -124,6 +124,19 @@ class IPBlock(KubernetesShape):
 
     cidr: str = Field(description="A CIDR such as 10.0.0.0/8 or 2001:db8::/32.")
     except_: list[str] = Field(default_factory=list, alias="except", description="CIDRs inside `cidr` to leave out.")
+
+
+class Protocol(StrEnum):
+    TCP = "TCP"
+    UDP = "UDP"
+    SCTP = "SCTP"
+
+
+class PeerPort(KubernetesShape):
+    """A port a peer may reach, as in networking.k8s.io/v1 NetworkPolicyPort (numbers only)."""
+
+    port: StrictInt = Field(ge=1, le=65535, description="Port number.")
+    protocol: Protocol = Field(default=Protocol.TCP, description="TCP, UDP or SCTP. Default TCP.")
 
 
 class NetworkPolicyPeer(KubernetesShape):

@@ -105,6 +105,12 @@ class PolicyNodePools(ApiModel):
     )
 
 
+class TokenAuth(StrEnum):
+    DISABLED = "Disabled"
+    ENABLED = "Enabled"
+    REQUIRED = "Required"
+
+
 class PolicyRay(ApiModel):
     """Ray versions and image sources."""
 
@@ -115,6 +121,13 @@ class PolicyRay(ApiModel):
         default=None,
         description="Image prefixes allowed (rayproject/, us-docker.pkg.dev/p/ray/). Omitted: any.",
     )
+    token_auth: TokenAuth = Field(
+        default=TokenAuth.DISABLED,
+        description=(
+            "Ray token authentication (KubeRay authOptions, Ray >= 2.52). Disabled; Enabled: on for Ray"
+            " versions that support it; Required: on, and older Ray versions are refused. Default Disabled."
+        ),
+    )
 
 
 class PolicyNetwork(ApiModel):
@@ -122,6 +135,31 @@ class PolicyNetwork(ApiModel):
 
     default_isolation: Isolation = Field(
         default=Isolation.STRICT, description="Isolation for workloads that set none. Default Strict."
+    )
+    allowed_isolations: list[Isolation] | None = Field(
+        default=None, description="Isolation levels workloads may choose. Omitted: all three."
+    )
+    allow_from_any_namespace: StrictBool = Field(
+        default=True,
+        description=("Admit allowFrom peers that select every namespace (an empty namespaceSelector). Default true."),
+    )
+    kuberay_operator: NetworkPolicyPeer | None = Field(
+        default=None,
+        description=(
+            "KubeRay's operator, allowed to the Ray head's dashboard (8265) to follow jobs and Serve."
+            " Default: the operator setting (namespace kuberay-system, app.kubernetes.io/name=kuberay-operator)."
+        ),
+    )
+    metrics_scrapers: list[NetworkPolicyPeer] = Field(
+        default_factory=list, description="Peers allowed to Ray's metrics port (8080) only. Default none."
+    )
+    api_server_cidrs: list[str] = Field(
+        default_factory=list,
+        alias="apiServerCIDRs",
+        description=(
+            "Where an autoscaled Ray head reaches the Kubernetes API on 443 (the control plane's endpoint)."
+            " Default: the operator setting."
+        ),
     )
     allowed_egress: list[NetworkPolicyPeer] = Field(
         default_factory=list,
@@ -141,8 +179,24 @@ class PolicyExpose(ApiModel):
     """Exposure rules."""
 
     allow_external: StrictBool = Field(default=False, description="Allow External endpoints. Default false.")
-    require_iap: StrictBool = Field(
-        default=False, alias="requireIAP", description="Every endpoint must use IAP (and defaults to it)."
+    require_iap: StrictBool | None = Field(
+        default=None,
+        alias="requireIAP",
+        description=(
+            "true: every endpoint must use IAP (and defaults to it). Only an explicit false lets an Internal"
+            " dashboard go without IAP."
+        ),
+    )
+    iap_accessors: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Members (user:, group:, domain:, serviceAccount:) granted roles/iap.httpsResourceAccessor on every"
+            " IAP endpoint of the governed workloads."
+        ),
+    )
+    pre_shared_certificates: list[str] = Field(
+        default_factory=list,
+        description="Regional SSL certificates (by name) for Internal endpoints' HTTPS. Required for Internal IAP.",
     )
 
 

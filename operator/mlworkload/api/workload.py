@@ -17,6 +17,7 @@ from mlworkload.api.meta import (
     DnsLabel,
     NetworkPolicyPeer,
     ObjectMeta,
+    PeerPort,
     is_dns1035_label,
 )
 from mlworkload.api.quantity import Quantity
@@ -355,6 +356,16 @@ class IdentitySpec(ApiModel):
     )
 
 
+class AllowedPeer(NetworkPolicyPeer):
+    """An extra ingress peer, and the ports of the Ray pods it may reach."""
+
+    ports: list[PeerPort] = Field(
+        default_factory=list,
+        max_length=16,
+        description="Ports it may reach. Default: the Serve port (8000) only. The GCS port (6379) is never allowed.",
+    )
+
+
 class NetworkSpec(ApiModel):
     """Who may reach the Ray pods."""
 
@@ -365,8 +376,10 @@ class NetworkSpec(ApiModel):
             " None: no NetworkPolicy. Default from policy (Strict)."
         ),
     )
-    allow_from: list[NetworkPolicyPeer] = Field(
-        default_factory=list, description="Extra ingress peers (NetworkPolicyPeer shape)."
+    allow_from: list[AllowedPeer] = Field(
+        default_factory=list,
+        max_length=32,
+        description="Extra ingress peers (NetworkPolicyPeer shape) with the ports they may reach.",
     )
 
 
@@ -379,7 +392,11 @@ class Endpoint(ApiModel):
         description="Internal (gce-internal load balancer) or External (gce). Default Internal.",
     )
     iap: StrictBool | None = Field(
-        default=None, description="Put Identity-Aware Proxy in front. Default: true when policy requires IAP."
+        default=None,
+        description=(
+            "Put Identity-Aware Proxy in front (HTTPS only). Default: true for the dashboard, and for serve when"
+            " the policy requires IAP. An External dashboard always has IAP."
+        ),
     )
     host: str | None = Field(
         default=None,

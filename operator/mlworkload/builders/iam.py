@@ -1,6 +1,9 @@
-"""IAM bindings: Workload Identity on the Google service account, and bucket access."""
+"""IAM bindings: Workload Identity on the Google service account, bucket access, and who may pass IAP."""
 
-from mlworkload.api.workload import BucketAccess
+from collections.abc import Mapping, Sequence
+
+from mlworkload.api.workload import BucketAccess, Visibility
+from mlworkload.builders.endpoints import exposed_endpoints
 from mlworkload.builders.names import service_account_name
 from mlworkload.gcp.plan import IamBinding
 from mlworkload.policy.resolve import ResolvedWorkload
@@ -10,6 +13,7 @@ BUCKET_ROLES = {
     BucketAccess.READ_ONLY: "roles/storage.objectViewer",
     BucketAccess.READ_WRITE: "roles/storage.objectUser",
 }
+IAP_ACCESSOR_ROLE = "roles/iap.httpsResourceAccessor"
 _GSA_DOMAIN = ".iam.gserviceaccount.com"
 
 
@@ -58,4 +62,51 @@ def build_iam_bindings(resolved: ResolvedWorkload, project: str) -> list[IamBind
                 member=bucket_member,
             )
         )
+    return bindings
+
+
+def region_of(location: str) -> str:
+    """us-central1-a -> us-central1; a region stays as it is."""
+    return "-".join(location.split("-")[:2])
+
+
+def iap_resource(project: str, backend_service: str, region: str | None) -> str:
+    """The IAP resource of a backend service: global for External Ingresses, regional (compute-REGION)
+    for gce-internal ones, whose load balancer is regional (terraform's iap_web_backend_service and
+    iap_web_region_backend_service IAM ids)."""
+    compute = f"compute-{region}" if region else "compute"
+    return f"projects/{project}/iap_web/{compute}/services/{backend_service}"
+
+
+def pending_backend(namespace: str, ingress: str) -> str:
+    """What `plan` shows for a backend service GKE has not made yet."""
+    return f"<backend of Ingress {namespace}/{ingress}>"
+
+
+def build_iap_bindings(
+    resolved: ResolvedWorkload, project: str, location: str, backends: Mapping[str, Sequence[str]] | None
+) -> list[IamBinding]:
+    """roles/iap.httpsResourceAccessor for the policy's iapAccessors on every IAP endpoint's backend services.
+
+    GKE names a backend service only once it has made the load balancer (the Ingress's
+    `ingress.kubernetes.io/backends` annotation): `backends` maps an endpoint's Ingress name to the
+    services it names. Offline (`None`) the plan shows a placeholder; an endpoint missing from the
+    mapping gets no binding yet.
+    """
+    accessors = resolved.policy.expose.iap_accessors
+    bindings = []
+    for endpoint in exposed_endpoints(resolved):
+        if not endpoint.endpoint.iap or not accessors:
+            continue
+        region = region_of(location) if endpoint.endpoint.visibility is Visibility.INTERNAL else None
+        services = (
+            [pending_backend(resolved.namespace, endpoint.name)]
+            if backends is None
+            else backends.get(endpoint.name, ())
+        )
+        bindings += [
+            IamBinding(resource=iap_resource(project, service, region), role=IAP_ACCESSOR_ROLE, member=member)
+            for service in services
+            for member in accessors
+        ]
     return bindings

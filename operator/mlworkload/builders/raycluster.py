@@ -36,6 +36,10 @@ def build_ray_cluster_spec(resolved: ResolvedWorkload) -> Manifest:
             for group in resolved.groups
         ],
     }
+    if resolved.token_auth:
+        # KubeRay makes the token Secret and gives RAY_AUTH_MODE/RAY_AUTH_TOKEN to every Ray container,
+        # the submitter and the autoscaler; it refuses Ray versions before 2.52.0 itself.
+        cluster["authOptions"] = {"mode": "token"}
     if spec.autoscaling.enabled:
         cluster["autoscalerOptions"] = {
             "upscalingMode": "Default",

@@ -39,6 +39,7 @@ from mlworkload.constants import (
 from mlworkload.controller.certificates import write_self_signed
 from mlworkload.controller.kube import WORKLOADS, ClientKubeApi, KubeError
 from mlworkload.controller.reconcile import Outcome, Reconciler, live_claims, owner_key, reconcile, recorded_of
+from mlworkload.gcp.clusters import connect_inspector
 from mlworkload.gcp.errors import GcpError
 from mlworkload.gcp.live import LiveProvisioner, connect
 from mlworkload.gcp.provisioner import DryRunProvisioner, GcpProvisioner
@@ -125,7 +126,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     memo.config = config
     kube = ClientKubeApi(_api_client())
     gcp = _gcp_provisioner(config, kube)
-    memo.reconciler = Reconciler(kube=kube, gcp=gcp, gcp_defaults=config.gcp)
+    clusters = connect_inspector(config) if isinstance(gcp, LiveProvisioner) else None
+    memo.reconciler = Reconciler(kube=kube, gcp=gcp, defaults=config.platform_defaults, clusters=clusters)
     memo.locks = defaultdict(asyncio.Lock)
     if isinstance(gcp, LiveProvisioner):
         interval = min(max(config.pool_release_grace_seconds / 4, config.gcp_poll_seconds), 60.0)
@@ -349,7 +351,7 @@ def validate_workload(body: kopf.Body, memo: kopf.Memo, old: kopf.Body | None = 
     except Refused as refused:
         ADMISSION_REFUSALS.labels(reason="schema").inc()
         raise kopf.AdmissionError("\n".join(map(str, refused.problems)), code=422) from None
-    verdict = admit_in(view, workload, getattr(memo, "config", OperatorSettings()).gcp)
+    verdict = admit_in(view, workload, getattr(memo, "config", OperatorSettings()).platform_defaults)
     if not verdict.allowed:
         for problem in verdict.problems:
             ADMISSION_REFUSALS.labels(reason=problem.rule or "policy").inc()

@@ -44,6 +44,7 @@ _RESOURCES = [
     Resource("networking.k8s.io/v1", "NetworkPolicy", "networkpolicies"),
     Resource("networking.k8s.io/v1", "Ingress", "ingresses"),
     Resource("cloud.google.com/v1", "BackendConfig", "backendconfigs"),
+    Resource("networking.gke.io/v1", "ManagedCertificate", "managedcertificates"),
     Resource("cloud.google.com/v1", "ComputeClass", "computeclasses", namespaced=False),
     Resource("ray.io/v1", "RayCluster", "rayclusters"),
     Resource("ray.io/v1", "RayJob", "rayjobs"),

@@ -13,19 +13,25 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mlworkload.api.load import parse_workload
-from mlworkload.api.policy import PolicyGcp
-from mlworkload.api.workload import GpuStatus, MLWorkload, MLWorkloadStatus, WorkloadType
+from mlworkload.api.workload import GpuStatus, Isolation, MLWorkload, MLWorkloadStatus, WorkloadType
 from mlworkload.builders import build_gcp_plan, build_objects
-from mlworkload.builders.endpoints import exposed_endpoints
-from mlworkload.constants import REASON_GCP_NOT_CONFIGURED, REASON_INVALID_SPEC, REASON_POLICY_VIOLATION
+from mlworkload.constants import (
+    REASON_GCP_NOT_CONFIGURED,
+    REASON_INVALID_SPEC,
+    REASON_NETWORK_POLICIES_ENFORCED,
+    REASON_NETWORK_POLICIES_NOT_ENFORCED,
+    REASON_POLICY_VIOLATION,
+)
 from mlworkload.controller.apply import ApplyResult, apply_children, delete_stale, observe_children
+from mlworkload.controller.exposure import observe_exposure
 from mlworkload.controller.kube import RESOURCES, WORKLOADS, KubeApi, Resource
 from mlworkload.controller.raystatus import RayState, observe_ray
 from mlworkload.controller.scaleup import observe_scale_up
 from mlworkload.controller.status import Observation, compute_status
+from mlworkload.gcp.clusters import ClusterInspector
 from mlworkload.gcp.errors import GcpError
 from mlworkload.gcp.provisioner import GcpProvisioner, GcpState, Readiness, Recorded
-from mlworkload.policy import ClusterView, ResolvedWorkload, admit_in
+from mlworkload.policy import ClusterView, PlatformDefaults, ResolvedWorkload, admit_in
 from mlworkload.problems import Problem, Refused
 
 logger = logging.getLogger(__name__)
@@ -42,6 +48,7 @@ PRUNED_KINDS: tuple[Resource, ...] = tuple(
         ("ray.io/v1", "RayService"),
         ("v1", "Service"),
         ("cloud.google.com/v1", "BackendConfig"),
+        ("networking.gke.io/v1", "ManagedCertificate"),
         ("networking.k8s.io/v1", "Ingress"),
     ]
 )
@@ -51,7 +58,8 @@ PRUNED_KINDS: tuple[Resource, ...] = tuple(
 class Reconciler:
     kube: KubeApi
     gcp: GcpProvisioner
-    gcp_defaults: PolicyGcp | None = None
+    defaults: PlatformDefaults = field(default_factory=PlatformDefaults)
+    clusters: ClusterInspector | None = None  # live GCP only: can tell whether NetworkPolicies are enforced
     clock: Callable[[], datetime.datetime] = lambda: datetime.datetime.now(datetime.UTC)
 
 
@@ -121,14 +129,6 @@ async def _release_refused(reconciler: Reconciler, owner: str, recorded: Recorde
     return Recorded(pools=recorded.pools, releasing=recorded.releasing)
 
 
-def _urls(resolved: ResolvedWorkload) -> tuple[str | None, str | None]:
-    urls: dict[str, str | None] = {"dashboard": None, "serve": None}
-    for endpoint in exposed_endpoints(resolved):
-        if endpoint.endpoint.host:
-            urls[endpoint.which] = f"https://{endpoint.endpoint.host}"
-    return urls["dashboard"], urls["serve"]
-
-
 def _gpus(workload: MLWorkload) -> GpuStatus:
     accelerators = sorted({g.accelerator.type for g in workload.spec.worker_groups if g.accelerator})
     return GpuStatus(requested=workload.spec.gpus_at_max_scale, accelerator=",".join(accelerators))
@@ -180,7 +180,7 @@ async def reconcile(reconciler: Reconciler, body: Mapping[str, Any], view: Clust
         seen = Observation(**base, pools=recorded.pools, bindings=recorded.bindings)
         return await _write_status(reconciler, body, previous, seen, Outcome("unchanged"))
 
-    admission = admit_in(view, workload, reconciler.gcp_defaults)
+    admission = admit_in(view, workload, reconciler.defaults)
     if not admission.allowed:
         # Slipped past admission (the policy changed since): apply nothing, revoke GCP access, say why.
         kept = await _release_refused(reconciler, owner_key(workload.namespace, workload.name), recorded)
@@ -189,11 +189,12 @@ async def reconcile(reconciler: Reconciler, body: Mapping[str, Any], view: Clust
         return await _write_status(reconciler, body, previous, seen, Outcome("refused", problems=admission.problems))
     resolved = admission.resolved
 
-    gcp = await _provision(reconciler, resolved, recorded)
+    observed = await observe_children(reconciler.kube, workload.namespace, workload.name, PRUNED_KINDS)
+    exposure = observe_exposure(resolved, observed)
+    gcp = await _provision(reconciler, resolved, recorded, exposure.backends)
     # Children are applied while node pools provision: their pods simply wait for the nodes.
     outcome = Outcome("applied", resolved=resolved)
     desired = build_objects(resolved)
-    observed = await observe_children(reconciler.kube, workload.namespace, workload.name, PRUNED_KINDS)
     outcome.apply = await apply_children(reconciler.kube, workload.name, desired, observed)
     keep = {(manifest["kind"], manifest["metadata"]["name"]) for manifest in desired}
     await delete_stale(reconciler.kube, observed, keep, workload.metadata.uid or "", outcome.apply)
@@ -206,8 +207,8 @@ async def reconcile(reconciler: Reconciler, body: Mapping[str, Any], view: Clust
         node_pools = (
             await observe_scale_up(reconciler.kube, workload.namespace, workload.name, reconciler.clock()) or node_pools
         )
-    dashboard_url, serve_url = _urls(resolved)
     conflicts = outcome.apply.conflicts
+    enforcement = await _network_policy_enforcement(reconciler, resolved)
     seen = Observation(
         **base,
         conflicts=conflicts,
@@ -218,18 +219,41 @@ async def reconcile(reconciler: Reconciler, body: Mapping[str, Any], view: Clust
         bindings=gcp.bindings,
         suspended=workload.spec.suspend,
         gpus=_gpus(workload),
-        dashboard_url=dashboard_url,
-        serve_url=serve_url,
+        endpoints=exposure.readiness,
+        network_policies=enforcement,
+        dashboard_url=exposure.urls.get("dashboard"),
+        serve_url=exposure.urls.get("serve"),
     )
     return await _write_status(reconciler, body, previous, seen, outcome)
 
 
-async def _provision(reconciler: Reconciler, resolved: ResolvedWorkload, recorded: Recorded) -> GcpState:
+async def _provision(
+    reconciler: Reconciler, resolved: ResolvedWorkload, recorded: Recorded, backends: Mapping[str, Sequence[str]]
+) -> GcpState:
     owner = owner_key(resolved.namespace, resolved.name)
     try:
-        plan = build_gcp_plan(resolved)
+        plan = build_gcp_plan(resolved, backends)
     except Refused as refused:
         problem = "; ".join(map(str, refused.problems))
         unknown = Readiness(False, REASON_GCP_NOT_CONFIGURED, problem, permanent=True)
         return GcpState(node_pools=unknown, identity=unknown)
     return await reconciler.gcp.ensure(owner, plan, recorded)
+
+
+async def _network_policy_enforcement(reconciler: Reconciler, resolved: ResolvedWorkload) -> Readiness | None:
+    """Whether the cluster enforces the workload's NetworkPolicies; None when there are none or nobody can tell."""
+    if reconciler.clusters is None or resolved.gcp is None or resolved.isolation is Isolation.NONE:
+        return None
+    try:
+        enforced = await reconciler.clusters.network_policies_enforced(resolved.gcp.cluster_path)
+    except GcpError as error:
+        logger.info("cannot tell whether %s enforces NetworkPolicies: %s", resolved.gcp.cluster, error)
+        return None
+    if enforced:
+        return Readiness(True, REASON_NETWORK_POLICIES_ENFORCED, "the cluster enforces NetworkPolicies")
+    return Readiness(
+        False,
+        REASON_NETWORK_POLICIES_NOT_ENFORCED,
+        f"GKE cluster {resolved.gcp.cluster} has neither Dataplane V2 nor Calico network policy: the workload's"
+        f" {resolved.isolation.value} isolation is written but not enforced; every pod can reach its Ray pods",
+    )

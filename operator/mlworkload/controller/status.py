@@ -21,7 +21,9 @@ from mlworkload.api.workload import (
     RayObjectStatus,
 )
 from mlworkload.constants import (
+    CONDITION_ENDPOINTS_READY,
     CONDITION_IDENTITY_READY,
+    CONDITION_NETWORK_POLICIES_ENFORCED,
     CONDITION_NODE_POOLS_READY,
     CONDITION_POLICY_ADMITTED,
     CONDITION_RAY_READY,
@@ -60,6 +62,8 @@ class Observation:
     suspended: bool = False
     deleting: bool = False
     gpus: GpuStatus | None = None
+    endpoints: Readiness | None = None  # what GKE has made of the exposed endpoints (never blocks Ready)
+    network_policies: Readiness | None = None  # a warning: isolation is not enforced (never blocks Ready)
     dashboard_url: str | None = None
     serve_url: str | None = None
     extra_conditions: Sequence[Condition] = field(default_factory=tuple)
@@ -161,6 +165,10 @@ def compute_status(seen: Observation, previous: MLWorkloadStatus | None, now: da
         cond(CONDITION_RAY_READY, ray.state in {RayState.READY, RayState.SUCCEEDED}, ray.reason, ray.message),
         *seen.extra_conditions,
     ]  # fmt: skip
+    for kind, readiness in ((CONDITION_ENDPOINTS_READY, seen.endpoints),
+                            (CONDITION_NETWORK_POLICIES_ENFORCED, seen.network_policies)):  # fmt: skip
+        if readiness is not None:
+            conditions.append(cond(kind, readiness.ready, readiness.reason, readiness.message))
     return MLWorkloadStatus(
         observed_generation=seen.generation,
         phase=_phase(seen, ray, ready),

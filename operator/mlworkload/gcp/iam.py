@@ -1,7 +1,8 @@
-"""IAM bindings: one member in one role on a Google service account or a bucket, added and removed exactly.
+"""IAM bindings: one member in one role on a Google service account, a bucket or an IAP-secured backend service
+(`iap.py`), added and removed exactly.
 
-Both APIs are read-modify-write with an etag: a write whose etag went stale (someone else changed
-the policy meanwhile) is refused (409 ABORTED for service accounts, 412 for buckets) and the whole
+All three APIs are read-modify-write with an etag: a write whose etag went stale (someone else changed
+the policy meanwhile) is refused (409 ABORTED for service accounts and IAP, 412 for buckets) and the whole
 cycle is retried. Only the one member is touched; every other binding and member stays as it was.
 """
 
@@ -23,6 +24,7 @@ logger = logging.getLogger(__name__)
 _T = TypeVar("_T")
 STALE_ETAG_ATTEMPTS: Final = 5
 BUCKET_PREFIX: Final = "projects/_/buckets/"
+IAP_WEB: Final = "/iap_web/"  # in every IAP resource name, and in no service account's or bucket's
 
 
 # One member to add (True) or remove (False); a batch of them always shares one resource.
@@ -155,13 +157,17 @@ def _edit_dicts(bindings: list[dict[str, Any]], binding: IamBinding, present: bo
 
 
 class RoutedPolicies:
-    """Buckets to Cloud Storage, everything else (service accounts) to IAM."""
+    """Buckets to Cloud Storage, IAP resources (backend services) to IAP, everything else (service accounts) to IAM."""
 
-    def __init__(self, service_accounts: IamPolicies, buckets: IamPolicies) -> None:
-        self._service_accounts, self._buckets = service_accounts, buckets
+    def __init__(self, service_accounts: IamPolicies, buckets: IamPolicies, iap: IamPolicies) -> None:
+        self._service_accounts, self._buckets, self._iap = service_accounts, buckets, iap
 
     def _for(self, resource: str) -> IamPolicies:
-        return self._buckets if resource.startswith(BUCKET_PREFIX) else self._service_accounts
+        if resource.startswith(BUCKET_PREFIX):
+            return self._buckets
+        if IAP_WEB in resource:
+            return self._iap
+        return self._service_accounts
 
     def update(self, changes: Sequence[Change]) -> set[IamBinding]:
         return self._for(_one_resource(changes)).update(changes)

@@ -16,6 +16,7 @@ from mlworkload.api.workload import IamBindingStatus, NodePoolStatus
 from mlworkload.gcp import clients
 from mlworkload.gcp.errors import GcpError
 from mlworkload.gcp.iam import BindingManager, BucketPolicies, RoutedPolicies, ServiceAccountPolicies
+from mlworkload.gcp.iap import IapPolicies
 from mlworkload.gcp.nodepools import GkeNodePools
 from mlworkload.gcp.plan import GcpPlan, IamBinding
 from mlworkload.gcp.pools import PoolCoordinator, PoolReport
@@ -229,6 +230,7 @@ def connect(config: OperatorSettings, claims: ClaimSource) -> LiveProvisioner:
     policies = RoutedPolicies(
         ServiceAccountPolicies(clients.iam_client(config.iam_endpoint)),
         BucketPolicies(clients.storage_client(config.storage_endpoint, config.gcp.project if config.gcp else None)),
+        IapPolicies(clients.iap_client(config.iap_endpoint)),
     )
     bindings = BindingManager(policies, backoff=backoff, verify_seconds=IAM_VERIFY_SECONDS)
     return LiveProvisioner(

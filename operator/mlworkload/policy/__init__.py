@@ -3,6 +3,7 @@
 from mlworkload.policy.admission import Admission, ClusterView, WorkloadGpus, admit, admit_in, gpus_in_use
 from mlworkload.policy.resolve import (
     BUILTIN_POLICY_NAME,
+    PlatformDefaults,
     ResolvedEndpoint,
     ResolvedGroup,
     ResolvedWorkload,
@@ -14,6 +15,7 @@ __all__ = [
     "BUILTIN_POLICY_NAME",
     "Admission",
     "ClusterView",
+    "PlatformDefaults",
     "ResolvedEndpoint",
     "ResolvedGroup",
     "ResolvedWorkload",

@@ -3,10 +3,10 @@
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from mlworkload.api.policy import MLWorkloadPolicy, PolicyGcp
+from mlworkload.api.policy import MLWorkloadPolicy
 from mlworkload.api.workload import MLWorkload
 from mlworkload.policy.checks import check_quota, check_workload
-from mlworkload.policy.resolve import ResolvedWorkload, resolve
+from mlworkload.policy.resolve import PlatformDefaults, ResolvedWorkload, resolve
 from mlworkload.policy.selection import select_policy
 from mlworkload.problems import Problem
 
@@ -82,19 +82,19 @@ def admit(
     workload: MLWorkload,
     policies: Iterable[MLWorkloadPolicy],
     namespace_labels: Mapping[str, str] | None,
-    gcp: PolicyGcp | None = None,
+    defaults: PlatformDefaults | None = None,
     gpus_of_others: int = 0,
 ) -> Admission:
     """Select the governing policy, apply its defaults and run every check, quota included."""
     policy = select_policy(policies, namespace_labels)
-    resolved = resolve(workload, policy, gcp)
+    resolved = resolve(workload, policy, defaults)
     problems = check_workload(resolved) + check_quota(resolved, gpus_of_others)
     return Admission(resolved, problems)
 
 
-def admit_in(view: ClusterView, workload: MLWorkload, gcp: PolicyGcp | None = None) -> Admission:
+def admit_in(view: ClusterView, workload: MLWorkload, defaults: PlatformDefaults | None = None) -> Admission:
     """`admit` with the namespace's labels and the quota usage taken from a view of the cluster."""
     labels = view.labels_of(workload.namespace)
     policy = select_policy(view.policies, labels)
     others = gpus_in_use(view.usage, policy, view, excluding=workload)
-    return admit(workload, view.policies, labels, gcp, gpus_of_others=others)
+    return admit(workload, view.policies, labels, defaults, gpus_of_others=others)

@@ -4,24 +4,31 @@ A check returns problems, never raises: the caller shows all of them at once, ea
 field, the offending value and what the policy allows.
 """
 
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 from decimal import Decimal
 from fnmatch import fnmatchcase
 
-from mlworkload.api.policy import SpotRule
+from mlworkload.api.policy import SpotRule, TokenAuth
 from mlworkload.api.quantity import GIB, parse_quantity
-from mlworkload.api.workload import Capacity, Visibility
+from mlworkload.api.workload import Capacity, Isolation, Visibility
+from mlworkload.constants import PORT_GCS
 from mlworkload.gcp.machines import (
     KNOWN_ACCELERATORS,
     MACHINES,
     accelerator_fits_machine,
     machines_for,
 )
-from mlworkload.policy.resolve import ResolvedEndpoint, ResolvedWorkload
+from mlworkload.policy.resolve import TOKEN_AUTH_SINCE, ResolvedEndpoint, ResolvedWorkload, ray_version
 from mlworkload.problems import Problem
 
 Check = Callable[[ResolvedWorkload], list[Problem]]
+MANAGED_DOMAIN_MAX = 63
+# A ManagedCertificate's domain, as its CRD (GoogleCloudPlatform/gke-managed-certs) validates it.
+_MANAGED_DOMAIN = re.compile(
+    rf"(?=.{{1,{MANAGED_DOMAIN_MAX}}}$)(([a-zA-Z0-9]+|[a-zA-Z0-9][-a-zA-Z0-9]*[a-zA-Z0-9])\.)+[a-zA-Z][-a-zA-Z0-9]*[a-zA-Z0-9]\.?"
+)
 
 
 def _listing(values: Iterable[str]) -> str:
@@ -136,6 +143,15 @@ def check_ray(resolved: ResolvedWorkload) -> list[Problem]:
                 f"{version!r} is not allowed by {_by(resolved)}; allowed: {_listing(rules.allowed_versions)}",
             )
         )
+    if rules.token_auth is TokenAuth.REQUIRED and ray_version(version)[:2] < TOKEN_AUTH_SINCE:
+        since = ".".join(map(str, TOKEN_AUTH_SINCE))
+        problems.append(
+            Problem(
+                "spec.ray.version",
+                f"{version!r} has no token authentication, which {_by(resolved)} requires (ray.tokenAuth:"
+                f" Required); use Ray {since}.0 or later",
+            )
+        )
     repositories = rules.image_repositories
     if repositories is not None and not any(resolved.image.startswith(prefix) for prefix in repositories):
         hint = "" if resolved.workload.spec.ray.image else " (the default image); set spec.ray.image to one"
@@ -184,6 +200,20 @@ def check_identity(resolved: ResolvedWorkload) -> list[Problem]:
     return problems
 
 
+def _check_dashboard_iap(resolved: ResolvedWorkload, endpoint: ResolvedEndpoint) -> list[Problem]:
+    """The dashboard runs any code its visitors submit, as the workload's Google identity."""
+    path = "spec.expose.dashboard.iap"
+    if endpoint.iap:
+        return []
+    if endpoint.visibility is Visibility.EXTERNAL:
+        return [Problem(path, "false is never allowed for an External dashboard: it runs any code its visitors"
+                              " send, as the workload's Google identity; keep IAP on, or use Internal")]  # fmt: skip
+    if resolved.policy.expose.require_iap is not False:
+        return [Problem(path, f"false is not allowed for the dashboard: {_by(resolved)} does not say"
+                              " requireIAP: false; keep IAP on")]  # fmt: skip
+    return []
+
+
 def _check_endpoint(resolved: ResolvedWorkload, which: str, endpoint: ResolvedEndpoint | None) -> list[Problem]:
     if endpoint is None:
         return []
@@ -194,6 +224,31 @@ def _check_endpoint(resolved: ResolvedWorkload, which: str, endpoint: ResolvedEn
         problems.append(Problem(f"{path}.visibility", f"External is not allowed by {_by(resolved)}; use Internal"))
     if rules.require_iap and not endpoint.iap:
         problems.append(Problem(f"{path}.iap", f"false is not allowed: {_by(resolved)} requires IAP"))
+    elif which == "dashboard":
+        problems += _check_dashboard_iap(resolved, endpoint)
+    host = endpoint.host
+    if endpoint.managed_certificate and host is not None and not _MANAGED_DOMAIN.fullmatch(host):
+        problems.append(Problem(f"{path}.host", f"{host!r} cannot have a Google-managed certificate: it must be a"
+                                                f" fully qualified domain name of at most {MANAGED_DOMAIN_MAX}"
+                                                " characters, e.g. llm.example.com"))  # fmt: skip
+    if endpoint.iap and not endpoint.https:
+        # IAP sits on an HTTPS load balancer: without a certificate nobody could pass it.
+        if endpoint.visibility is Visibility.EXTERNAL:
+            problems.append(
+                Problem(
+                    f"{path}.host",
+                    "an External endpoint with IAP needs a host, for its"
+                    " Google-managed certificate; set the DNS name it is served at",
+                )
+            )
+        else:
+            problems.append(
+                Problem(
+                    f"{path}.iap",
+                    f"an Internal endpoint with IAP needs HTTPS, and {_by(resolved)}"
+                    " names no certificate for it (expose.preSharedCertificates)",
+                )
+            )
     return problems
 
 
@@ -201,6 +256,45 @@ def check_exposure(resolved: ResolvedWorkload) -> list[Problem]:
     return _check_endpoint(resolved, "dashboard", resolved.dashboard) + _check_endpoint(
         resolved, "serve", resolved.serve
     )
+
+
+def _selects_every_namespace(peer: object) -> bool:
+    selector = getattr(peer, "namespace_selector", None)
+    return selector is not None and not selector.match_labels and not selector.match_expressions
+
+
+def check_network(resolved: ResolvedWorkload) -> list[Problem]:
+    problems: list[Problem] = []
+    rules = resolved.policy.network
+    allowed = rules.allowed_isolations
+    if allowed is not None and resolved.isolation not in allowed:
+        asked = resolved.workload.spec.network.isolation is not None
+        where = "spec.network.isolation" if asked else "spec.network.isolation (the policy's defaultIsolation)"
+        problems.append(
+            Problem(where, f"{resolved.isolation.value} is not allowed by {_by(resolved)};"
+                           f" allowed: {_listing(level.value for level in allowed)}")
+        )  # fmt: skip
+    for index, peer in enumerate(resolved.workload.spec.network.allow_from):
+        path = f"spec.network.allowFrom[{index}]"
+        if not rules.allow_from_any_namespace and _selects_every_namespace(peer):
+            problems.append(
+                Problem(f"{path}.namespaceSelector", f"an empty selector (every namespace) is not allowed by"
+                                                     f" {_by(resolved)}; select the namespaces by label")
+            )  # fmt: skip
+        problems += [
+            Problem(f"{path}.ports[{position}].port", f"{PORT_GCS} is Ray's GCS, which holds the whole cluster's"
+                                                      " state: it is never opened to other pods")
+            for position, port in enumerate(peer.ports)
+            if port.port == PORT_GCS
+        ]  # fmt: skip
+    autoscaled = resolved.workload.spec.autoscaling.enabled
+    if autoscaled and resolved.isolation is not Isolation.NONE and not resolved.api_server_cidrs:
+        problems.append(
+            Problem("spec.autoscaling.enabled", "the Ray autoscaler must reach the Kubernetes API, and under"
+                    f" {resolved.isolation.value} isolation nothing says where it is: {_by(resolved)} needs"
+                    " network.apiServerCIDRs (or the operator setting MLW_API_SERVER_CIDRS)")
+        )  # fmt: skip
+    return problems
 
 
 def check_labels(resolved: ResolvedWorkload) -> list[Problem]:
@@ -252,6 +346,7 @@ CHECKS: tuple[Check, ...] = (
     check_resources_fit,
     check_capacity,
     check_identity,
+    check_network,
     check_exposure,
     check_lifecycle,
 )

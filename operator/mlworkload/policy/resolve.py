@@ -7,8 +7,8 @@ that the checks in `mlworkload.policy.checks` then judge. Builders only ever see
 
 from dataclasses import dataclass, field
 
-from mlworkload.api.meta import ObjectMeta
-from mlworkload.api.policy import MLWorkloadPolicy, MLWorkloadPolicySpec, PolicyGcp, SpotRule
+from mlworkload.api.meta import LabelSelector, NetworkPolicyPeer, ObjectMeta
+from mlworkload.api.policy import MLWorkloadPolicy, MLWorkloadPolicySpec, PolicyGcp, SpotRule, TokenAuth
 from mlworkload.api.workload import (
     Capacity,
     Endpoint,
@@ -25,6 +25,10 @@ BUILTIN_POLICY = MLWorkloadPolicy(metadata=ObjectMeta(name=BUILTIN_POLICY_NAME))
 """What applies where no MLWorkloadPolicy selects the namespace: spot Preferred, Strict isolation,
 no external exposure, no GCP identity and no buckets; accelerators and quota unrestricted."""
 
+DEFAULT_KUBERAY_NAMESPACE = "kuberay-system"
+DEFAULT_KUBERAY_POD_LABELS = {"app.kubernetes.io/name": "kuberay-operator"}  # as KubeRay's Helm chart labels it
+TOKEN_AUTH_SINCE = (2, 52)  # Ray's token authentication, which KubeRay's authOptions turns on
+
 DEFAULT_IMAGE_REPOSITORY = "rayproject/ray"
 DEFAULT_PYTHON_VARIANT = "py311"
 
@@ -33,6 +37,25 @@ _DEFAULT_CAPACITY = {
     SpotRule.PREFERRED: Capacity.SPOT_WITH_FALLBACK,
     SpotRule.FORBIDDEN: Capacity.ON_DEMAND,
 }
+
+
+def kuberay_operator_peer(namespace: str, pod_labels: dict[str, str]) -> NetworkPolicyPeer:
+    """KubeRay's operator pods as a NetworkPolicy peer."""
+    return NetworkPolicyPeer(
+        namespace_selector=LabelSelector(match_labels={"kubernetes.io/metadata.name": namespace}),
+        pod_selector=LabelSelector(match_labels=dict(pod_labels)),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class PlatformDefaults:
+    """What the operator's settings supply where the governing policy is silent."""
+
+    gcp: PolicyGcp | None = None
+    kuberay_operator: NetworkPolicyPeer = field(
+        default_factory=lambda: kuberay_operator_peer(DEFAULT_KUBERAY_NAMESPACE, DEFAULT_KUBERAY_POD_LABELS)
+    )
+    api_server_cidrs: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +77,18 @@ class ResolvedEndpoint:
     visibility: Visibility
     iap: bool
     host: str | None
+    pre_shared_certificates: tuple[str, ...] = ()
+    """The policy's regional certificates, for an Internal endpoint."""
+
+    @property
+    def managed_certificate(self) -> bool:
+        """An External endpoint with a host gets a Google-managed certificate for it."""
+        return self.visibility is Visibility.EXTERNAL and self.host is not None
+
+    @property
+    def https(self) -> bool:
+        """Served over HTTPS (and never plain HTTP): whenever a certificate is available."""
+        return self.managed_certificate or bool(self.pre_shared_certificates)
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +105,9 @@ class ResolvedWorkload:
     serve: ResolvedEndpoint | None
     active_deadline_seconds: int | None
     cost_labels: dict[str, str] = field(default_factory=dict)
+    kuberay_operator: NetworkPolicyPeer = field(default_factory=lambda: PlatformDefaults().kuberay_operator)
+    api_server_cidrs: tuple[str, ...] = ()
+    token_auth: bool = False
 
     @property
     def name(self) -> str:
@@ -100,18 +138,32 @@ def _resolve_group(group: WorkerGroup, spot: SpotRule) -> ResolvedGroup:
     return ResolvedGroup(group, capacity, machine)
 
 
-def _resolve_endpoint(endpoint: Endpoint | None, require_iap: bool) -> ResolvedEndpoint | None:
+def ray_version(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in version.split("."))
+
+
+def _token_auth(rule: TokenAuth, version: str) -> bool:
+    if rule is TokenAuth.ENABLED:
+        return ray_version(version)[:2] >= TOKEN_AUTH_SINCE
+    return rule is TokenAuth.REQUIRED  # an older version under Required is refused by the checks
+
+
+def _resolve_endpoint(
+    endpoint: Endpoint | None, iap_by_default: bool, rules: MLWorkloadPolicySpec
+) -> ResolvedEndpoint | None:
     if endpoint is None or not endpoint.enabled:
         return None
-    iap = require_iap if endpoint.iap is None else endpoint.iap
-    return ResolvedEndpoint(endpoint.visibility, iap, endpoint.host)
+    iap = iap_by_default if endpoint.iap is None else endpoint.iap
+    certificates = tuple(rules.expose.pre_shared_certificates) if endpoint.visibility is Visibility.INTERNAL else ()
+    return ResolvedEndpoint(endpoint.visibility, iap, endpoint.host, certificates)
 
 
-def resolve(workload: MLWorkload, policy: MLWorkloadPolicy | None, gcp: PolicyGcp | None) -> ResolvedWorkload:
-    """The workload with every default applied from its policy (or the built-in defaults).
-
-    `gcp` is the operator's own GKE cluster setting, used when the policy names none.
-    """
+def resolve(
+    workload: MLWorkload, policy: MLWorkloadPolicy | None, defaults: PlatformDefaults | None = None
+) -> ResolvedWorkload:
+    """The workload with every default applied from its policy (or the built-in defaults), and where the
+    policy is silent, from the operator's settings (`defaults`)."""
+    defaults = defaults or PlatformDefaults()
     governing = policy or BUILTIN_POLICY
     rules = governing.spec
     spec = workload.spec
@@ -125,13 +177,17 @@ def resolve(workload: MLWorkload, policy: MLWorkloadPolicy | None, gcp: PolicyGc
         workload=workload,
         policy_name=governing.name,
         policy=rules,
-        gcp=rules.gcp or gcp,
+        gcp=rules.gcp or defaults.gcp,
         image=spec.ray.image or default_image(spec.ray.version, spec.has_accelerators),
         gcp_service_account=spec.identity.gcp_service_account or rules.identity.gcp_service_account,
         isolation=spec.network.isolation or rules.network.default_isolation,
         groups=tuple(_resolve_group(group, rules.capacity.spot) for group in spec.worker_groups),
-        dashboard=_resolve_endpoint(spec.expose.dashboard, rules.expose.require_iap),
-        serve=_resolve_endpoint(spec.expose.serve, rules.expose.require_iap),
+        # The dashboard runs arbitrary code as the workload's Google identity: IAP unless asked otherwise.
+        dashboard=_resolve_endpoint(spec.expose.dashboard, True, rules),
+        serve=_resolve_endpoint(spec.expose.serve, bool(rules.expose.require_iap), rules),
         active_deadline_seconds=deadline,
         cost_labels=cost_labels,
+        kuberay_operator=rules.network.kuberay_operator or defaults.kuberay_operator,
+        api_server_cidrs=tuple(rules.network.api_server_cidrs) or defaults.api_server_cidrs,
+        token_auth=_token_auth(rules.ray.token_auth, spec.ray.version),
     )

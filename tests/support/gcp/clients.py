@@ -8,6 +8,7 @@ and no request can leave the loopback interface.
   applies to a bare host), so no ``url_scheme`` is needed.
 - IAM: ``iam_admin_v1.IAMClient`` has only gRPC transports; it gets an ``IAMGrpcTransport`` over an
   insecure channel to ``fake.grpc_target`` (a channel given to the transport makes it ignore credentials).
+- IAP: ``IdentityAwareProxyAdminServiceClient(transport="rest")`` with ``api_endpoint=fake.endpoint``, like GKE.
 - Cloud Storage: ``storage.Client`` with ``client_options={"api_endpoint": fake.endpoint}``; setting
   ``STORAGE_EMULATOR_HOST`` would work too but is process-global, so it is avoided here.
 """
@@ -20,7 +21,7 @@ import grpc  # type: ignore[import-untyped]
 from google.api_core.client_options import ClientOptions
 from google.auth.credentials import AnonymousCredentials
 from google.auth.transport.requests import AuthorizedSession
-from google.cloud import container_v1, iam_admin_v1
+from google.cloud import container_v1, iam_admin_v1, iap_v1
 from google.cloud.iam_admin_v1.services.iam.transports.grpc import IAMGrpcTransport
 from google.cloud.storage import Client as StorageClient  # type: ignore[import-untyped]
 
@@ -39,6 +40,14 @@ def iam_client(fake: FakeGcp) -> iam_admin_v1.IAMClient:
     """Close with ``client.transport.close()`` (closes the channel)."""
     channel = grpc.insecure_channel(fake.grpc_target)
     return iam_admin_v1.IAMClient(transport=IAMGrpcTransport(channel=channel))
+
+
+def iap_client(fake: FakeGcp) -> iap_v1.IdentityAwareProxyAdminServiceClient:
+    return iap_v1.IdentityAwareProxyAdminServiceClient(
+        credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
+        transport="rest",
+        client_options=ClientOptions(api_endpoint=fake.endpoint),
+    )
 
 
 def storage_client(fake: FakeGcp, project: str = "my-proj") -> Any:

@@ -1,6 +1,6 @@
 """What every fake service shares: the request/reply plumbing, the call log and injected faults.
 
-Each service (GKE, IAM, Cloud Storage) declares its routes as regular expressions over the decoded
+Each service (GKE, IAM, Cloud Storage, IAP) declares its routes as regular expressions over the decoded
 path; handlers are plain synchronous functions that run under the service's lock, so state changes
 made over HTTP, over gRPC and by the test thread (``fake.gke.complete_operations()``) never interleave.
 Every call is logged with its parsed body and the status it got, so tests can assert "exactly one
@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from tests.support.gcp.errors import ApiError, Json
 
-Service = Literal["container", "iam", "storage"]
+Service = Literal["container", "iam", "storage", "iap"]
 Transport = Literal["http", "grpc"]
 
 

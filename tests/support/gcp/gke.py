@@ -49,6 +49,16 @@ Behaviour confirmed against public reports of the real API:
   GCE_NOT_FOUND' (keras-team/kinetic#305); GPUs on the default machine type are 400 "Cannot use default
   machine type (e2-medium) with GPUs; choose a different machine type." (terraform-provider-google#8387).
 
+NetworkPolicy enforcement, as ``GetCluster`` reports it (what ``mlworkload.gcp.clusters`` reads): a Dataplane V2
+cluster has ``networkConfig.datapathProvider`` ``ADVANCED_DATAPATH`` (``DatapathProvider`` reference) and no
+Calico (``networkPolicy.enabled`` false: ``true`` conflicts with Dataplane V2,
+terraform-google-kubernetes-engine#1085); a legacy cluster enforces through Calico, ``networkPolicy``
+``{"enabled": true, "provider": "CALICO"}`` plus the add-on, ``addonsConfig.networkPolicyConfig`` not disabled;
+the add-on is enabled first and enforcement on the nodes second (CIS GKE benchmark), so a cluster can have the
+add-on alone. proto3 JSON leaves false and unset fields out, so "disabled" shows as
+``{"networkPolicyConfig": {"disabled": true}}`` and "enabled" as ``{"networkPolicyConfig": {}}``. Approximation:
+a Dataplane V2 cluster's add-on is reported disabled (the add-on is Calico's, unused there).
+
 Approximations (no public wording found): the messages for an invalid pool name, bad autoscaling bounds
 and an unknown accelerator type; which check wins when a duplicate create meets a busy cluster (409 here);
 cancel (ends the operation with CANCELLED at once); the canonical code of a stockout (RESOURCE_EXHAUSTED).
@@ -183,6 +193,19 @@ class Cluster:
     workload_pool: str | None
     version: str = DEFAULT_VERSION
     node_pools: dict[str, Json] = field(default_factory=dict)
+    datapath_provider: str = "ADVANCED_DATAPATH"  # GKE Dataplane V2; LEGACY_DATAPATH is kube-proxy's iptables
+    calico: bool = False  # networkPolicy.enabled: Calico enforcement on the nodes
+    network_policy_addon: bool = False  # addonsConfig.networkPolicyConfig not disabled
+
+    def network_json(self) -> Json:
+        """networkConfig, networkPolicy and addonsConfig as GetCluster returns them (canonical REST JSON)."""
+        body: Json = {
+            "networkConfig": {"datapathProvider": self.datapath_provider},
+            "addonsConfig": {"networkPolicyConfig": {} if self.network_policy_addon else {"disabled": True}},
+        }
+        if self.calico:
+            body["networkPolicy"] = {"enabled": True, "provider": "CALICO"}
+        return body
 
     @property
     def path(self) -> str:
@@ -281,13 +304,23 @@ class FakeGke:
         locations: Iterable[str] | None = None,
         workload_identity: bool = True,
         version: str = DEFAULT_VERSION,
+        datapath_provider: str = "ADVANCED_DATAPATH",
+        calico: bool = False,
+        network_policy_addon: bool | None = None,
     ) -> Cluster:
-        """A RUNNING cluster with no node pools. Zonal when ``location`` is a zone, else 3 zones a-c."""
+        """A RUNNING cluster with no node pools. Zonal when ``location`` is a zone, else 3 zones a-c.
+
+        NetworkPolicies: Dataplane V2 by default; ``datapath_provider="LEGACY_DATAPATH"`` with ``calico=True``
+        for Calico (its add-on follows unless ``network_policy_addon`` says otherwise), without for none.
+        """
         zones = list(locations) if locations is not None else None
         if zones is None:
             zones = [location] if re.fullmatch(r".+-[a-z]", location) else [f"{location}-{z}" for z in "abc"]
         cluster = Cluster(project, location, name, zones, f"{project}.svc.id.goog" if workload_identity else None)
         cluster.version = version
+        cluster.datapath_provider = datapath_provider
+        cluster.calico = calico
+        cluster.network_policy_addon = calico if network_policy_addon is None else network_policy_addon
         with self.lock:
             self.clusters[cluster.path] = cluster
         if self.on_cluster_added is not None:
@@ -409,7 +442,7 @@ class FakeGke:
                 "currentNodeVersion": cluster.version,
                 "selfLink": f"{API}/{cluster.path}",
                 "nodePools": list(cluster.node_pools.values()),
-                "networkConfig": {"datapathProvider": "ADVANCED_DATAPATH"},
+                **cluster.network_json(),
             }
             if cluster.workload_pool:
                 body["workloadIdentityConfig"] = {"workloadPool": cluster.workload_pool}

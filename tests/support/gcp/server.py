@@ -1,4 +1,4 @@
-"""``FakeGcp``: the fake GKE, IAM and Cloud Storage APIs on 127.0.0.1, for the real client libraries.
+"""``FakeGcp``: the fake GKE, IAM, Cloud Storage and IAP APIs on 127.0.0.1, for the real client libraries.
 
 One aiohttp server (in a background thread with its own event loop) serves the REST APIs on
 ``fake.endpoint``; one gRPC server serves IAM Admin on ``fake.grpc_target``, because
@@ -38,6 +38,7 @@ from tests.support.gcp.core import Call, Fault, Handler, Recorder, Request, Rout
 from tests.support.gcp.errors import ERROR_INFO, ApiError, Json
 from tests.support.gcp.gke import Cluster, FakeGke
 from tests.support.gcp.iam import GRPC_SERVICE, FakeIam, GrpcMethod
+from tests.support.gcp.iap import FakeIap
 from tests.support.gcp.storage import FakeStorage
 from tests.support.loopback import LoopbackServer
 
@@ -53,12 +54,14 @@ class FakeGcp(LoopbackServer):
         self.gke = FakeGke()
         self.iam = FakeIam()
         self.storage = FakeStorage()
+        self.iap = FakeIap(project_number=self.gke.project_number)
         self.gke.on_cluster_added = self._register_workload_pool
         self.internal_errors: list[BaseException] = []
         self._routes: list[tuple[Service, Route]] = [
             *(("container", r) for r in self.gke.routes()),
             *(("iam", r) for r in self.iam.routes()),
             *(("storage", r) for r in self.storage.routes()),
+            *(("iap", r) for r in self.iap.routes()),
         ]
         self._grpc_server: Any = None
         self._grpc_executor: concurrent.futures.ThreadPoolExecutor | None = None
@@ -110,7 +113,7 @@ class FakeGcp(LoopbackServer):
 
     @property
     def endpoint(self) -> str:
-        """Base URL of the REST APIs (GKE, IAM, Cloud Storage), e.g. http://127.0.0.1:41234."""
+        """Base URL of the REST APIs (GKE, IAM, Cloud Storage, IAP), e.g. http://127.0.0.1:41234."""
         return f"http://127.0.0.1:{self.port}"
 
     @property
@@ -158,6 +161,7 @@ class FakeGcp(LoopbackServer):
         self.gke.reset()
         self.iam.reset()
         self.storage.reset()
+        self.iap.reset()
         with self.recorder.lock:
             self.recorder.calls.clear()
             self.recorder.faults.clear()

@@ -136,6 +136,8 @@ BUILTIN_RESOURCES: Final[tuple[ResourceSpec, ...]] = (
     ResourceSpec(
         "cloud.google.com", "computeclasses", "ComputeClass", ("v1",), False, status_subresource=True, custom=True
     ),
+    # The public CRD (gke-managed-certs) declares no status subresource.
+    ResourceSpec("networking.gke.io", "managedcertificates", "ManagedCertificate", ("v1",), True, custom=True),
 )
 
 

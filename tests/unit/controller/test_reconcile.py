@@ -172,6 +172,12 @@ async def test_status_fields_that_no_longer_apply_are_removed(kube: FakeKubeApi,
     doc = workload().expose("dashboard", host="ray.example.com")
     created(kube, doc)
     await reconcile(reconciler, body_of(kube), VIEW)
+    assert "dashboardURL" not in kube.status_of("MLWorkload", "team-nlp", "demo")  # no load balancer yet
+    # GKE's Ingress controller gives the load balancer its address.
+    kube.objects["Ingress", "team-nlp", "demo-dashboard"]["status"] = {
+        "loadBalancer": {"ingress": [{"ip": "10.9.0.7"}]}
+    }
+    await reconcile(reconciler, body_of(kube), VIEW)
     assert kube.status_of("MLWorkload", "team-nlp", "demo")["dashboardURL"] == "https://ray.example.com"
     body_of(kube)["spec"]["expose"] = {}
     await reconcile(reconciler, body_of(kube), VIEW)

@@ -1,4 +1,5 @@
-"""The GCP adapters' pure parts: error classification, backoff, the NodePool request, readiness, policy edits.
+"""The GCP adapters' pure parts: error classification, backoff, the NodePool request, readiness, policy edits,
+IAP resource names and routing, and when a cluster enforces NetworkPolicies.
 
 Errors are the exception objects google-api-core really builds: REST ones through
 `exceptions.from_http_response` on a `requests.Response` carrying the body the fake (and GKE) sends,
@@ -20,9 +21,11 @@ from google.rpc import error_details_pb2  # type: ignore[import-untyped]
 from google.type import expr_pb2  # type: ignore[import-untyped]
 
 from mlworkload.builders import build_gcp_plan
+from mlworkload.builders.iam import IAP_ACCESSOR_ROLE, iap_resource
 from mlworkload.builders.nodepools import GKE_POOL_NAME_PATTERN
 from mlworkload.constants import GCP_LABEL_MANAGED_BY, GPU_TAINT_KEY, MANAGED_BY, SPOT_TAINT_KEY
 from mlworkload.gcp import iam
+from mlworkload.gcp.clusters import enforces_network_policies
 from mlworkload.gcp.errors import STALLING, FailureKind, GcpError, classify, classify_message
 from mlworkload.gcp.live import REASON_PROVISIONED, REASON_PROVISIONING, pools_readiness
 from mlworkload.gcp.nodepools import PoolInfo, _operation_info, node_pool_resource, operations_parent
@@ -33,6 +36,8 @@ from mlworkload.gcp.retry import Backoff
 from tests.support.documents import WorkloadDoc, permissive_policy, resolved, workload
 from tests.support.gcp import (
     ApiError,
+    iap_permission_denied,
+    iap_resource_not_found,
     invalid_argument,
     permission_denied,
     precondition_failed,
@@ -109,6 +114,11 @@ def busy_with_error_info() -> ApiError:
         pytest.param(precondition_failed(), exceptions.PreconditionFailed, FailureKind.STALE, id="stale-etag-412"),
         pytest.param(invalid_argument('Invalid machine type "g2-standard-7" in zone "us-central1-a": GCE_NOT_FOUND'),
                      exceptions.BadRequest, FailureKind.INVALID, id="invalid-machine-type"),
+        pytest.param(iap_resource_not_found(), exceptions.NotFound, FailureKind.NOT_FOUND,
+                     id="iap-backend-not-synced-yet-404"),
+        pytest.param(iap_permission_denied(), exceptions.Forbidden, FailureKind.PERMISSION, id="iap-permission-403"),
+        pytest.param(ApiError("INVALID_ARGUMENT", "Role roles/storage.objectUser is not supported for this resource."),
+                     exceptions.BadRequest, FailureKind.INVALID, id="iap-unsupported-role-400"),
         pytest.param(unavailable(), exceptions.ServiceUnavailable, FailureKind.UNAVAILABLE, id="unavailable-503"),
         pytest.param(ApiError("INTERNAL", "Internal error."), exceptions.InternalServerError,
                      FailureKind.UNAVAILABLE, id="internal-500"),
@@ -539,20 +549,75 @@ class Recording:
         return {binding for binding, _ in changes}
 
 
-def test_buckets_go_to_storage_and_everything_else_to_iam() -> None:
-    accounts, buckets = Recording(), Recording()
-    routed = iam.RoutedPolicies(accounts, buckets)
+def test_buckets_go_to_storage_backend_services_to_iap_and_everything_else_to_iam() -> None:
+    accounts, buckets, iap = Recording(), Recording(), Recording()
+    routed = iam.RoutedPolicies(accounts, buckets, iap)
     account = IamBinding(resource="projects/-/serviceAccounts/a@p.iam.gserviceaccount.com", role="r", member="m")
+    backends = [
+        IamBinding(resource=iap_resource("p", "k8s-be-30167--01177f64ec764488", None), role=IAP_ACCESSOR_ROLE,
+                   member="user:a@example.com"),
+        IamBinding(resource=iap_resource("p", "k8s1-a1b2c3d4-ns-svc-80-e5f6a7b8", "europe-west4"),
+                   role=IAP_ACCESSOR_ROLE, member="group:b@example.com"),
+    ]  # fmt: skip
     assert routed.update([(BINDING, True)]) == {BINDING}
     assert routed.update([(account, False)]) == {account}
+    for backend in backends:
+        assert routed.update([(backend, True)]) == {backend}
     assert buckets.calls == [[(BINDING, True)]]
     assert accounts.calls == [[(account, False)]]
+    assert iap.calls == [[(backend, True)] for backend in backends]
 
 
 def test_one_update_is_for_one_resource() -> None:
     account = IamBinding(resource="projects/-/serviceAccounts/a@p.iam.gserviceaccount.com", role="r", member="m")
     with pytest.raises(ValueError, match="one resource"):
-        iam.RoutedPolicies(Recording(), Recording()).update([(BINDING, True), (account, True)])
+        iam.RoutedPolicies(Recording(), Recording(), Recording()).update([(BINDING, True), (account, True)])
+
+
+@pytest.mark.parametrize(
+    ("region", "resource"),
+    [
+        (None, "projects/my-proj/iap_web/compute/services/k8s-be-30167--01177f64ec764488"),
+        ("us-central1", "projects/my-proj/iap_web/compute-us-central1/services/k8s-be-30167--01177f64ec764488"),
+    ],
+    ids=["global-external-ingress", "regional-internal-ingress"],
+)
+def test_iap_resource_names_the_backend_service_as_terraform_does(region: str | None, resource: str) -> None:
+    assert iap_resource("my-proj", "k8s-be-30167--01177f64ec764488", region) == resource
+
+
+# --- clusters.enforces_network_policies -------------------------------------------------------------
+
+_DATAPATH = container_v1.DatapathProvider
+
+
+def gke_cluster(datapath: container_v1.DatapathProvider, calico: bool, addon: bool) -> container_v1.Cluster:
+    return container_v1.Cluster(
+        network_config=container_v1.NetworkConfig(datapath_provider=datapath),
+        network_policy=container_v1.NetworkPolicy(
+            enabled=calico, provider=container_v1.NetworkPolicy.Provider.CALICO if calico else 0
+        ),
+        addons_config=container_v1.AddonsConfig(
+            network_policy_config=container_v1.NetworkPolicyConfig(disabled=not addon)
+        ),
+    )
+
+
+@pytest.mark.parametrize(
+    ("datapath", "calico", "addon", "enforced"),
+    [
+        pytest.param(_DATAPATH.ADVANCED_DATAPATH, False, False, True, id="dataplane-v2"),
+        pytest.param(_DATAPATH.LEGACY_DATAPATH, True, True, True, id="calico"),
+        pytest.param(_DATAPATH.DATAPATH_PROVIDER_UNSPECIFIED, True, True, True, id="calico-datapath-unset"),
+        pytest.param(_DATAPATH.LEGACY_DATAPATH, False, False, False, id="legacy-without-enforcement"),
+        pytest.param(_DATAPATH.LEGACY_DATAPATH, False, True, False, id="addon-enabled-nodes-not-yet"),
+        pytest.param(_DATAPATH.LEGACY_DATAPATH, True, False, False, id="nodes-enabled-addon-disabled"),
+    ],
+)  # fmt: skip
+def test_a_cluster_enforces_network_policies_with_dataplane_v2_or_calico_and_its_addon(
+    datapath: container_v1.DatapathProvider, calico: bool, addon: bool, enforced: bool
+) -> None:
+    assert enforces_network_policies(gke_cluster(datapath, calico, addon)) is enforced
 
 
 class StubBucket:
