@@ -7,6 +7,7 @@ code path; only the endpoints are local. Operations complete when a test says so
 
 import datetime
 import functools
+import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -168,6 +169,8 @@ def test_workloads_of_one_shape_share_one_pool_released_after_the_last(
         wait_until(functools.partial(pool_names, server, name), timeout=WAIT, what=f"{name} pools in status")
     [pool] = pool_names(server, first)
     assert pool_names(server, second) == [pool]
+    # The create may still queue behind the previous test's pool deletion (one operation per cluster).
+    wait_until(lambda: creates(fake, pool, since=start) == 1, timeout=WAIT, what=f"{pool} create issued")
     fake.gke.complete_operations()
     for name in (first, second):
         wait_condition(server, name, "NodePoolsReady", "True", "Provisioned")
@@ -295,3 +298,39 @@ def test_a_policy_that_stops_admitting_a_workload_revokes_its_identity_and_keeps
     wait_condition(server, name, "IdentityReady", "True", "Bound")
     assert fake.storage.members("ckpt-revoked", "roles/storage.objectViewer") == [f"serviceAccount:{GSA}"]
     assert deletes(fake, pool, since=start) == 0
+
+
+def test_iap_accessors_are_granted_once_gke_names_the_backend_and_revoked_on_delete(
+    server: KubeEmulatorServer, fake: FakeGcp, create: Callable[[WorkloadDoc], str]
+) -> None:
+    accessor, role = "group:ml-nlp@example.com", "roles/iap.httpsResourceAccessor"
+    original = permissive_policy("all").doc
+    server.put_object(permissive_policy("all").set("expose.iapAccessors", [accessor]).doc)
+    try:
+        name = create(workload("gcp-iap", NS).expose("dashboard", host="ray.internal.example.com"))
+        ingress = f"{name}-dashboard"
+        wait_condition(server, name, "EndpointsReady", "False", "WaitingForAddress")
+        assert "dashboardURL" not in status(server, name)  # nothing answers yet
+        assert not [b for b in status(server, name).get("iamBindings", []) if b["role"] == role]
+
+        # GKE's Ingress controller makes the internal (regional) load balancer and names its backend service.
+        backend = f"k8s1-0a1b2c3d-{NS}-{ingress}-8265-9f8e7d6c"
+        resource = fake.iap.add_backend_service(PROJECT, backend, region=LOCATION)
+        gke_default = "k8s1-0a1b2c3d-kube-system-default-http-backend-80-1a2b3c4d"
+        backends = {"ingress.kubernetes.io/backends": json.dumps({backend: "HEALTHY", gke_default: "HEALTHY"})}
+        server.patch_object("networking.k8s.io/v1", "Ingress", ingress, {"metadata": {"annotations": backends}}, NS)
+        server.patch_status("networking.k8s.io/v1", "Ingress", ingress,
+                            {"loadBalancer": {"ingress": [{"ip": "10.128.0.42"}]}}, NS)  # fmt: skip
+
+        wait_until(lambda: fake.iap.members(resource, role) == [accessor], timeout=WAIT, what="the accessor granted")
+        serving = wait_condition(server, name, "EndpointsReady", "True", "Serving")
+        assert serving["message"] == "dashboard at https://ray.internal.example.com"
+        assert status(server, name)["dashboardURL"] == "https://ray.internal.example.com"
+        assert {"resource": resource, "role": role, "member": accessor, "addedByOperator": True} in status(
+            server, name
+        )["iamBindings"]
+        assert resource == f"projects/{PROJECT}/iap_web/compute-{LOCATION}/services/{backend}"
+        delete(server, name)
+        assert fake.iap.members(resource, role) == []  # revoked before the finalizer let go
+    finally:
+        server.put_object(original)

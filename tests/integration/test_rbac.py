@@ -78,14 +78,20 @@ def status_reason(server: KubeEmulatorServer, name: str, kind: str) -> str:
     return next((c["reason"] for c in conditions if c["type"] == kind), "")
 
 
+def ingress_names(server: KubeEmulatorServer) -> list[str]:
+    return sorted(item["metadata"]["name"] for item in server.list_objects("networking.k8s.io/v1", "Ingress", NS))
+
+
 def run_scenario(server: KubeEmulatorServer, kubeconfig: Path) -> set[Permission]:
     gpu = {"capacity": "SpotWithFallback"}
     server.put_object(workload("cluster", NS).gpu_group(**gpu).expose("dashboard").expose("serve").doc)
     server.put_object(workload("job", NS, "Job").job().doc)
-    server.put_object(workload("serve", NS, "Service").service().doc)
+    server.put_object(
+        workload("serve", NS, "Service").service().expose("serve", visibility="External", host="llm.example.com").doc
+    )
     with running_operator(kubeconfig):
-        wait_until(lambda: len(server.list_objects("networking.k8s.io/v1", "Ingress", NS)) == 2, timeout=WAIT,
-                   what="the cluster's two Ingresses")  # fmt: skip
+        wait_until(lambda: len(server.list_objects("networking.k8s.io/v1", "Ingress", NS)) == 3, timeout=WAIT,
+                   what="the cluster's two Ingresses and the service's")  # fmt: skip
         for name in ("job", "serve"):
             wait_until(lambda name=name: status_reason(server, name, "PolicyAdmitted") == "Allowed", timeout=WAIT,
                        what=f"{name} admitted")  # fmt: skip
@@ -97,8 +103,8 @@ def run_scenario(server: KubeEmulatorServer, kubeconfig: Path) -> set[Permission
                                for r in server.requests()), timeout=WAIT, what="pending pods' events read")  # fmt: skip
         # Exposure and the GPU group removed: Services, BackendConfigs, Ingresses and a NetworkPolicy pruned.
         server.put_object(workload("cluster", NS).doc)
-        wait_until(lambda: server.list_objects("networking.k8s.io/v1", "Ingress", NS) == [], timeout=WAIT,
-                   what="the Ingresses pruned")  # fmt: skip
+        wait_until(lambda: ingress_names(server) == ["serve-serve"], timeout=WAIT,
+                   what="the cluster's Ingresses pruned")  # fmt: skip
         # Each type changed: the Ray object of the old type is pruned.
         retyped = [
             workload("serve", NS),
@@ -107,6 +113,7 @@ def run_scenario(server: KubeEmulatorServer, kubeconfig: Path) -> set[Permission
         ]
         for doc in retyped:
             server.put_object(doc.doc)
+        wait_until(lambda: ingress_names(server) == [], timeout=WAIT, what="the service's Ingress pruned")
         for kind in ("RayCluster", "RayJob", "RayService"):
             wait_until(lambda kind=kind: len(server.list_objects("ray.io/v1", kind, NS)) == 1, timeout=WAIT,
                        what=f"one {kind} left after the type changes")  # fmt: skip

@@ -299,6 +299,19 @@ async def ray_child_changed(namespace: str | None, labels: kopf.Labels, memo: ko
     await run_reconcile({"metadata": {"namespace": namespace, "name": name}}, memo, indexes)
 
 
+@kopf.on.event("networking.k8s.io", "v1", "ingresses", labels=OWNED, registry=REGISTRY)
+@kopf.on.event("networking.gke.io", "v1", "managedcertificates", labels=OWNED, registry=REGISTRY)
+async def endpoint_changed(
+    event: kopf.RawEvent, namespace: str | None, labels: kopf.Labels, memo: kopf.Memo, **indexes: Any
+) -> None:
+    """GKE gave a load balancer its address or named its backend service, or activated a certificate: report
+    the URL and grant IAP access now. Only modifications: the initial listing and our own creates say nothing new."""
+    name = labels.get(LABEL_WORKLOAD)
+    if event.get("type") != "MODIFIED" or not name or not namespace or not hasattr(memo, "reconciler"):
+        return
+    await run_reconcile({"metadata": {"namespace": namespace, "name": name}}, memo, indexes)
+
+
 @kopf.on.event(GROUP, VERSION, POLICY_PLURAL, registry=REGISTRY)
 async def policy_changed(event: kopf.RawEvent, name: str, memo: kopf.Memo, **indexes: Any) -> None:
     """A policy was added, changed or removed: re-admit every workload now rather than at the next resync.

@@ -36,3 +36,12 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- define "mlw.image" -}}
 {{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}
 {{- end }}
+
+{{/* A map as k=v,k2=v2 (sorted), the form MLW_KUBERAY_POD_LABELS takes. */}}
+{{- define "mlw.keyValues" -}}
+{{- $pairs := list -}}
+{{- range $key, $value := . -}}
+{{- $pairs = append $pairs (printf "%s=%s" $key $value) -}}
+{{- end -}}
+{{- join "," $pairs -}}
+{{- end -}}
