@@ -1,7 +1,7 @@
 """Whether a cluster enforces NetworkPolicies, asked of FakeGcp's GKE through the real google-cloud-container client.
 
 The three kinds of cluster GKE has (Dataplane V2, the legacy datapath with Calico, the legacy datapath without)
-are made by the fake as GetCluster reports them; time is a `Clock` the test advances across the cache's TTL.
+are made by the fake as GetCluster reports them; time is a `ManualClock` the test advances across the cache's TTL.
 """
 
 import asyncio
@@ -15,6 +15,7 @@ from mlworkload.gcp.clusters import NETWORK_POLICY_TTL_SECONDS, GkeClusterInspec
 from mlworkload.gcp.errors import FailureKind, GcpError
 from mlworkload.settings import OperatorSettings
 from tests.support import gcp as fakes
+from tests.support.clock import ManualClock
 from tests.support.gcp import FakeGcp, permission_denied
 
 PROJECT, LOCATION = "my-proj", "us-central1"
@@ -23,17 +24,6 @@ TTL = 100.0
 
 def path(name: str) -> str:
     return f"projects/{PROJECT}/locations/{LOCATION}/clusters/{name}"
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 5000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 def reads(fake: FakeGcp, name: str, since: int = 0) -> int:
@@ -59,12 +49,12 @@ def clusters(fake: FakeGcp) -> Iterator[None]:
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
+def clock() -> ManualClock:
+    return ManualClock()
 
 
 @pytest.fixture
-def inspector(fake: FakeGcp, clock: Clock) -> GkeClusterInspector:
+def inspector(fake: FakeGcp, clock: ManualClock) -> GkeClusterInspector:
     return GkeClusterInspector(fakes.gke_client(fake), ttl_seconds=TTL, clock=clock)
 
 
@@ -79,7 +69,7 @@ async def test_each_kind_of_cluster(name: str, enforced: bool, fake: FakeGcp, in
 
 
 async def test_one_read_per_cluster_within_the_ttl_and_another_after_it(
-    fake: FakeGcp, inspector: GkeClusterInspector, clock: Clock
+    fake: FakeGcp, inspector: GkeClusterInspector, clock: ManualClock
 ) -> None:
     answers = await asyncio.gather(*(inspector.network_policies_enforced(path("calico")) for _ in range(10)))
     assert answers == [True] * 10

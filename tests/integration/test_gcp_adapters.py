@@ -2,7 +2,7 @@
 
 `PoolCoordinator`, `BindingManager` and `LiveProvisioner` run unchanged over `GkeNodePools`
 (google-cloud-container, REST), `ServiceAccountPolicies` (google-cloud-iam, gRPC) and `BucketPolicies`
-(google-cloud-storage). Time is a `Clock` the test advances and `poll_seconds=0`, so every `ensure`
+(google-cloud-storage). Time is a `ManualClock` the test advances and `poll_seconds=0`, so every `ensure`
 polls its operation and every backoff is crossed on purpose; GKE operations finish only when the test
 calls `fake.gke.complete_operations()`. Nothing sleeps.
 """
@@ -30,6 +30,7 @@ from mlworkload.gcp.provisioner import NOTHING_RECORDED, GcpState, Recorded
 from mlworkload.gcp.retry import Backoff
 from mlworkload.settings import OperatorSettings
 from tests.support import gcp as fakes
+from tests.support.clock import ManualClock
 from tests.support.documents import GSA, WorkloadDoc, permissive_policy, resolved, workload
 from tests.support.gcp import (
     ApiError,
@@ -65,17 +66,6 @@ def ksa(name: str, namespace: str = "team-nlp") -> str:
 
 
 # --- fixtures and helpers -------------------------------------------------------------------------------
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 5000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 class Claims:
@@ -118,7 +108,7 @@ class Rig:
     fake: FakeGcp
     gke: GkeNodePools
     policies: RoutedPolicies
-    clock: Clock = field(default_factory=Clock)
+    clock: ManualClock = field(default_factory=ManualClock)
     claims: Claims = field(default_factory=Claims)
 
     def coordinator(self) -> PoolCoordinator:

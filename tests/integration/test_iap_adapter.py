@@ -1,7 +1,7 @@
 """IAP accessor grants with the real google-cloud-iap client (REST) against FakeGcp's IAP API.
 
 `IapPolicies` runs alone and under `BindingManager` and `RoutedPolicies`, as `live.connect` wires it. Time is
-a `Clock` the test advances, so every verification interval and backoff is crossed on purpose. Nothing sleeps.
+a `ManualClock` the test advances, so every verification interval and backoff is crossed on purpose. Nothing sleeps.
 """
 
 import asyncio
@@ -22,6 +22,7 @@ from mlworkload.gcp.provisioner import NOTHING_RECORDED, Recorded
 from mlworkload.gcp.retry import Backoff
 from mlworkload.settings import OperatorSettings
 from tests.support import gcp as fakes
+from tests.support.clock import ManualClock
 from tests.support.gcp import ApiError, FakeGcp, Request, fresh_project, iap_permission_denied
 
 PROJECT, LOCATION, CLUSTER = "my-proj", "us-central1", "ml-cluster"
@@ -34,17 +35,6 @@ REGIONAL_RESOURCE = iap_resource(PROJECT, INTERNAL_BACKEND, LOCATION)
 ADMIN = "roles/iap.admin"
 BASE_DELAY, MAX_DELAY = 10.0, 80.0
 VERIFY = 60.0
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 5000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 def accessor(member: str, resource: str = RESOURCE) -> IamBinding:
@@ -93,12 +83,12 @@ def iap(fake: FakeGcp) -> Iterator[IapPolicies]:
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
+def clock() -> ManualClock:
+    return ManualClock()
 
 
 @pytest.fixture
-def manager(iap: IapPolicies, clock: Clock) -> BindingManager:
+def manager(iap: IapPolicies, clock: ManualClock) -> BindingManager:
     return BindingManager(iap, backoff=Backoff(BASE_DELAY, MAX_DELAY, clock), verify_seconds=VERIFY)
 
 
@@ -107,7 +97,7 @@ def manager(iap: IapPolicies, clock: Clock) -> BindingManager:
 
 @pytest.mark.parametrize("resource", [RESOURCE, REGIONAL_RESOURCE], ids=["global", "regional"])
 async def test_an_accessor_is_granted_once_and_then_only_verified(
-    resource: str, fake: FakeGcp, manager: BindingManager, clock: Clock
+    resource: str, fake: FakeGcp, manager: BindingManager, clock: ManualClock
 ) -> None:
     binding = accessor("user:ana@example.com", resource)
     assert await manager.ensure(binding) == (True, None)
@@ -142,7 +132,7 @@ def test_a_stale_etag_is_retried_from_a_fresh_read(how: str, fake: FakeGcp, iap:
 
 
 async def test_a_backend_gke_has_not_created_yet_is_not_found_and_retried_until_it_exists(
-    fake: FakeGcp, manager: BindingManager, clock: Clock
+    fake: FakeGcp, manager: BindingManager, clock: ManualClock
 ) -> None:
     """The Ingress has not synced: IAP answers 404, which waits with backoff and stalls nothing."""
     late = iap_resource(PROJECT, "k8s-be-31000--01177f64ec764488", None)

@@ -67,13 +67,15 @@ def _read_modify_write(api: str, change: Callable[[], set[IamBinding]]) -> set[I
     raise AssertionError("unreachable")
 
 
-class ServiceAccountPolicies:
-    """IAM policies of Google service accounts (google-cloud-iam; gRPC is its only transport)."""
+class StandardPolicies:
+    """IAM policies through a client with the standard google.iam.v1 GetIamPolicy/SetIamPolicy methods."""
 
-    def __init__(self, client: iam_admin_v1.IAMClient) -> None:
+    def __init__(self, client: Any, api: str) -> None:
         self._client = client
+        self._api = api  # label in mlworkload_gcp_api_errors_total
 
     def _policy(self, resource: str) -> Any:
+        """Version 3, so a conditional binding someone else made is read whole and written back unchanged."""
         request = iam_policy_pb2.GetIamPolicyRequest(
             resource=resource, options=options_pb2.GetPolicyOptions(requested_policy_version=3)
         )
@@ -85,13 +87,20 @@ class ServiceAccountPolicies:
         def change() -> set[IamBinding]:
             policy = self._policy(resource)
             changed = {binding for binding, present in changes if _edit_proto(policy, binding, present)}
-            if changed:
+            if changed:  # the policy carries the etag it was read with: a concurrent write is refused
                 self._client.set_iam_policy(
                     request=iam_policy_pb2.SetIamPolicyRequest(resource=resource, policy=policy)
                 )
             return changed
 
-        return _read_modify_write("iam", change)
+        return _read_modify_write(self._api, change)
+
+
+class ServiceAccountPolicies(StandardPolicies):
+    """IAM policies of Google service accounts (google-cloud-iam; gRPC is its only transport)."""
+
+    def __init__(self, client: iam_admin_v1.IAMClient) -> None:
+        super().__init__(client, "iam")
 
 
 def _edit_proto(policy: Any, binding: IamBinding, present: bool) -> bool:

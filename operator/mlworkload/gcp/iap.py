@@ -35,41 +35,17 @@ which `errors.classify` makes `FailureKind.NOT_FOUND`: retried with backoff, not
 Ingress controller creates the backend on its own.
 """
 
-from collections.abc import Sequence
-from typing import Any, Final
+from typing import Final
 
 from google.cloud import iap_v1
-from google.iam.v1 import iam_policy_pb2, options_pb2  # type: ignore[import-untyped]
 
-from mlworkload.gcp.iam import Change, _edit_proto, _one_resource, _read_modify_write
-from mlworkload.gcp.plan import IamBinding
+from mlworkload.gcp.iam import StandardPolicies
 
 API: Final = "iap"  # label in mlworkload_gcp_api_errors_total
 
 
-class IapPolicies:
+class IapPolicies(StandardPolicies):
     """IAM policies of IAP-secured backend services (google-cloud-iap, REST transport)."""
 
     def __init__(self, client: iap_v1.IdentityAwareProxyAdminServiceClient) -> None:
-        self._client = client
-
-    def _policy(self, resource: str) -> Any:
-        """Version 3, so a conditional binding someone else made is read whole and written back unchanged."""
-        request = iam_policy_pb2.GetIamPolicyRequest(
-            resource=resource, options=options_pb2.GetPolicyOptions(requested_policy_version=3)
-        )
-        return self._client.get_iam_policy(request=request)
-
-    def update(self, changes: Sequence[Change]) -> set[IamBinding]:
-        resource = _one_resource(changes)
-
-        def change() -> set[IamBinding]:
-            policy = self._policy(resource)
-            changed = {binding for binding, present in changes if _edit_proto(policy, binding, present)}
-            if changed:  # the policy carries the etag it was read with: a concurrent write makes this a 409
-                self._client.set_iam_policy(
-                    request=iam_policy_pb2.SetIamPolicyRequest(resource=resource, policy=policy)
-                )
-            return changed
-
-        return _read_modify_write(API, change)
+        super().__init__(client, API)

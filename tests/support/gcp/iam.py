@@ -81,7 +81,9 @@ def iam_permission_denied(permission: str) -> ApiError:
 
 
 @dataclass
-class _Policy:
+class IamPolicy:
+    """One resource's IAM policy, as the IAM-style APIs (IAM, IAP) keep it."""
+
     version: int = 1
     bindings: list[Json] = field(default_factory=list)
     etag: bytes = EMPTY_ETAG
@@ -92,6 +94,44 @@ class _Policy:
             body["bindings"] = copy.deepcopy(self.bindings)
         body["etag"] = b64(self.etag)
         return body
+
+    def write(
+        self,
+        wanted: Any,
+        *,
+        role_supported: Callable[[str], bool],
+        next_etag: Callable[[], bytes],
+        validate_member: Callable[[str], None] = lambda member: None,
+    ) -> Json:
+        """SetIamPolicy: refused with 409 ABORTED when `wanted` (a policy_pb2.Policy) carries a stale etag, with
+        400 for an unsupported role or a condition below version 3; else replaces the bindings, new etag."""
+        if wanted.etag and wanted.etag != self.etag:
+            raise ApiError(
+                "ABORTED",
+                "There were concurrent policy changes. Please retry the whole read-modify-write with exponential "
+                f"backoff. The request's ETag '{_c_escape(wanted.etag)}' did not match the current policy's ETag "
+                f"'{_c_escape(self.etag)}'.",
+            )
+        bindings: list[Json] = []
+        for binding in wanted.bindings:
+            if not role_supported(binding.role):
+                raise ApiError("INVALID_ARGUMENT", f"Role {binding.role} is not supported for this resource.")
+            members = list(dict.fromkeys(binding.members))
+            for member in members:
+                validate_member(member)
+            if not members:
+                continue
+            entry: Json = {"role": binding.role, "members": members}
+            if binding.HasField("condition"):
+                entry["condition"] = json_format.MessageToDict(binding.condition)
+            bindings.append(entry)
+        has_conditions = any("condition" in binding for binding in bindings)
+        if has_conditions and wanted.version < 3:
+            raise ApiError("INVALID_ARGUMENT", "IAM Conditions require policy version 3.")
+        self.bindings = bindings
+        self.version = 3 if has_conditions else max(wanted.version, 1)
+        self.etag = next_etag()
+        return self.to_json()
 
 
 @dataclass(frozen=True)
@@ -109,7 +149,7 @@ class FakeIam:
 
     def __init__(self) -> None:
         self.lock = threading.RLock()
-        self.accounts: dict[str, _Policy] = {}
+        self.accounts: dict[str, IamPolicy] = {}
         self.workload_pools: set[str] = set()
         self.validate_workload_pools = True
         self.validate_member_accounts = True
@@ -128,7 +168,7 @@ class FakeIam:
 
     def add_service_account(self, email: str) -> None:
         with self.lock:
-            self.accounts.setdefault(email, _Policy())
+            self.accounts.setdefault(email, IamPolicy())
 
     def policy(self, email: str) -> Json:
         """The account's policy as the REST API returns it (etag base64)."""
@@ -169,7 +209,7 @@ class FakeIam:
             raise ApiError("INVALID_ARGUMENT", f"Invalid resource name: {body.get('resource', '')!r}.")
         return match.groupdict()
 
-    def _account(self, request: Request, permission: str) -> _Policy:
+    def _account(self, request: Request, permission: str) -> IamPolicy:
         policy = self.accounts.get(request.params["account"])
         if policy is None:
             raise iam_permission_denied(permission)
@@ -187,37 +227,10 @@ class FakeIam:
                 wanted = json_format.ParseDict(body.get("policy", {}), policy_pb2.Policy(), ignore_unknown_fields=False)
             except json_format.ParseError as error:
                 raise ApiError("INVALID_ARGUMENT", f"Invalid JSON payload received. {error}") from error
-            if wanted.etag and wanted.etag != current.etag:
-                raise ApiError(
-                    "ABORTED",
-                    "There were concurrent policy changes. Please retry the whole read-modify-write with exponential "
-                    f"backoff. The request's ETag '{_c_escape(wanted.etag)}' did not match the current policy's ETag "
-                    f"'{_c_escape(current.etag)}'.",
-                )
-            bindings = self._validated_bindings(wanted)
-            has_conditions = any("condition" in binding for binding in bindings)
-            if has_conditions and wanted.version < 3:
-                raise ApiError("INVALID_ARGUMENT", "IAM Conditions require policy version 3.")
-            current.bindings = bindings
-            current.version = 3 if has_conditions else max(wanted.version, 1)
-            current.etag = self._next_etag()
-            return Reply(current.to_json())
-
-    def _validated_bindings(self, policy: Any) -> list[Json]:
-        bindings: list[Json] = []
-        for binding in policy.bindings:
-            if not self.role_supported(binding.role):
-                raise ApiError("INVALID_ARGUMENT", f"Role {binding.role} is not supported for this resource.")
-            members = list(dict.fromkeys(binding.members))
-            for member in members:
-                self._validate_member(member)
-            if not members:
-                continue
-            entry: Json = {"role": binding.role, "members": members}
-            if binding.HasField("condition"):
-                entry["condition"] = json_format.MessageToDict(binding.condition)
-            bindings.append(entry)
-        return bindings
+            return Reply(
+                current.write(wanted, role_supported=self.role_supported, next_etag=self._next_etag,
+                              validate_member=self._validate_member)
+            )  # fmt: skip
 
     def _validate_member(self, member: str) -> None:
         workload = _WORKLOAD_MEMBER.fullmatch(member)

@@ -54,7 +54,7 @@ from google.protobuf import json_format  # type: ignore[import-untyped]
 
 from tests.support.gcp.core import Reply, Request, Route, route
 from tests.support.gcp.errors import ApiError, Json
-from tests.support.gcp.iam import _c_escape, _Policy
+from tests.support.gcp.iam import IamPolicy
 
 _R = (
     r"^/v1/projects/(?P<project>[^/]+)/iap_web/compute(?:-(?P<region>[^/]+))?"
@@ -95,7 +95,7 @@ class BackendService:
     name: str
     region: str | None
     id: str  # the numeric id Compute Engine assigns
-    policy: _Policy = field(default_factory=_Policy)
+    policy: IamPolicy = field(default_factory=IamPolicy)
 
     @property
     def resource(self) -> str:
@@ -202,35 +202,7 @@ class FakeIap:
         with self.lock:
             wanted = self._parse(request.body, iam_policy_pb2.SetIamPolicyRequest()).policy
             current = self._backend(request).policy
-            if wanted.etag and wanted.etag != current.etag:
-                raise ApiError(
-                    "ABORTED",
-                    "There were concurrent policy changes. Please retry the whole read-modify-write with exponential "
-                    f"backoff. The request's ETag '{_c_escape(wanted.etag)}' did not match the current policy's ETag "
-                    f"'{_c_escape(current.etag)}'.",
-                )
-            bindings = self._validated_bindings(wanted)
-            has_conditions = any("condition" in binding for binding in bindings)
-            if has_conditions and wanted.version < 3:
-                raise ApiError("INVALID_ARGUMENT", "IAM Conditions require policy version 3.")
-            current.bindings = bindings
-            current.version = 3 if has_conditions else max(wanted.version, 1)
-            current.etag = self._next_etag()
-            return Reply(current.to_json())
-
-    def _validated_bindings(self, policy: Any) -> list[Json]:
-        bindings: list[Json] = []
-        for binding in policy.bindings:
-            if not self.role_supported(binding.role):
-                raise ApiError("INVALID_ARGUMENT", f"Role {binding.role} is not supported for this resource.")
-            members = list(dict.fromkeys(binding.members))
-            if not members:
-                continue
-            entry: Json = {"role": binding.role, "members": members}
-            if binding.HasField("condition"):
-                entry["condition"] = json_format.MessageToDict(binding.condition)
-            bindings.append(entry)
-        return bindings
+            return Reply(current.write(wanted, role_supported=self.role_supported, next_etag=self._next_etag))
 
     def _next_etag(self) -> bytes:
         return b"\x07\x09" + next(self._etags).to_bytes(6, "big")
