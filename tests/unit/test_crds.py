@@ -143,3 +143,18 @@ def test_crd_schema_and_cel_agree_with_the_models(doc: WorkloadDoc, valid: bool)
     except Refused:
         model_valid = False
     assert (not api_server_errors, model_valid) == (valid, valid), api_server_errors
+
+
+def test_no_category_shadows_a_resource_name() -> None:
+    """kubectl resolves a category before a resource name: a category `mlworkload` made `kubectl get
+    mlworkload NAME` ask for both kinds and fail. Categories must differ from every name kubectl accepts."""
+    crds = build_crds()
+    names = {
+        name
+        for crd in crds
+        for name in (crd["spec"]["names"]["plural"], crd["spec"]["names"]["singular"],
+                     *crd["spec"]["names"]["shortNames"])
+    }  # fmt: skip
+    categories = {category for crd in crds for category in crd["spec"]["names"]["categories"]}
+    assert categories == {"mlworkload-all"}  # `kubectl get mlworkload-all` lists both kinds
+    assert not categories & names

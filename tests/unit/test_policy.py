@@ -59,33 +59,29 @@ def test_the_governing_policy_is_selected_by_labels_priority_then_name(
 # --- defaults -----------------------------------------------------------------------------------
 
 
-def test_without_a_policy_the_documented_safe_defaults_apply() -> None:
-    verdict = admit(workload().gpu_group().expose("dashboard").obj(), [], {"team": "nlp"})
-    # The dashboard gets IAP by default, which needs HTTPS, and no policy names a certificate.
-    assert [str(p) for p in verdict.problems] == [
-        "spec.expose.dashboard.iap: an Internal endpoint with IAP needs HTTPS, and policy (built-in defaults)"
-        " names no certificate for it (expose.preSharedCertificates)"
+def test_a_namespace_no_policy_governs_gets_nothing() -> None:
+    """Default deny: the refusal names the missing policy, and reports the rest of the workload too."""
+    doc = workload().gpu_group().set("spec.identity.gcpServiceAccount", GSA).set("spec.storage.bucket", "gs://x-y")
+    verdict = admit(doc.obj(), [], {"team": "nlp"})
+    assert [str(p) for p in verdict.problems][:1] == [
+        "metadata.namespace: no MLWorkloadPolicy governs namespace 'team-nlp': ask the platform team for one whose"
+        " namespaceSelector matches it (or to enable the chart's defaultPolicy)"
     ]
+    assert [p.path for p in verdict.problems][1:] == ["spec.identity.gcpServiceAccount", "spec.storage.bucket"]
+    assert verdict.resolved.policy_name == BUILTIN_POLICY_NAME
+    other_team = policy().set("namespaceSelector", {"matchLabels": {"team": "cv"}})
+    assert not admit(workload().obj(), [other_team.obj()], {"team": "nlp"}).allowed
+
+
+def test_an_empty_policy_admits_with_the_documented_safe_defaults() -> None:
+    verdict = admit(workload().gpu_group().expose("serve").obj(), [policy().obj()], {"team": "nlp"})
+    assert verdict.allowed, verdict.problems
     resolved = verdict.resolved
-    assert resolved.policy_name == BUILTIN_POLICY_NAME
     assert resolved.isolation is Isolation.STRICT
     assert resolved.groups[0].capacity is Capacity.SPOT_WITH_FALLBACK  # spot Preferred
     assert resolved.gcp_service_account is None
-    assert resolved.dashboard is not None
-    assert resolved.dashboard.visibility is Visibility.INTERNAL
-    assert resolved.gcp is None
-
-
-def test_no_policy_means_no_external_exposure_no_identity_and_no_buckets() -> None:
-    doc = (
-        workload()
-        .expose("serve", visibility="External")
-        .set("spec.identity.gcpServiceAccount", GSA)
-        .set("spec.storage.bucket", "gs://anything")
-    )
-    verdict = admit(doc.obj(), [], None)
-    paths = [problem.path for problem in verdict.problems]
-    assert paths == ["spec.identity.gcpServiceAccount", "spec.storage.bucket", "spec.expose.serve.visibility"]
+    assert resolved.serve is not None
+    assert (resolved.serve.visibility, resolved.serve.iap) == (Visibility.INTERNAL, False)
 
 
 @pytest.mark.parametrize(

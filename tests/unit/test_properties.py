@@ -248,7 +248,7 @@ class Scenario:
 class Rules:
     """What the drawn policy allows; the workload is drawn within it."""
 
-    present: bool
+    present: bool  # False: a policy with an empty spec (no policy at all is refused: default deny)
     spot: str = "Preferred"
     allow_external: bool = False
     require_iap: bool | None = None  # None: the policy does not say
@@ -260,7 +260,7 @@ class Rules:
 
 @st.composite
 def rules(draw: st.DrawFn) -> Rules:
-    if not draw(st.booleans()) and draw(st.booleans()):  # a quarter of scenarios: no policy at all
+    if not draw(st.booleans()) and draw(st.booleans()):  # a quarter of scenarios: an empty policy's defaults
         return Rules(present=False)
     gsa = draw(st.sampled_from([GSA, GSA, None]))
     project_number = draw(st.sampled_from([None, "123456789012"]))
@@ -504,7 +504,7 @@ def scenarios(draw: st.DrawFn, types: tuple[str, ...] = ("Cluster", "Job", "Serv
         spec["expose"] = expose
     metadata = draw(metadatas(type_, cost_labels))
     workload = {"apiVersion": API_VERSION, "kind": "MLWorkload", "metadata": metadata, "spec": spec}
-    policy = draw(policies(allowed, workload, cost_labels)) if allowed.present else None
+    policy = draw(policies(allowed, workload, cost_labels)) if allowed.present else copy.deepcopy(EMPTY_POLICY)
     return Scenario(workload, policy)
 
 
@@ -1385,6 +1385,8 @@ def _workload(spec: dict[str, Any], **metadata: Any) -> dict[str, Any]:
 
 
 _JOB = {"type": "Job", "job": {"entrypoint": "python train.py"}}
+EMPTY_POLICY: dict[str, Any] = {"apiVersion": API_VERSION, "kind": "MLWorkloadPolicy", "metadata": {"name": "empty"},
+                                "spec": {}}  # fmt: skip
 _MAX_RUNTIME_POLICY = {
     "apiVersion": API_VERSION,
     "kind": "MLWorkloadPolicy",
@@ -1395,12 +1397,12 @@ _MAX_RUNTIME_POLICY = {
 MINIMAL_VALID = [
     pytest.param(
         _workload({**_JOB, "job": {"entrypoint": "python train.py", "activeDeadlineSeconds": 2**31 - 1}}),
-        None,
+        EMPTY_POLICY,
         id="activeDeadlineSeconds-int32-max",
     ),
     pytest.param(
         _workload({**_JOB, "job": {"entrypoint": "python train.py", "ttlSecondsAfterFinished": 2**31 - 1}}),
-        None,
+        EMPTY_POLICY,
         id="ttlSecondsAfterFinished-int32-max",
     ),
     pytest.param(_workload(_JOB), _MAX_RUNTIME_POLICY, id="policy-maxJobRuntimeSeconds-int32-max"),
@@ -1461,14 +1463,14 @@ def test_generators_cover_the_api() -> None:
         for group in spec.get("workerGroups", []):
             seen.add("gpu" if "accelerator" in group else "cpu")
             seen.add(group.get("capacity", "default-capacity"))
-        seen.add("policy" if scenario.policy else "no-policy")
+        seen.add("policy" if scenario.policy and scenario.policy["spec"] else "empty-policy")
         seen.add("storage" if "storage" in spec else "no-storage")
         seen.update(f"expose-{e.get('visibility', 'Internal')}" for e in spec.get("expose", {}).values())
 
     collect()
     wanted = {
         "Cluster", "Job", "Service", "gpu", "cpu", "Spot", "OnDemand", "SpotWithFallback", "default-capacity",
-        "policy", "no-policy", "storage", "no-storage", "expose-Internal", "expose-External",
+        "policy", "empty-policy", "storage", "no-storage", "expose-Internal", "expose-External",
     }  # fmt: skip
     assert wanted <= seen, wanted - seen
 

@@ -123,7 +123,9 @@ def _crd(
                 "plural": plural,
                 "singular": kind.lower(),
                 "shortNames": [short_name],
-                "categories": ["mlworkload"],
+                # Not "mlworkload": kubectl expands a category before a singular name, so `kubectl get
+                # mlworkload NAME` would ask for both kinds. `kubectl get mlworkload-all` lists both.
+                "categories": ["mlworkload-all"],
             },
             "scope": scope,
             "versions": [version],

@@ -20,7 +20,13 @@ from mlworkload.gcp.machines import (
     accelerator_fits_machine,
     machines_for,
 )
-from mlworkload.policy.resolve import TOKEN_AUTH_SINCE, ResolvedEndpoint, ResolvedWorkload, ray_version
+from mlworkload.policy.resolve import (
+    BUILTIN_POLICY_NAME,
+    TOKEN_AUTH_SINCE,
+    ResolvedEndpoint,
+    ResolvedWorkload,
+    ray_version,
+)
 from mlworkload.problems import Problem
 
 Check = Callable[[ResolvedWorkload], list[Problem]]
@@ -297,6 +303,16 @@ def check_network(resolved: ResolvedWorkload) -> list[Problem]:
     return problems
 
 
+def check_governed(resolved: ResolvedWorkload) -> list[Problem]:
+    """Default deny: a namespace no policy governs gets nothing."""
+    if resolved.policy_name != BUILTIN_POLICY_NAME:
+        return []
+    return [
+        Problem("metadata.namespace", f"no MLWorkloadPolicy governs namespace {resolved.namespace!r}: ask the"
+                " platform team for one whose namespaceSelector matches it (or to enable the chart's defaultPolicy)")
+    ]  # fmt: skip
+
+
 def check_labels(resolved: ResolvedWorkload) -> list[Problem]:
     labels = resolved.workload.metadata.labels
     return [
@@ -340,6 +356,7 @@ def check_lifecycle(resolved: ResolvedWorkload) -> list[Problem]:
 
 
 CHECKS: tuple[Check, ...] = (
+    check_governed,
     check_labels,
     check_ray,
     check_accelerators,

@@ -20,10 +20,10 @@ from mlworkload.api.workload import (
 )
 from mlworkload.gcp.machines import UnknownMachine, default_machine
 
-BUILTIN_POLICY_NAME = "(built-in defaults)"
+BUILTIN_POLICY_NAME = "(none)"
 BUILTIN_POLICY = MLWorkloadPolicy(metadata=ObjectMeta(name=BUILTIN_POLICY_NAME))
-"""What applies where no MLWorkloadPolicy selects the namespace: spot Preferred, Strict isolation,
-no external exposure, no GCP identity and no buckets; accelerators and quota unrestricted."""
+"""Resolves a workload no MLWorkloadPolicy governs, so that its refusal (`check_governed`) can still
+report everything else about it. Nothing is ever admitted under it: default deny."""
 
 DEFAULT_KUBERAY_NAMESPACE = "kuberay-system"
 DEFAULT_KUBERAY_POD_LABELS = {"app.kubernetes.io/name": "kuberay-operator"}  # as KubeRay's Helm chart labels it
