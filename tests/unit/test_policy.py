@@ -18,6 +18,7 @@ from mlworkload.policy import (
     gpus_in_use,
     select_policy,
 )
+from mlworkload.problems import Refused
 from tests.support.documents import GSA, PolicyDoc, WorkloadDoc, permissive_policy, policy, workload
 
 # --- selection ----------------------------------------------------------------------------------
@@ -283,10 +284,8 @@ CASES = {
         ["spec.network.isolation: None is not allowed by policy permissive; allowed: Strict, Namespace"],
     ),
     "a default isolation the policy's own list excludes": Case(
-        workload(),
-        permissive_policy().set("network.allowedIsolations", ["Namespace"]),
-        ["spec.network.isolation (the policy's defaultIsolation): Strict is not allowed by policy permissive;"
-         " allowed: Namespace"],
+        workload().set("spec.network.isolation", "Namespace"),
+        permissive_policy().set("network", {"allowedIsolations": ["Namespace"], "defaultIsolation": "Namespace"}),
     ),
     "allowFrom never reaches the GCS": Case(
         workload().set("spec.network.allowFrom", [{"podSelector": {}, "ports": [{"port": 8265}, {"port": 6379}]}]),
@@ -441,3 +440,36 @@ def test_token_auth_turns_on_kuberays_auth_options(rule: str, version: str, enab
     assert ("authOptions" in ray_cluster["spec"]) is enabled
     if enabled:
         assert ray_cluster["spec"]["authOptions"] == {"mode": "token"}
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "expected"),
+    [
+        ("accelerators.allowed", ["nvidia-h100"], "spec.accelerators.allowed: 'nvidia-h100' is not a GKE accelerator"),
+        ("identity.allowedBuckets", ["team-nlp-*"], "spec.identity.allowedBuckets: 'team-nlp-*' is not a bucket"),
+        ("ray.allowedVersions", ["2.41"], "spec.ray.allowedVersions: '2.41' can never match a Ray version X.Y.Z"),
+        ("ray.imageRepositories", ["Ray Project/"], "spec.ray.imageRepositories: 'Ray Project/' is not the start"),
+        ("network.apiServerCIDRs", ["172.16.0.2"], "spec.network.apiServerCIDRs: '172.16.0.2' is not a CIDR"),
+        ("network.loadBalancerSourceRanges", ["35.191.0.0/33"], "'35.191.0.0/33' is not a CIDR"),
+        ("network.allowedEgress", [{"ipBlock": {"cidr": "x"}}], "spec.network.allowedEgress[0].ipBlock: 'x' is not"),
+        ("network", {"allowedIsolations": ["Strict"], "defaultIsolation": "Namespace"},
+         "spec.network: defaultIsolation Namespace is not in allowedIsolations (Strict)"),
+        ("expose.iapAccessors", ["ml-nlp@example.com"], "spec.expose.iapAccessors: 'ml-nlp@example.com' is not an"),
+        ("expose.preSharedCertificates", ["Internal Cert"], "'Internal Cert' is not an SSL certificate name"),
+        ("namespaceSelector", {"matchExpressions": [{"key": "team", "operator": "In"}]}, "needs at least one value"),
+    ],
+)  # fmt: skip
+def test_policies_are_validated_naming_the_field(path: str, value: Any, expected: str) -> None:
+    with pytest.raises(Refused) as refused:
+        policy().set(path, value).obj()
+    assert any(expected in line for line in refused.value.lines()), refused.value.lines()
+
+
+def test_good_policy_patterns_pass() -> None:
+    rules = (
+        policy()
+        .set("ray.allowedVersions", ["2.41.*", "2.*", "2.41.0", "2.4?.1"])
+        .set("identity.allowedBuckets", ["gs://team-nlp-*", "gs://shared-?"])
+        .set("expose.iapAccessors", ["group:ml@example.com", "domain:example.com", "user:a@example.com"])
+    )
+    assert rules.obj().spec.ray.allowed_versions == ["2.41.*", "2.*", "2.41.0", "2.4?.1"]

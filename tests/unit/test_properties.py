@@ -96,7 +96,7 @@ UNSUPPORTED_SHAPES = [
     if (accelerator, count) not in ACCELERATOR_SHAPES
 ]
 # Accelerators the catalogue does not know, usable with an explicit machineType.
-CUSTOM_ACCELERATORS = ("nvidia-tesla-v100", "nvidia-tesla-p4", "amd-instinct-mi300x")
+CUSTOM_ACCELERATORS = ("nvidia-tesla-v100", "nvidia-tesla-p4", "nvidia-tesla-p100")  # GKE types not in the catalogue
 INT32_EDGES = (2**31 - 1,)  # KubeRay's int32 time fields: the largest value still valid
 CPU_MACHINES = ("n2-standard-8", "e2-standard-4", "c3-highmem-22", "n2d-standard-32", "g2-standard-4", "n1-standard-16")
 
@@ -554,7 +554,7 @@ def policy_ray_rules(draw: st.DrawFn, spec: dict[str, Any]) -> dict[str, Any]:
     if draw(st.booleans()):
         has_gpu = any("accelerator" in group for group in spec.get("workerGroups", []))
         image = spec["ray"].get("image") or default_image(version, has_gpu)
-        ray_rules["imageRepositories"] = [image[: draw(st.integers(0, len(image)))], "gcr.io/other/"]
+        ray_rules["imageRepositories"] = [image[: draw(st.integers(1, len(image)))], "gcr.io/other/"]
     return ray_rules
 
 

@@ -1,10 +1,11 @@
 """Kubernetes shapes the API embeds: object metadata, label selectors, network peers."""
 
+import ipaddress
 import re
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, Self
 
-from pydantic import ConfigDict, Field, StrictInt, field_validator
+from pydantic import ConfigDict, Field, StrictInt, field_validator, model_validator
 
 from mlworkload.api.base import ApiModel
 
@@ -91,6 +92,21 @@ class LabelSelectorRequirement(KubernetesShape):
         description="Values for In and NotIn (non-empty there); empty for Exists and DoesNotExist.",
     )
 
+    @model_validator(mode="after")
+    def _as_the_api_server_checks_it(self) -> Self:
+        """metav1 ValidateLabelSelectorRequirement: values only with In/NotIn, and then at least one."""
+        problems = [problem for value in self.values if (problem := label_problem(self.key, value))]
+        if not self.values and (problem := label_problem(self.key, "")):
+            problems.append(problem)
+        with_values = self.operator in (SelectorOperator.IN, SelectorOperator.NOT_IN)
+        if with_values and not self.values:
+            problems.append(f"operator {self.operator.value} needs at least one value")
+        if not with_values and self.values:
+            problems.append(f"operator {self.operator.value} takes no values")
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
+
 
 class LabelSelector(KubernetesShape):
     """A Kubernetes label selector (metav1.LabelSelector). An empty selector matches everything."""
@@ -99,6 +115,14 @@ class LabelSelector(KubernetesShape):
     match_expressions: list[LabelSelectorRequirement] = Field(
         default_factory=list, description="Requirements that must all hold."
     )
+
+    @field_validator("match_labels")
+    @classmethod
+    def _labels_are_valid(cls, labels: dict[str, str]) -> dict[str, str]:
+        problems = [problem for key, value in labels.items() if (problem := label_problem(key, value))]
+        if problems:
+            raise ValueError("\n".join(problems))
+        return labels
 
     def matches(self, labels: dict[str, str]) -> bool:
         if any(labels.get(key) != value for key, value in self.match_labels.items()):
@@ -119,11 +143,40 @@ def _requirement_holds(requirement: LabelSelectorRequirement, labels: dict[str, 
             return not present
 
 
+def cidr_problem(text: str) -> str | None:
+    """Why `text` is not a CIDR as NetworkPolicies take it (address/prefix), or None."""
+    if "/" not in text:
+        return f"{text!r} is not a CIDR: write it as address/prefix, e.g. 10.0.0.0/8 or 2001:db8::/32"
+    try:
+        ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        return f"{text!r} is not a CIDR: write it as address/prefix, e.g. 10.0.0.0/8 or 2001:db8::/32"
+    return None
+
+
 class IPBlock(KubernetesShape):
     """An IP range, as in networking.k8s.io/v1 IPBlock."""
 
-    cidr: str = Field(description="A CIDR such as 10.0.0.0/8 or 2001:db8::/32.")
+    cidr: str = Field(description="A CIDR such as 10.0.0.0/8 or 2001:db8::/32.", max_length=64)
     except_: list[str] = Field(default_factory=list, alias="except", description="CIDRs inside `cidr` to leave out.")
+
+    @model_validator(mode="after")
+    def _as_the_api_server_checks_it(self) -> Self:
+        """networking ValidateIPBlock: valid CIDRs, each `except` strictly inside `cidr`."""
+        if problem := cidr_problem(self.cidr):
+            raise ValueError(problem)
+        outer = ipaddress.ip_network(self.cidr, strict=False)
+        problems = []
+        for text in self.except_:
+            if problem := cidr_problem(text):
+                problems.append(f"except: {problem}")
+                continue
+            inner = ipaddress.ip_network(text, strict=False)
+            if inner.version != outer.version or not inner.subnet_of(outer) or inner == outer:  # type: ignore[arg-type]
+                problems.append(f"except: {text!r} must lie strictly inside {self.cidr!r}")
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
 
 
 class Protocol(StrEnum):
@@ -148,3 +201,13 @@ class NetworkPolicyPeer(KubernetesShape):
         description="Namespaces selected by labels (all pods in them, or those podSelector picks).",
     )
     ip_block: IPBlock | None = Field(default=None, description="An IP range; exclusive with the selectors.")
+
+    @model_validator(mode="after")
+    def _one_kind_of_peer(self) -> Self:
+        """networking ValidateNetworkPolicyPeer: something must be named, and an ipBlock stands alone."""
+        selectors = self.pod_selector is not None or self.namespace_selector is not None
+        if self.ip_block is None and not selectors:
+            raise ValueError("a peer needs podSelector, namespaceSelector or ipBlock (an empty peer selects nothing)")
+        if self.ip_block is not None and selectors:
+            raise ValueError("ipBlock cannot be combined with podSelector or namespaceSelector; use two peers")
+        return self

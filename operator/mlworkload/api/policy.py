@@ -5,17 +5,42 @@ GCP identity and buckets are granted only when a policy names them, so that a na
 obtain a Google identity nobody gave it.
 """
 
+import re
 from enum import StrEnum
 from typing import Literal
 
-from pydantic import Field, StrictBool, StrictInt
+from pydantic import Field, StrictBool, StrictInt, field_validator, model_validator
 
 from mlworkload.api.base import ApiModel, cel, with_cel
-from mlworkload.api.meta import LabelSelector, NetworkPolicyPeer, ObjectMeta
+from mlworkload.api.meta import LabelSelector, NetworkPolicyPeer, ObjectMeta, cidr_problem
 from mlworkload.api.workload import GSA_PATTERN, INT32_MAX, Isolation
+from mlworkload.gcp.machines import GKE_ACCELERATORS
 
 # Google Front End and health-check source ranges (documented by Google for GCLB backends).
 GOOGLE_LB_SOURCE_RANGES = ("35.191.0.0/16", "130.211.0.0/22")
+
+_BUCKET_PATTERN = re.compile(r"gs://[a-z0-9._*?\[\]!-]+")
+_IMAGE_PREFIX = re.compile(r"[a-z0-9][a-zA-Z0-9._:/@-]*")
+_IAM_MEMBER = re.compile(r"(user|group|serviceAccount):[^\s@]+@[^\s@]+\.[^\s@]+|domain:[a-z0-9.-]+\.[a-z]{2,}")
+_GCE_NAME = re.compile(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?")
+
+
+def _refuse(problems: list[str]) -> None:
+    if problems:
+        raise ValueError("\n".join(problems))
+
+
+def _cidrs(cidrs: list[str]) -> list[str]:
+    _refuse([problem for cidr in cidrs if (problem := cidr_problem(cidr))])
+    return cidrs
+
+
+def _version_pattern_problem(pattern: str) -> str | None:
+    """A pattern no X.Y.Z version can ever match (`2.41` for `2.41.*`) is a mistake, not a rule."""
+    shaped = re.fullmatch(r"[0-9*?]+(\.[0-9*?]+)*", pattern) is not None
+    if shaped and (pattern.count(".") == 2 or pattern.endswith("*")):  # a trailing * takes the rest
+        return None
+    return f"{pattern!r} can never match a Ray version X.Y.Z; write e.g. '2.41.*' or '2.41.0'"
 
 
 class SpotRule(StrEnum):
@@ -60,13 +85,28 @@ class PolicyIdentity(ApiModel):
         description="Bucket patterns (gs://team-*, shell-style globs) workloads may be granted. Empty: none.",
     )
 
+    @field_validator("allowed_buckets")
+    @classmethod
+    def _bucket_patterns(cls, patterns: list[str]) -> list[str]:
+        _refuse([f"{pattern!r} is not a bucket pattern: write gs://NAME, with * and ? as wildcards (gs://team-*)"
+                 for pattern in patterns if not _BUCKET_PATTERN.fullmatch(pattern)])  # fmt: skip
+        return patterns
+
 
 class PolicyAccelerators(ApiModel):
     """Which GPUs, and how many per workload."""
 
     allowed: list[str] | None = Field(
-        default=None, description="Accelerator types allowed. Omitted: any type the operator knows."
+        default=None, description="Accelerator types allowed (GKE's names). Omitted: any type the operator knows."
     )
+
+    @field_validator("allowed")
+    @classmethod
+    def _gke_names(cls, allowed: list[str] | None) -> list[str] | None:
+        unknown = [name for name in allowed or [] if name not in GKE_ACCELERATORS]
+        _refuse([f"{name!r} is not a GKE accelerator type; GKE's: {', '.join(GKE_ACCELERATORS)}" for name in unknown])
+        return allowed
+
     max_per_workload: StrictInt | None = Field(
         default=None, ge=0, description="Most GPUs one workload may use at its maximum scale."
     )
@@ -121,6 +161,20 @@ class PolicyRay(ApiModel):
         default=None,
         description="Image prefixes allowed (rayproject/, us-docker.pkg.dev/p/ray/). Omitted: any.",
     )
+
+    @field_validator("allowed_versions")
+    @classmethod
+    def _version_patterns(cls, patterns: list[str] | None) -> list[str] | None:
+        _refuse([problem for pattern in patterns or [] if (problem := _version_pattern_problem(pattern))])
+        return patterns
+
+    @field_validator("image_repositories")
+    @classmethod
+    def _image_prefixes(cls, prefixes: list[str] | None) -> list[str] | None:
+        _refuse([f"{prefix!r} is not the start of an image reference (e.g. rayproject/ or us-docker.pkg.dev/p/ray/)"
+                 for prefix in prefixes or [] if not _IMAGE_PREFIX.fullmatch(prefix)])  # fmt: skip
+        return prefixes
+
     token_auth: TokenAuth = Field(
         default=TokenAuth.DISABLED,
         description=(
@@ -132,6 +186,19 @@ class PolicyRay(ApiModel):
 
 class PolicyNetwork(ApiModel):
     """Network defaults and allowances."""
+
+    @field_validator("api_server_cidrs", "load_balancer_source_ranges")
+    @classmethod
+    def _are_cidrs(cls, cidrs: list[str]) -> list[str]:
+        return _cidrs(cidrs)
+
+    @model_validator(mode="after")
+    def _default_is_allowed(self) -> "PolicyNetwork":
+        allowed = self.allowed_isolations
+        if allowed is not None and self.default_isolation not in allowed:
+            raise ValueError(f"defaultIsolation {self.default_isolation.value} is not in allowedIsolations"
+                             f" ({', '.join(level.value for level in allowed)})")  # fmt: skip
+        return self
 
     default_isolation: Isolation = Field(
         default=Isolation.STRICT, description="Isolation for workloads that set none. Default Strict."
@@ -177,6 +244,20 @@ class PolicyNetwork(ApiModel):
 
 class PolicyExpose(ApiModel):
     """Exposure rules."""
+
+    @field_validator("iap_accessors")
+    @classmethod
+    def _members(cls, members: list[str]) -> list[str]:
+        _refuse([f"{member!r} is not an IAM member: user:, group:, serviceAccount: with an email, or domain:"
+                 for member in members if not _IAM_MEMBER.fullmatch(member)])  # fmt: skip
+        return members
+
+    @field_validator("pre_shared_certificates")
+    @classmethod
+    def _certificate_names(cls, names: list[str]) -> list[str]:
+        _refuse([f"{name!r} is not an SSL certificate name (lowercase letters, digits and '-', at most 63)"
+                 for name in names if not _GCE_NAME.fullmatch(name)])  # fmt: skip
+        return names
 
     allow_external: StrictBool = Field(default=False, description="Allow External endpoints. Default false.")
     require_iap: StrictBool | None = Field(

@@ -15,6 +15,11 @@ QUANTITY_PATTERN = (
     r"(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
 )
 _QUANTITY_RE = re.compile(QUANTITY_PATTERN)
+# Requests are never negative: the same grammar without a sign, as the CRD carries it.
+NON_NEGATIVE_QUANTITY_PATTERN = QUANTITY_PATTERN.replace(r"^(\+|-)?", r"^\+?", 1)
+# The API server keeps quantities as int64 milli-units at most; anything larger is refused there.
+MAX_QUANTITY = Decimal(2**63 - 1) / 1000
+_MAX_EXPONENT = 30
 _NUMBER_RE = re.compile(r"^([+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+))(.*)$")
 
 _BINARY = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
@@ -52,7 +57,10 @@ def parse_quantity(text: str) -> Decimal:
         return value * _BINARY[suffix]
     if suffix in _DECIMAL:
         return value * _DECIMAL[suffix]
-    return value * (Decimal(10) ** int(suffix[1:]))
+    exponent = int(suffix[1:])
+    if abs(exponent) > _MAX_EXPONENT:  # 1e999999999 would overflow Decimal; no real quantity is near
+        raise ValueError(f"{text!r} is out of range for a Kubernetes quantity")
+    return value * (Decimal(10) ** exponent)
 
 
 def _normalise(value: Any) -> str:
@@ -62,7 +70,11 @@ def _normalise(value: Any) -> str:
         value = str(value)
     if not isinstance(value, str):
         raise ValueError(f"a quantity must be a number or a string such as '16Gi', not {type(value).__name__}")
-    parse_quantity(value)
+    amount = parse_quantity(value)
+    if amount < 0:
+        raise ValueError(f"{value!r} is negative; a request is zero or more")
+    if amount > MAX_QUANTITY:
+        raise ValueError(f"{value!r} is out of range for a Kubernetes quantity")
     return value
 
 
@@ -70,6 +82,6 @@ Quantity = Annotated[
     str,
     BeforeValidator(_normalise),
     PlainSerializer(lambda value: value, return_type=str),
-    WithJsonSchema({"x-kubernetes-int-or-string": True, "pattern": QUANTITY_PATTERN}),
+    WithJsonSchema({"x-kubernetes-int-or-string": True, "pattern": NON_NEGATIVE_QUANTITY_PATTERN}),
 ]
-"""A quantity kept as the user wrote it (so round trips change nothing), validated on input."""
+"""A non-negative quantity kept as the user wrote it (so round trips change nothing), validated on input."""

@@ -5,6 +5,8 @@ governing MLWorkloadPolicy (capacity, isolation, IAP, identity) are left unset h
 by `mlworkload.policy`; the CRD carries no defaults, so what a user applied is what is stored.
 """
 
+import ipaddress
+import re
 from enum import StrEnum
 from typing import Any, Literal, Self
 
@@ -20,7 +22,7 @@ from mlworkload.api.meta import (
     PeerPort,
     is_dns1035_label,
 )
-from mlworkload.api.quantity import Quantity
+from mlworkload.api.quantity import Quantity, parse_quantity
 
 RAY_VERSION_PATTERN = r"^[0-9]+\.[0-9]+\.[0-9]+$"
 INT32_MAX = 2**31 - 1  # KubeRay declares its time fields int32
@@ -66,6 +68,18 @@ class Visibility(StrEnum):
 class BucketAccess(StrEnum):
     READ_ONLY = "ReadOnly"
     READ_WRITE = "ReadWrite"
+
+
+# The distribution reference grammar (github.com/distribution/reference, regexp.go): what a
+# container runtime accepts as an image; anything else ends as InvalidImageName on the node.
+_PATH_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*"
+_DOMAIN_COMPONENT = r"[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?"
+_DOMAIN = rf"(?:{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*|\[[0-9a-fA-F:.]+\])(?::[0-9]+)?"
+IMAGE_REFERENCE = re.compile(
+    rf"(?:{_DOMAIN}/)?{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*(?::[\w][\w.-]{{0,127}})?"
+    r"(?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,})?"
+)
+RESERVED_GROUP_NAMES = ("head", "submitter")  # the head's and the job submitter's own label values and names
 
 
 def image_tag(image: str) -> str | None:
@@ -167,6 +181,16 @@ class RaySpec(ApiModel):
             raise ValueError(f"env names must be unique; repeated: {', '.join(repeated)}")
         return env
 
+    @field_validator("image")
+    @classmethod
+    def _is_an_image_reference(cls, image: str | None) -> str | None:
+        if image is not None and not IMAGE_REFERENCE.fullmatch(image):
+            raise ValueError(
+                f"{image!r} is not an image reference: [registry/]repository[:tag][@digest], lowercase repository,"
+                " no spaces (e.g. us-docker.pkg.dev/my-proj/ray/ray:2.41.0-gpu)"
+            )
+        return image
+
     @model_validator(mode="after")
     def _tag_agrees(self) -> Self:
         if self.image is not None and not tag_agrees_with_version(self.image, self.version):
@@ -181,7 +205,14 @@ class Resources(ApiModel):
     """CPU and memory requests of one Ray pod. Memory limits equal the request."""
 
     cpu: Quantity = Field(description="CPU request, e.g. '4' or '500m'.")
-    memory: Quantity = Field(description="Memory request (and limit), e.g. '16Gi'.")
+    memory: Quantity = Field(description="Memory request (and limit), e.g. '16Gi'. More than zero.")
+
+    @field_validator("memory")
+    @classmethod
+    def _memory_is_limited(cls, memory: str) -> str:
+        if parse_quantity(memory) <= 0:
+            raise ValueError(f"{memory!r}: memory must be more than zero (it is also the limit; zero means none)")
+        return memory
 
 
 DEFAULT_HEAD_RESOURCES = Resources(cpu="2", memory="8Gi")
@@ -252,6 +283,14 @@ class WorkerGroup(ApiModel):
         pattern=MACHINE_TYPE_PATTERN,
         max_length=63,
     )
+
+    @field_validator("name")
+    @classmethod
+    def _not_reserved(cls, name: str) -> str:
+        if name in RESERVED_GROUP_NAMES:
+            raise ValueError(f"{name!r} is reserved (the operator names the head's and the submitter's objects so);"
+                             " choose another group name")  # fmt: skip
+        return name
 
     @model_validator(mode="after")
     def _replica_bounds(self) -> Self:
@@ -400,10 +439,19 @@ class Endpoint(ApiModel):
     )
     host: str | None = Field(
         default=None,
-        description="Host name the Ingress answers for.",
+        description="Host name the Ingress answers for (a DNS name, not an IP address).",
         pattern=DNS1123_SUBDOMAIN,
         max_length=253,
     )
+
+    @field_validator("host")
+    @classmethod
+    def _not_an_address(cls, host: str | None) -> str | None:
+        try:
+            ipaddress.ip_address(host or "")
+        except ValueError:
+            return host
+        raise ValueError(f"{host!r} is an IP address; an Ingress host must be a DNS name (e.g. ray.example.com)")
 
 
 class ExposeSpec(ApiModel):

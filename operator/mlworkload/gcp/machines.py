@@ -103,6 +103,12 @@ _ATTACHED: dict[tuple[str, int], tuple[str, ...]] = {
 }  # fmt: skip
 
 KNOWN_ACCELERATORS: tuple[str, ...] = tuple(sorted({accelerator for accelerator, _ in _ATTACHED}))
+# Every accelerator type GKE names (About GPUs in GKE), catalogued above or not: a policy or a group
+# with `machineType` may use the others; a name outside this list is a typo GKE would refuse.
+GKE_ACCELERATORS: tuple[str, ...] = tuple(sorted({
+    *KNOWN_ACCELERATORS, "nvidia-gb200", "nvidia-b200", "nvidia-rtx-pro-6000", "nvidia-tesla-v100",
+    "nvidia-tesla-p100", "nvidia-tesla-p4", "nvidia-tesla-k80",
+}))  # fmt: skip
 
 
 class UnknownMachine(ValueError):
