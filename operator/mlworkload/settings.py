@@ -5,10 +5,16 @@ from collections.abc import Mapping
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from mlworkload.api.meta import DNS1123_LABEL, cidr_problem, label_problem
 from mlworkload.api.policy import PolicyGcp
-from mlworkload.policy.resolve import PlatformDefaults, kuberay_operator_peer
+from mlworkload.policy.resolve import (
+    DEFAULT_KUBERAY_NAMESPACE,
+    DEFAULT_KUBERAY_POD_LABELS,
+    PlatformDefaults,
+    kuberay_operator_peer,
+)
 from mlworkload.problems import Problem, Refused, problems_from_validation
 
 GCP_VARIABLES = {"project": "MLW_GCP_PROJECT", "location": "MLW_GCP_LOCATION", "cluster": "MLW_GKE_CLUSTER"}
@@ -90,12 +96,15 @@ class OperatorSettings(BaseModel):
     storage_endpoint: str | None = None
     iap_endpoint: str | None = None
     kuberay_namespace: str = Field(
-        default="kuberay-system",
+        default=DEFAULT_KUBERAY_NAMESPACE,
         description="Namespace of KubeRay's operator, allowed to the Ray head's dashboard (8265).",
+        pattern=DNS1123_LABEL,
+        max_length=63,
     )
     kuberay_pod_labels: dict[str, str] = Field(
-        default_factory=lambda: {"app.kubernetes.io/name": "kuberay-operator"},
+        default_factory=lambda: dict(DEFAULT_KUBERAY_POD_LABELS),
         description="Labels of KubeRay's operator pods (as its Helm chart sets them), as key=value,...",
+        min_length=1,
     )
     api_server_cidrs: list[str] = Field(
         default_factory=list,
@@ -115,6 +124,22 @@ class OperatorSettings(BaseModel):
     health_port: int = Field(default=8081, ge=0, le=65535, description="Liveness probe /healthz; 0 disables.")
     resync_seconds: float = Field(default=300, gt=0, description="Periodic reconcile (drift, status refresh).")
     log_format: LogFormat = LogFormat.JSON
+
+    @field_validator("kuberay_pod_labels")
+    @classmethod
+    def _labels(cls, labels: dict[str, str]) -> dict[str, str]:
+        problems = [problem for key, value in labels.items() if (problem := label_problem(key, value))]
+        if problems:
+            raise ValueError("\n".join(problems))
+        return labels
+
+    @field_validator("api_server_cidrs")
+    @classmethod
+    def _cidrs(cls, cidrs: list[str]) -> list[str]:
+        problems = [problem for cidr in cidrs if (problem := cidr_problem(cidr))]
+        if problems:
+            raise ValueError("\n".join(problems))
+        return cidrs
 
     @model_validator(mode="after")
     def _live_needs_a_cluster(self) -> "OperatorSettings":

@@ -155,6 +155,20 @@ async def test_a_backend_gke_has_not_created_yet_is_not_found_and_retried_until_
     assert fake.iap.members(late, IAP_ACCESSOR_ROLE) == ["user:ana@example.com"]
 
 
+async def test_revoking_on_a_backend_gke_deleted_with_its_ingress_is_done(
+    fake: FakeGcp, manager: BindingManager
+) -> None:
+    """The IAP policy went with the backend service: a 404 on removal must not hold the release forever."""
+    binding = accessor("user:ana@example.com")
+    assert await manager.ensure(binding) == (True, None)
+    fake.iap.delete_backend_service(RESOURCE)
+    await manager.remove(binding)  # no GcpError
+    added, failure = await manager.ensure(accessor("group:ml@example.com"))  # adding there still fails, retried
+    assert not added
+    assert failure is not None
+    assert failure.kind is FailureKind.NOT_FOUND
+
+
 async def test_permission_denied_stalls(fake: FakeGcp, manager: BindingManager) -> None:
     fake.fail("iap", "GetIamPolicy", iap_permission_denied())
     _, failure = await manager.ensure(accessor("user:ana@example.com"))
@@ -243,7 +257,9 @@ async def test_connect_wires_iap_from_its_endpoint_setting(fake: FakeGcp) -> Non
     live = connect(settings, no_claims)
     plan = GcpPlan(iam_bindings=[accessor("group:team-nlp@example.com")])
     state = await live.ensure("team-nlp/demo", plan, NOTHING_RECORDED)
-    assert (state.identity.ready, state.identity.reason) == (True, REASON_BOUND)
+    assert state.access is not None
+    assert (state.access.ready, state.access.reason) == (True, REASON_BOUND)  # who may pass IAP: not identity
+    assert state.identity.reason == "NotRequired"
     assert fake.iap.members(RESOURCE, IAP_ACCESSOR_ROLE) == ["group:team-nlp@example.com"]
     await live.release("team-nlp/demo", Recorded(bindings=tuple(state.bindings)))
     assert fake.iap.members(RESOURCE, IAP_ACCESSOR_ROLE) == []

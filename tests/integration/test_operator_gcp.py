@@ -330,7 +330,16 @@ def test_iap_accessors_are_granted_once_gke_names_the_backend_and_revoked_on_del
             server, name
         )["iamBindings"]
         assert resource == f"projects/{PROJECT}/iap_web/compute-{LOCATION}/services/{backend}"
-        delete(server, name)
-        assert fake.iap.members(resource, role) == []  # revoked before the finalizer let go
+
+        # Another accessor joins the policy; then the dashboard is no longer exposed: both go.
+        server.put_object(permissive_policy("all").set("expose.iapAccessors", [accessor, "user:ana@example.com"]).doc)
+        wait_until(lambda: sorted(fake.iap.members(resource, role)) == sorted([accessor, "user:ana@example.com"]),
+                   timeout=WAIT, what="the second accessor granted")  # fmt: skip
+        server.patch_object(MLW, "MLWorkload", name, {"spec": {"expose": None}}, NS)
+        wait_until(lambda: fake.iap.members(resource, role) == [], timeout=WAIT, what="the accessors revoked")
+        fake.iap.delete_backend_service(resource)  # GKE deletes the load balancer with its Ingress
+        wait_until(lambda: not [b for b in status(server, name).get("iamBindings", []) if b["role"] == role],
+                   timeout=WAIT, what="the IAP bindings gone from status")  # fmt: skip
+        delete(server, name)  # nothing left to hold the finalizer
     finally:
         server.put_object(original)

@@ -35,6 +35,10 @@ def test_environment_then_flags() -> None:
         ({"MLW_LOG_FORMAT": "xml"}, "MLW_LOG_FORMAT: 'xml' is not one of the allowed values"),
         ({"MLW_GCP_MODE": "maybe"}, "MLW_GCP_MODE: 'maybe' is not one of the allowed values"),
         ({"MLW_RESYNC_SECONDS": "0"}, "MLW_RESYNC_SECONDS: Input should be greater than 0"),
+        ({"MLW_API_SERVER_CIDRS": "172.16.0.2"}, "MLW_API_SERVER_CIDRS: '172.16.0.2' is not a CIDR"),
+        ({"MLW_KUBERAY_NAMESPACE": "Kube Ray"}, "MLW_KUBERAY_NAMESPACE: 'Kube Ray' does not match"),
+        ({"MLW_KUBERAY_POD_LABELS": "app"}, "MLW_KUBERAY_POD_LABELS: Input should be a valid dictionary"),
+        ({"MLW_KUBERAY_POD_LABELS": "bad key=x"}, "MLW_KUBERAY_POD_LABELS: label key 'bad key'"),
     ],
 )
 def test_bad_settings_name_the_variable(environ: dict[str, str], expected: str) -> None:
@@ -55,3 +59,15 @@ def test_live_gcp_mode_without_a_cluster_is_refused_naming_the_variables() -> No
     with pytest.raises(Refused) as refused:
         OperatorSettings.load(environ={"MLW_GCP_MODE": "live"})
     assert "MLW_GCP_PROJECT, MLW_GCP_LOCATION and MLW_GKE_CLUSTER" in "\n".join(refused.value.lines())
+
+
+def test_network_settings_become_platform_defaults() -> None:
+    settings = OperatorSettings.load(environ={"MLW_KUBERAY_NAMESPACE": "ray-system",
+                                              "MLW_KUBERAY_POD_LABELS": "app=kuberay,tier=ops",
+                                              "MLW_API_SERVER_CIDRS": "172.16.0.2/32, 10.0.0.0/28"})  # fmt: skip
+    defaults = settings.platform_defaults
+    assert defaults.api_server_cidrs == ("172.16.0.2/32", "10.0.0.0/28")
+    assert defaults.kuberay_operator.to_dict() == {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ray-system"}},
+        "podSelector": {"matchLabels": {"app": "kuberay", "tier": "ops"}},
+    }

@@ -84,8 +84,8 @@ def _ingress_rules(resolved: ResolvedWorkload, exposed_ports: list[int], platfor
     scrapers = [peer.to_dict() for peer in resolved.policy.network.metrics_scrapers]
     if scrapers:
         rules.append({"from": scrapers, "ports": [_port(PORT_METRICS)]})
-    if exposed_ports:
-        ranges = resolved.policy.network.load_balancer_source_ranges
+    ranges = resolved.policy.network.load_balancer_source_ranges
+    if exposed_ports and ranges:  # a rule with no peers would let everyone in
         rules.append({"from": [_ip(cidr) for cidr in ranges], "ports": [_port(p) for p in exposed_ports]})
     return rules
 

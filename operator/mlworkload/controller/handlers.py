@@ -305,9 +305,10 @@ async def endpoint_changed(
     event: kopf.RawEvent, namespace: str | None, labels: kopf.Labels, memo: kopf.Memo, **indexes: Any
 ) -> None:
     """GKE gave a load balancer its address or named its backend service, or activated a certificate: report
-    the URL and grant IAP access now. Only modifications: the initial listing and our own creates say nothing new."""
+    the URL and grant IAP access now; one was deleted: make it again. The initial listing and our own creates
+    say nothing new."""
     name = labels.get(LABEL_WORKLOAD)
-    if event.get("type") != "MODIFIED" or not name or not namespace or not hasattr(memo, "reconciler"):
+    if event.get("type") not in {"MODIFIED", "DELETED"} or not name or not namespace or not hasattr(memo, "reconciler"):
         return
     await run_reconcile({"metadata": {"namespace": namespace, "name": name}}, memo, indexes)
 

@@ -16,6 +16,7 @@ from mlworkload.api.load import parse_workload
 from mlworkload.api.workload import GpuStatus, Isolation, MLWorkload, MLWorkloadStatus, WorkloadType
 from mlworkload.builders import build_gcp_plan, build_objects
 from mlworkload.constants import (
+    CONDITION_NETWORK_POLICIES_ENFORCED,
     REASON_GCP_NOT_CONFIGURED,
     REASON_INVALID_SPEC,
     REASON_NETWORK_POLICIES_ENFORCED,
@@ -208,7 +209,7 @@ async def reconcile(reconciler: Reconciler, body: Mapping[str, Any], view: Clust
             await observe_scale_up(reconciler.kube, workload.namespace, workload.name, reconciler.clock()) or node_pools
         )
     conflicts = outcome.apply.conflicts
-    enforcement = await _network_policy_enforcement(reconciler, resolved)
+    enforcement = await _network_policy_enforcement(reconciler, resolved, previous)
     seen = Observation(
         **base,
         conflicts=conflicts,
@@ -219,7 +220,8 @@ async def reconcile(reconciler: Reconciler, body: Mapping[str, Any], view: Clust
         bindings=gcp.bindings,
         suspended=workload.spec.suspend,
         gpus=_gpus(workload),
-        endpoints=exposure.readiness,
+        # A failed IAP grant shows on the endpoints it concerns; the Ray workload itself is unaffected.
+        endpoints=exposure.readiness if gcp.access is None or gcp.access.ready else gcp.access,
         network_policies=enforcement,
         dashboard_url=exposure.urls.get("dashboard"),
         serve_url=exposure.urls.get("serve"),
@@ -240,15 +242,23 @@ async def _provision(
     return await reconciler.gcp.ensure(owner, plan, recorded)
 
 
-async def _network_policy_enforcement(reconciler: Reconciler, resolved: ResolvedWorkload) -> Readiness | None:
-    """Whether the cluster enforces the workload's NetworkPolicies; None when there are none or nobody can tell."""
+async def _network_policy_enforcement(
+    reconciler: Reconciler, resolved: ResolvedWorkload, previous: MLWorkloadStatus | None
+) -> Readiness | None:
+    """Whether the cluster enforces the workload's NetworkPolicies; None when there are none or nobody can tell.
+    When GKE does not answer, what was last reported stays (a condition must not come and go with a 503)."""
     if reconciler.clusters is None or resolved.gcp is None or resolved.isolation is Isolation.NONE:
         return None
     try:
         enforced = await reconciler.clusters.network_policies_enforced(resolved.gcp.cluster_path)
     except GcpError as error:
         logger.info("cannot tell whether %s enforces NetworkPolicies: %s", resolved.gcp.cluster, error)
-        return None
+        last = (
+            next((c for c in previous.conditions if c.type == CONDITION_NETWORK_POLICIES_ENFORCED), None)
+            if (previous)
+            else None
+        )
+        return Readiness(last.status == "True", last.reason, last.message) if last else None
     if enforced:
         return Readiness(True, REASON_NETWORK_POLICIES_ENFORCED, "the cluster enforces NetworkPolicies")
     return Readiness(

@@ -35,11 +35,14 @@ which `errors.classify` makes `FailureKind.NOT_FOUND`: retried with backoff, not
 Ingress controller creates the backend on its own.
 """
 
+from collections.abc import Sequence
 from typing import Final
 
 from google.cloud import iap_v1
 
-from mlworkload.gcp.iam import StandardPolicies
+from mlworkload.gcp.errors import FailureKind, GcpError
+from mlworkload.gcp.iam import Change, StandardPolicies
+from mlworkload.gcp.plan import IamBinding
 
 API: Final = "iap"  # label in mlworkload_gcp_api_errors_total
 
@@ -49,3 +52,13 @@ class IapPolicies(StandardPolicies):
 
     def __init__(self, client: iap_v1.IdentityAwareProxyAdminServiceClient) -> None:
         super().__init__(client, API)
+
+    def update(self, changes: Sequence[Change]) -> set[IamBinding]:
+        """As for any IAM policy, except that removing members from a backend service GKE has deleted (with
+        its Ingress) is done: its IAP policy went with it, and a 404 would otherwise block release forever."""
+        try:
+            return super().update(changes)
+        except GcpError as error:
+            if error.kind is FailureKind.NOT_FOUND and not any(present for _, present in changes):
+                return set()
+            raise

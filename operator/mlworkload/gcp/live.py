@@ -15,7 +15,7 @@ from typing import Final
 from mlworkload.api.workload import IamBindingStatus, NodePoolStatus
 from mlworkload.gcp import clients
 from mlworkload.gcp.errors import GcpError
-from mlworkload.gcp.iam import BindingManager, BucketPolicies, RoutedPolicies, ServiceAccountPolicies
+from mlworkload.gcp.iam import IAP_WEB, BindingManager, BucketPolicies, RoutedPolicies, ServiceAccountPolicies
 from mlworkload.gcp.iap import IapPolicies
 from mlworkload.gcp.nodepools import GkeNodePools
 from mlworkload.gcp.plan import GcpPlan, IamBinding
@@ -48,6 +48,19 @@ def _failed(binding: IamBinding, error: GcpError) -> str:
 
 def _added(recorded: Recorded) -> set[IamBinding]:
     return {_binding(status) for status in recorded.bindings if status.added_by_operator}
+
+
+# A failed binding: (what to tell the user, why, which binding).
+Failure = tuple[str, GcpError, IamBinding]
+
+
+def _bindings_readiness(wanted: Sequence[IamBinding], failures: Sequence[Failure]) -> Readiness | None:
+    """Bound, failing (the most urgent failure), or None when nothing of the kind is wanted or held."""
+    if failures:
+        return most_urgent([(message, error) for message, error, _ in failures])
+    if not wanted:
+        return None
+    return Readiness(True, REASON_BOUND, f"{len(wanted)} IAM binding(s) in place")
 
 
 def most_urgent(failures: Sequence[tuple[str, GcpError]]) -> Readiness:
@@ -105,19 +118,27 @@ class LiveProvisioner:
                            operation=report.operation)
             for pool, report in zip(plan.node_pools, reports, strict=True)
         ]  # fmt: skip
-        identity, bindings = await self._ensure_bindings(owner, plan.iam_bindings, recorded)
-        return GcpState(pools_readiness(reports), identity, pools, bindings)
+        failures, bindings = await self._ensure_bindings(owner, plan.iam_bindings, recorded)
+
+        # Who may pass IAP is reported apart from the workload's own identity: it never holds Ready back.
+        def of_kind(iap: bool) -> Readiness | None:
+            wanted = [b for b in plan.iam_bindings if (IAP_WEB in b.resource) is iap]
+            return _bindings_readiness(wanted, [f for f in failures if (IAP_WEB in f[2].resource) is iap])
+
+        identity, access = of_kind(iap=False) or NO_IDENTITY, of_kind(iap=True)
+        return GcpState(pools_readiness(reports), identity, pools, bindings, access=access)
 
     async def _ensure_bindings(
         self, owner: str, wanted: list[IamBinding], recorded: Recorded
-    ) -> tuple[Readiness, list[IamBindingStatus]]:
+    ) -> tuple[list[Failure], list[IamBindingStatus]]:
+        """Make the wanted bindings present and revoke the dropped ones; the failures, and what is held."""
         ours = self._added.setdefault(owner, set())
         ours |= _added(recorded)
-        failures: list[tuple[str, GcpError]] = []
+        failures: list[Failure] = []
         for binding in wanted:
             added, failure = await self._bindings.ensure(binding)
             if failure is not None:
-                failures.append((_failed(binding, failure), failure))
+                failures.append((_failed(binding, failure), failure, binding))
             elif added:
                 ours.add(binding)
             elif binding not in ours and binding not in self._preexisting.get(owner, set()):
@@ -128,17 +149,14 @@ class LiveProvisioner:
             try:
                 await self._revoke(owner, dropped)
             except GcpError as error:
-                failures.append((_failed(min(dropped, key=_order), error), error))
+                first = min(dropped, key=_order)
+                failures.append((_failed(first, error), error, first))
         held = [*wanted, *sorted(ours - set(wanted), key=_order)]  # what could not be revoked stays recorded
         statuses = [
             IamBindingStatus(resource=b.resource, role=b.role, member=b.member, added_by_operator=b in ours)
             for b in held
         ]
-        if failures:
-            return most_urgent(failures), statuses
-        if not wanted:
-            return NO_IDENTITY, statuses
-        return Readiness(True, REASON_BOUND, f"{len(wanted)} IAM binding(s) in place"), statuses
+        return failures, statuses
 
     async def _adopt_or_leave(self, owner: str, binding: IamBinding) -> None:
         """A member already present: the operator's (added for another workload), or someone else's to keep.

@@ -52,6 +52,7 @@ class GcpState:
     identity: Readiness
     pools: Sequence[NodePoolStatus] = field(default_factory=tuple)
     bindings: Sequence[IamBindingStatus] = field(default_factory=tuple)
+    access: Readiness | None = None  # who may pass IAP: reported on the endpoints, never holding Ready back
 
 
 class GcpProvisioner(Protocol):

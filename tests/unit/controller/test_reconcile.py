@@ -6,6 +6,7 @@ from typing import Any
 import pytest
 
 from mlworkload.controller.reconcile import Reconciler, reconcile
+from mlworkload.gcp.errors import FailureKind, GcpError
 from mlworkload.gcp.provisioner import DryRunProvisioner
 from mlworkload.policy import ClusterView
 from tests.support.documents import WorkloadDoc, permissive_policy, policy, workload
@@ -210,3 +211,49 @@ async def test_a_conflict_stops_before_the_ray_pods_and_is_not_a_policy_refusal(
     conditions = {c["type"]: c for c in kube.status_of("MLWorkload", "team-nlp", "demo")["conditions"]}
     assert (conditions["Stalled"]["status"], conditions["Stalled"]["reason"]) == ("True", "ChildConflict")
     assert conditions["PolicyAdmitted"]["status"] == "True"
+
+
+class Datapath:
+    """A stand-in for GKE's answer about the cluster (the adapter itself is tested against the fake GKE)."""
+
+    def __init__(self, enforced: bool) -> None:
+        self.enforced: bool | GcpError = enforced
+
+    async def network_policies_enforced(self, cluster_path: str) -> bool:
+        if isinstance(self.enforced, GcpError):
+            raise self.enforced
+        return self.enforced
+
+
+def enforcement(kube: FakeKubeApi) -> dict[str, Any] | None:
+    conditions = kube.status_of("MLWorkload", "team-nlp", "demo")["conditions"]
+    return next((c for c in conditions if c["type"] == "NetworkPoliciesEnforced"), None)
+
+
+async def test_a_cluster_that_does_not_enforce_network_policies_is_reported_and_kept_through_errors(
+    kube: FakeKubeApi,
+) -> None:
+    datapath = Datapath(enforced=False)
+    reconciler = Reconciler(kube=kube, gcp=DryRunProvisioner(), clock=lambda: NOW, clusters=datapath)
+    created(kube, workload())
+    await reconcile(reconciler, body_of(kube), VIEW)
+    warning = enforcement(kube)
+    assert warning is not None
+    assert (warning["status"], warning["reason"]) == ("False", "NotEnforced")
+    assert "written but not enforced" in warning["message"]
+    assert {c["type"]: c["status"] for c in kube.status_of("MLWorkload", "team-nlp", "demo")["conditions"]}[
+        "Stalled"
+    ] == "False"  # a warning, not a reason to stall
+
+    datapath.enforced = GcpError(FailureKind.UNAVAILABLE, "503")
+    writes = len(kube.writes)
+    await reconcile(reconciler, body_of(kube), VIEW)
+    assert enforcement(kube) == warning  # GKE did not answer: what was known stays, nothing is written
+    assert kube.writes[writes:] == []
+
+    datapath.enforced = True
+    await reconcile(reconciler, body_of(kube), VIEW)
+    assert (enforcement(kube) or {}).get("reason") == "Enforced"
+    body_of(kube)["spec"]["network"] = {"isolation": "None"}
+    await reconcile(reconciler, body_of(kube), VIEW)
+    assert enforcement(kube) is None  # no NetworkPolicies, nothing to enforce
