@@ -110,14 +110,51 @@ def test_autoscaling_options_and_replica_bounds(enabled: bool) -> None:
     assert spec["enableInTreeAutoscaling"] is enabled
     group = spec["workerGroupSpecs"][0]
     assert (group["replicas"], group["minReplicas"], group["maxReplicas"]) == (2, 1, 5)
+    head = spec["headGroupSpec"]["template"]["spec"]
+    token_volumes = [v["name"] for v in head["volumes"] if "projected" in v]
     if enabled:
-        assert spec["autoscalerOptions"] == {"upscalingMode": "Default", "idleTimeoutSeconds": 90}
+        options = spec["autoscalerOptions"]
+        assert (options["upscalingMode"], options["idleTimeoutSeconds"]) == ("Default", 90)
+        # The autoscaler sidecar mounts the head's token volume; the head's Ray container does not.
+        assert options["volumeMounts"] == [{"name": "autoscaler-kube-api-access",
+                                            "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount",
+                                            "readOnly": True}]  # fmt: skip
+        assert token_volumes == ["autoscaler-kube-api-access"]
     else:
         assert "autoscalerOptions" not in spec
-    # Only the head runs the autoscaler: only it gets a Kubernetes token, and only when it runs.
-    head = spec["headGroupSpec"]["template"]["spec"]
-    assert head["automountServiceAccountToken"] is enabled
+        assert token_volumes == []
+    # No pod automounts the token, the autoscaling head included: it is mounted into one container.
+    assert head["automountServiceAccountToken"] is False
     assert group["template"]["spec"]["automountServiceAccountToken"] is False
+    assert [m["name"] for m in head["containers"][0]["volumeMounts"]] == ["dshm"]
+
+
+def test_the_autoscaler_token_volume_is_what_automounting_would_project() -> None:
+    """The ServiceAccount admission plugin's TokenVolumeSource(): token, cluster CA, namespace."""
+    doc = workload().group().set("spec.autoscaling.enabled", True)
+    head = cluster_spec(only(render(doc), "RayCluster"))["headGroupSpec"]["template"]["spec"]
+    volume = next(v for v in head["volumes"] if v["name"] == "autoscaler-kube-api-access")
+    assert volume["projected"]["sources"] == [
+        {"serviceAccountToken": {"path": "token", "expirationSeconds": 3607}},
+        {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+        {"downwardAPI": {"items": [{"path": "namespace",
+                                    "fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"}}]}},
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(("doc", "kind"), [(workload().job().gpu_group(), "RayJob"),
+                                           (workload().service().group(), "RayService")])  # fmt: skip
+def test_every_pod_runs_as_the_ray_images_user_without_privileges(doc: WorkloadDoc, kind: str) -> None:
+    templates = pod_templates(only(render(doc), kind))
+    assert len(templates) == (3 if kind == "RayJob" else 2)  # head, the group, and a job's submitter
+    for template in templates:
+        assert template["spec"]["securityContext"] == {
+            "runAsNonRoot": True, "runAsUser": 1000, "runAsGroup": 100, "fsGroup": 100,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        }  # fmt: skip
+        assert template["spec"]["containers"][0]["securityContext"] == {
+            "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}, "runAsNonRoot": True,
+        }  # fmt: skip
 
 
 def test_suspend_reaches_raycluster_and_rayjob() -> None:

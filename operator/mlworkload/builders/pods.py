@@ -34,8 +34,95 @@ HEAD_PORTS = (
 
 _SHM_VOLUME = {"name": "dshm", "emptyDir": {"medium": "Memory"}}
 _SHM_MOUNT = {"name": "dshm", "mountPath": "/dev/shm"}
-_CONTAINER_SECURITY = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
-_POD_SECURITY = {"seccompProfile": {"type": "RuntimeDefault"}}
+
+# The user of the rayproject/ray images (ray's docker/base-deps/Dockerfile: `ARG RAY_UID=1000`,
+# `ARG RAY_GID=100`, `useradd ... ray --uid $RAY_UID --gid $RAY_GID`, `USER $RAY_UID`).
+RAY_UID = 1000
+RAY_GID = 100
+
+# Where every Kubernetes client, the Ray autoscaler included, looks for its credentials: Ray's
+# kuberay/node_provider.py reads `/var/run/secrets/kubernetes.io/serviceaccount/token` and `ca.crt`.
+SERVICE_ACCOUNT_MOUNT_PATH = "/var/run/secrets/kubernetes.io/serviceaccount"
+API_TOKEN_VOLUME = "autoscaler-kube-api-access"
+# The value of the volume the ServiceAccount admission plugin would inject (`TokenVolumeSource()`:
+# serviceaccount.WarnOnlyBoundTokenExpirationSeconds = 60*60 + 7). The API server extends a token of
+# exactly this lifetime (--service-account-extend-token-expiration, on by default), so the
+# autoscaler gets the token it would get from automounting, only not in the other containers.
+API_TOKEN_EXPIRATION_SECONDS = 3607
+
+
+def pod_security_context() -> Manifest:
+    """Pod Security `restricted` at pod level, for every container including those KubeRay adds.
+
+    runAsUser is pinned because the kubelet can only verify runAsNonRoot against a numeric user: an
+    image built FROM rayproject/ray that ends with `USER ray` (a name) or `USER root` would otherwise
+    be refused ("container has runAsNonRoot and image has non-numeric user (ray), cannot verify user
+    is non-root", kubelet's verifyRunAsNonRoot). runAsGroup keeps the image's primary group (users).
+
+    fsGroup is not needed by today's volumes: the emptyDirs are world-writable, and the projected API
+    token is written 0600 for the one uid all containers share (kubelet's FsUserFrom). It keeps the
+    token readable to the group and not to everyone should a container ever get its own uid (then
+    FsUser is unset: 0644 by default, 0640 for the fsGroup, projected.go: "When FsGroup is set, we
+    depend on SetVolumeOwnership to change from 0600 to 0640"), and makes any volume a later feature
+    mounts (PVC, CSI) writable by the image's group.
+    """
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": RAY_UID,
+        "runAsGroup": RAY_GID,
+        "fsGroup": RAY_GID,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def container_security_context() -> Manifest:
+    """Pod Security `restricted` per container; KubeRay copies it to the workers' wait-gcs-ready init
+    container (`SecurityContext: ...Containers[RayContainerIndex].SecurityContext.DeepCopy()`).
+
+    No privilege escalation also makes the image's `ray ALL=NOPASSWD: ALL` sudoers entry useless:
+    with no_new_privs set, sudo's setuid bit does not apply. runAsNonRoot is repeated here so each
+    container's context stands on its own wherever KubeRay copies it.
+    """
+    return {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}, "runAsNonRoot": True}
+
+
+def api_token_volume() -> Manifest:
+    """The Kubernetes API credentials, as the ServiceAccount admission plugin would project them.
+
+    The pod never automounts them (automountServiceAccountToken: false); only the head declares this
+    volume, and only the autoscaler container mounts it (see `autoscaler_container_options`).
+    """
+    return {
+        "name": API_TOKEN_VOLUME,
+        "projected": {
+            "sources": [
+                {"serviceAccountToken": {"path": "token", "expirationSeconds": API_TOKEN_EXPIRATION_SECONDS}},
+                {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+                {
+                    "downwardAPI": {
+                        "items": [
+                            {"path": "namespace", "fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"}}
+                        ]
+                    }
+                },
+            ]
+        },
+    }
+
+
+def autoscaler_container_options() -> Manifest:
+    """The autoscalerOptions fields that shape the autoscaler sidecar KubeRay adds to the head.
+
+    KubeRay 1.7 builds the sidecar with no securityContext and no credentials of its own
+    (`BuildAutoscalerContainer`), then `mergeAutoscalerOverrides` appends `autoscalerOptions.volumeMounts`
+    and replaces the securityContext with `autoscalerOptions.securityContext`. The token that can patch
+    RayClusters and Pods (KubeRay's autoscaler Role) thus reaches this container only, never the Ray
+    container where user code runs.
+    """
+    return {
+        "securityContext": container_security_context(),
+        "volumeMounts": [{"name": API_TOKEN_VOLUME, "mountPath": SERVICE_ACCOUNT_MOUNT_PATH, "readOnly": True}],
+    }
 
 
 def container_env(resolved: ResolvedWorkload) -> list[dict[str, Any]]:
@@ -56,18 +143,14 @@ def _resources(cpu: str, memory: str, gpus: int = 0) -> dict[str, Any]:
 
 
 def _pod_template(
-    resolved: ResolvedWorkload,
-    *,
-    role: str,
-    group: str,
-    container: Manifest,
-    placement: Placement,
-    automount_token: bool,
+    resolved: ResolvedWorkload, *, role: str, group: str, container: Manifest, placement: Placement
 ) -> Manifest:
     spec: Manifest = {
         "serviceAccountName": service_account_name(resolved),
-        "automountServiceAccountToken": automount_token,
-        "securityContext": dict(_POD_SECURITY),
+        # No container gets the Kubernetes API token by default: KubeRay never sets this field (it
+        # only sets the head's serviceAccountName when autoscaling), so what is rendered here holds.
+        "automountServiceAccountToken": False,
+        "securityContext": pod_security_context(),
         "containers": [container],
         "volumes": [dict(_SHM_VOLUME)],
     }
@@ -82,7 +165,7 @@ def _ray_container(resolved: ResolvedWorkload, name: str, resources: dict[str, A
         "env": container_env(resolved),
         "resources": resources,
         "volumeMounts": [dict(_SHM_MOUNT)],
-        "securityContext": dict(_CONTAINER_SECURITY),
+        "securityContext": container_security_context(),
     }
 
 
@@ -90,11 +173,12 @@ def build_head_template(resolved: ResolvedWorkload) -> Manifest:
     head = resolved.workload.spec.head
     container = _ray_container(resolved, "ray-head", _resources(head.resources.cpu, head.resources.memory))
     container["ports"] = [{"name": name, "containerPort": port} for name, port in HEAD_PORTS]
-    # Only the head runs the autoscaler, the one Ray process that calls the Kubernetes API.
-    automount = resolved.workload.spec.autoscaling.enabled
-    return _pod_template(
-        resolved, role="head", group="head", container=container, placement=HEAD_PLACEMENT, automount_token=automount
-    )
+    template = _pod_template(resolved, role="head", group="head", container=container, placement=HEAD_PLACEMENT)
+    if resolved.workload.spec.autoscaling.enabled:
+        # The autoscaler, in its own container on the head, is the one Ray process that calls the
+        # Kubernetes API; the Ray container next to it does not mount this volume.
+        template["spec"]["volumes"].append(api_token_volume())
+    return template
 
 
 def build_worker_template(resolved: ResolvedWorkload, group: ResolvedGroup) -> Manifest:
@@ -102,9 +186,7 @@ def build_worker_template(resolved: ResolvedWorkload, group: ResolvedGroup) -> M
     gpus = spec.accelerator.count if spec.accelerator else 0
     container = _ray_container(resolved, "ray-worker", _resources(spec.resources.cpu, spec.resources.memory, gpus))
     placement = worker_placement(group)
-    return _pod_template(
-        resolved, role="worker", group=group.name, container=container, placement=placement, automount_token=False
-    )
+    return _pod_template(resolved, role="worker", group=group.name, container=container, placement=placement)
 
 
 def build_submitter_template(resolved: ResolvedWorkload) -> Manifest:
@@ -117,15 +199,10 @@ def build_submitter_template(resolved: ResolvedWorkload) -> Manifest:
             "requests": {"cpu": "500m", "memory": "200Mi"},
             "limits": {"cpu": "1", "memory": "1Gi"},
         },
-        "securityContext": dict(_CONTAINER_SECURITY),
+        "securityContext": container_security_context(),
     }
     template = _pod_template(
-        resolved,
-        role="submitter",
-        group="submitter",
-        container=container,
-        placement=HEAD_PLACEMENT,
-        automount_token=False,
+        resolved, role="submitter", group="submitter", container=container, placement=HEAD_PLACEMENT
     )
     template["spec"]["restartPolicy"] = "Never"
     del template["spec"]["volumes"]

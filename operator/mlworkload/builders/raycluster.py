@@ -2,7 +2,7 @@
 
 from mlworkload.builders.metadata import Manifest, object_meta
 from mlworkload.builders.names import ray_object_name
-from mlworkload.builders.pods import build_head_template, build_worker_template
+from mlworkload.builders.pods import autoscaler_container_options, build_head_template, build_worker_template
 from mlworkload.constants import RAY_API_VERSION
 from mlworkload.policy.resolve import ResolvedWorkload
 
@@ -44,6 +44,8 @@ def build_ray_cluster_spec(resolved: ResolvedWorkload) -> Manifest:
         cluster["autoscalerOptions"] = {
             "upscalingMode": "Default",
             "idleTimeoutSeconds": spec.autoscaling.idle_timeout_seconds,
+            # The sidecar's hardening and its Kubernetes token (the head template declares the volume).
+            **autoscaler_container_options(),
         }
     return cluster
 
