@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from mlworkload.builders.ingress import neg_backend_name
 from tests.support.documents import GSA, WorkloadDoc, created_workloads, permissive_policy, workload
 from tests.support.gcp import FakeGcp, stockout
 from tests.support.kube import KubeEmulatorServer, wait_until
@@ -314,9 +315,9 @@ def test_iap_accessors_are_granted_once_gke_names_the_backend_and_revoked_on_del
         assert not [b for b in status(server, name).get("iamBindings", []) if b["role"] == role]
 
         # GKE's Ingress controller makes the internal (regional) load balancer and names its backend service.
-        backend = f"k8s1-0a1b2c3d-{NS}-{ingress}-8265-9f8e7d6c"
+        backend = neg_backend_name("0a1b2c3d4e5f", NS, ingress, 8265)
         resource = fake.iap.add_backend_service(PROJECT, backend, region=LOCATION)
-        gke_default = "k8s1-0a1b2c3d-kube-system-default-http-backend-80-1a2b3c4d"
+        gke_default = neg_backend_name("0a1b2c3d4e5f", "kube-system", "default-http-backend", 80)
         backends = {"ingress.kubernetes.io/backends": json.dumps({backend: "HEALTHY", gke_default: "HEALTHY"})}
         server.patch_object("networking.k8s.io/v1", "Ingress", ingress, {"metadata": {"annotations": backends}}, NS)
         server.patch_status("networking.k8s.io/v1", "Ingress", ingress,

@@ -6,6 +6,8 @@ endpoints use the policy's pre-shared regional certificates. IAP is only ever of
 (admission refuses an IAP endpoint without a certificate).
 """
 
+import hashlib
+import re
 from typing import Any
 
 from mlworkload.api.workload import Visibility
@@ -21,6 +23,35 @@ PRE_SHARED_CERT_ANNOTATION = "ingress.gcp.kubernetes.io/pre-shared-cert"
 ALLOW_HTTP_ANNOTATION = "kubernetes.io/ingress.allow-http"
 # Set by GKE's Ingress controller once it made the load balancer: backend service name -> health.
 BACKENDS_ANNOTATION = "ingress.kubernetes.io/backends"
+# ingress-gce's NEG naming (pkg/utils/namer: Namer.NEG, negSuffix, TrimFieldsEvenly; maxNEGDescriptiveLabel).
+_NEG_PREFIX = re.compile(r"k8s1-(?P<uid>[0-9a-z]{1,8})-")
+_NEG_FIELDS_MAX = 38
+
+
+def _trim_fields_evenly(limit: int, *fields: str) -> list[str]:
+    total = sum(map(len, fields))
+    if total <= limit:
+        return list(fields)
+    excess = total - limit
+    lengths = [len(field) - len(field) * excess // total - 1 for field in fields]
+    for index in range(limit - sum(lengths)):
+        lengths[index] += 1
+    return [field[:length] for field, length in zip(fields, lengths, strict=True)]
+
+
+def neg_backend_name(cluster_uid: str, namespace: str, service: str, port: int) -> str:
+    """The name GKE gives the NEG, and the backend service, of a Service port: Namer.NEG of ingress-gce."""
+    short_uid = cluster_uid[:8]
+    fields = _trim_fields_evenly(_NEG_FIELDS_MAX, namespace, service, str(port))
+    digest = hashlib.sha256(";".join([short_uid, namespace, service, str(port)]).encode()).hexdigest()[:8]
+    return f"k8s1-{short_uid}-{'-'.join(fields)}-{digest}"
+
+
+def is_backend_of(name: str, namespace: str, service: str, port: int) -> bool:
+    """Whether a backend service name is the one GKE makes for this Service port, hash included. Users who
+    may edit an Ingress may write any name into its annotation: IAP is granted only where this holds."""
+    match = _NEG_PREFIX.match(name)
+    return match is not None and name == neg_backend_name(match["uid"], namespace, service, port)
 
 
 def _annotations(endpoint: ExposedEndpoint) -> dict[str, str]:

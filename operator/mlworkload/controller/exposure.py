@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from mlworkload.builders.endpoints import ExposedEndpoint, exposed_endpoints
-from mlworkload.builders.ingress import BACKENDS_ANNOTATION
+from mlworkload.builders.ingress import BACKENDS_ANNOTATION, is_backend_of
 from mlworkload.constants import (
     REASON_NO_ENDPOINTS,
     REASON_SERVING,
@@ -28,9 +28,6 @@ Manifest = dict[str, Any]
 ChildKey = tuple[str, str]
 
 CERTIFICATE_ACTIVE: Final = "Active"
-# GKE's default backend (kube-system/default-http-backend) answers requests no rule matches; IAP is
-# not ours to grant there.
-_DEFAULT_BACKEND: Final = "-kube-system-default-http-backend-"
 
 NO_ENDPOINTS: Final = Readiness(True, REASON_NO_ENDPOINTS, "no endpoint is exposed")
 
@@ -50,16 +47,18 @@ def _address(ingress: Manifest | None) -> str | None:
     return None
 
 
-def backend_services(ingress: Manifest | None) -> tuple[str, ...] | None:
-    """The backend services GKE made for an Ingress; None until it says."""
+def backend_services(ingress: Manifest | None, namespace: str, endpoint: ExposedEndpoint) -> tuple[str, ...] | None:
+    """The endpoint's backend services GKE names on its Ingress; None until it does. Only names GKE would
+    give this Service port count: not its default backend, and nothing someone else wrote there."""
     annotations = ((ingress or {}).get("metadata") or {}).get("annotations") or {}
     try:
         backends = json.loads(annotations[BACKENDS_ANNOTATION])
-    except (KeyError, ValueError):
+    except (KeyError, ValueError, TypeError):
         return None
     if not isinstance(backends, dict):
         return None
-    return tuple(sorted(str(name) for name in backends if _DEFAULT_BACKEND not in str(name))) or None
+    ours = (str(name) for name in backends if is_backend_of(str(name), namespace, endpoint.name, endpoint.port))
+    return tuple(sorted(ours)) or None
 
 
 def _certificate_status(certificate: Manifest | None) -> str:
@@ -67,12 +66,12 @@ def _certificate_status(certificate: Manifest | None) -> str:
 
 
 def _endpoint_state(
-    endpoint: ExposedEndpoint, observed: Mapping[ChildKey, Manifest], grants_wanted: bool
+    endpoint: ExposedEndpoint, observed: Mapping[ChildKey, Manifest], namespace: str, grants_wanted: bool
 ) -> tuple[str | None, tuple[str, ...] | None, tuple[str, str] | None]:
     """(URL, backend services, why it is not serving yet as (reason, message))."""
     ingress = observed.get(("Ingress", endpoint.name))
     exposure = endpoint.endpoint
-    backends = backend_services(ingress)
+    backends = backend_services(ingress, namespace, endpoint)
     address = _address(ingress)
     if address is None:
         return None, backends, (REASON_WAITING_FOR_ADDRESS, f"{endpoint.which}: the load balancer has no address yet")
@@ -111,7 +110,9 @@ def observe_exposure(resolved: ResolvedWorkload, observed: Mapping[ChildKey, Man
     backends: dict[str, tuple[str, ...]] = {}
     waiting: list[tuple[str, str]] = []
     for endpoint in endpoints:
-        url, services, why = _endpoint_state(endpoint, observed, accessors and endpoint.endpoint.iap)
+        url, services, why = _endpoint_state(
+            endpoint, observed, resolved.namespace, accessors and endpoint.endpoint.iap
+        )
         if url is not None:
             urls[endpoint.which] = url
         if services:
