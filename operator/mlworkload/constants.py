@@ -71,6 +71,7 @@ REASON_GCP_NOT_CONFIGURED: Final = "GcpNotConfigured"
 REASON_DELETING: Final = "Deleting"
 REASON_SUSPENDED: Final = "Suspended"
 REASON_UP_TO_DATE: Final = "UpToDate"
+REASON_UNTRUSTED_STATUS: Final = "UntrustedStatus"  # an Event: a status entry the operator ignored
 REASON_NO_ENDPOINTS: Final = "NoEndpoints"
 REASON_SERVING: Final = "Serving"
 REASON_WAITING_FOR_ADDRESS: Final = "WaitingForAddress"

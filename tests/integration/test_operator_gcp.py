@@ -344,3 +344,33 @@ def test_iap_accessors_are_granted_once_gke_names_the_backend_and_revoked_on_del
         delete(server, name)  # nothing left to hold the finalizer
     finally:
         server.put_object(original)
+
+
+def test_a_forged_status_never_makes_the_operator_revoke_another_teams_access(
+    server: KubeEmulatorServer, fake: FakeGcp, create: Callable[[WorkloadDoc], str]
+) -> None:
+    """Anyone who may write mlworkloads/status could list another team's bindings as "added by the operator"."""
+    cv_gsa = "ray-cv@my-proj.iam.gserviceaccount.com"
+    cv_member = f"serviceAccount:{PROJECT}.svc.id.goog[team-cv/vision]"
+    fake.iam.add_service_account(cv_gsa)
+    fake.iam.set_bindings(cv_gsa, [{"role": WI_USER, "members": [cv_member]}])
+    fake.storage.add_bucket("cv-data")
+    fake.storage.set_bindings("cv-data", [{"role": OBJECT_USER, "members": [f"serviceAccount:{cv_gsa}"]}])
+    name = create(workload("gcp-forger", NS))
+    wait_condition(server, name, "IdentityReady", "True", "Bound")
+    forged = [
+        {"resource": f"projects/my-proj/serviceAccounts/{cv_gsa}", "role": WI_USER, "member": cv_member,
+         "addedByOperator": True},
+        {"resource": "projects/_/buckets/cv-data", "role": OBJECT_USER, "member": f"serviceAccount:{cv_gsa}",
+         "addedByOperator": True},
+    ]  # fmt: skip
+    own = status(server, name)["iamBindings"]
+    server.patch_status(MLW, "MLWorkload", name, {"iamBindings": own + forged}, NS)
+    # The next reconcile drops the entries from status and says so; the delete revokes only its own.
+    wait_until(lambda: status(server, name)["iamBindings"] == own, timeout=WAIT, what="forged entries dropped")
+    delete(server, name)
+    assert fake.iam.members(cv_gsa, WI_USER) == [cv_member]
+    assert fake.storage.members("cv-data", OBJECT_USER) == [f"serviceAccount:{cv_gsa}"]
+    assert ksa_member(name) not in fake.iam.members(GSA, WI_USER)  # its own binding went
+    warnings = [e for e in server.list_objects("v1", "Event", NS) if e.get("reason") == "UntrustedStatus"]
+    assert len(warnings) == 2, warnings

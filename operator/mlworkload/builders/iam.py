@@ -4,7 +4,9 @@ from collections.abc import Mapping, Sequence
 
 from mlworkload.api.workload import BucketAccess, Visibility
 from mlworkload.builders.endpoints import exposed_endpoints
-from mlworkload.builders.names import service_account_name
+from mlworkload.builders.ingress import is_backend_of
+from mlworkload.builders.names import endpoint_name, service_account_name
+from mlworkload.constants import PORT_DASHBOARD, PORT_SERVE
 from mlworkload.gcp.plan import IamBinding
 from mlworkload.policy.resolve import ResolvedWorkload
 
@@ -110,3 +112,40 @@ def build_iap_bindings(
             for member in accessors
         ]
     return bindings
+
+
+def _iap_backend(resource: str) -> tuple[str, str] | None:
+    """(project, backend service) of an IAP resource name; None for anything else."""
+    parts = resource.split("/")
+    if len(parts) != 6 or parts[0] != "projects" or parts[2] != "iap_web" or parts[4] != "services":
+        return None
+    if parts[3] != "compute" and not parts[3].startswith("compute-"):
+        return None
+    return parts[1], parts[5]
+
+
+def could_have_granted(resolved: ResolvedWorkload, binding: IamBinding) -> bool:
+    """Whether the operator could have added `binding` for this workload, derived from the workload and its
+    policy alone: its own Kubernetes identity, the policy's GSA, or IAP on a backend GKE made for one of its
+    endpoints. Status can be written by others; a recorded binding outside this is never revoked."""
+    if resolved.gcp is None:
+        return False
+    project = resolved.gcp.project
+    identities = {kubernetes_member(resolved, project)}
+    if resolved.gcp.project_number is not None:
+        identities.add(direct_principal(resolved, project, resolved.gcp.project_number))
+    gsa = resolved.policy.identity.gcp_service_account
+    if binding.role == WORKLOAD_IDENTITY_USER:
+        return binding.member in identities
+    if binding.role in BUCKET_ROLES.values():
+        return binding.resource.startswith("projects/_/buckets/") and (
+            binding.member in identities or (gsa is not None and binding.member == f"serviceAccount:{gsa}")
+        )
+    backend = _iap_backend(binding.resource)
+    if binding.role != IAP_ACCESSOR_ROLE or backend is None or backend[0] != project:
+        return False
+    ports = {"dashboard": PORT_DASHBOARD, "serve": PORT_SERVE}
+    return any(
+        is_backend_of(backend[1], resolved.namespace, endpoint_name(resolved, which), port)
+        for which, port in ports.items()
+    )

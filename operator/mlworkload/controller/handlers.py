@@ -12,7 +12,7 @@ import os
 import tempfile
 import time
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ import kubernetes.config
 
 from mlworkload.api.load import parse_policy, parse_workload
 from mlworkload.api.policy import MLWorkloadPolicy
+from mlworkload.api.workload import IamBindingStatus
 from mlworkload.constants import (
     CONDITION_IDENTITY_READY,
     CONDITION_NODE_POOLS_READY,
@@ -33,16 +34,25 @@ from mlworkload.constants import (
     MANAGED_BY,
     POLICY_PLURAL,
     REASON_GCP_NOT_CONFIGURED,
+    REASON_UNTRUSTED_STATUS,
     VERSION,
     WORKLOAD_PLURAL,
 )
 from mlworkload.controller.certificates import write_self_signed
 from mlworkload.controller.kube import WORKLOADS, ClientKubeApi, KubeError
-from mlworkload.controller.reconcile import Outcome, Reconciler, live_claims, owner_key, reconcile, recorded_of
+from mlworkload.controller.reconcile import (
+    Outcome,
+    Reconciler,
+    live_claims,
+    owner_key,
+    reconcile,
+    recorded_of,
+    trusted,
+)
 from mlworkload.gcp.clusters import connect_inspector
 from mlworkload.gcp.errors import GcpError
 from mlworkload.gcp.live import LiveProvisioner, connect
-from mlworkload.gcp.provisioner import DryRunProvisioner, GcpProvisioner
+from mlworkload.gcp.provisioner import DryRunProvisioner, GcpProvisioner, Recorded
 from mlworkload.metrics import ADMISSION_REFUSALS, INVENTORY, RECONCILE_SECONDS, RECONCILES
 from mlworkload.policy import ClusterView, WorkloadGpus, admit_in
 from mlworkload.problems import Refused
@@ -204,6 +214,8 @@ def _post_events(body: kopf.Body, outcome: Outcome) -> None:
         kopf.info(body, reason="Applied", message="applied " + ", ".join(outcome.apply.applied))
     if outcome.apply.deleted:
         kopf.info(body, reason="Pruned", message="deleted " + ", ".join(outcome.apply.deleted))
+    if outcome.forged and outcome.status_written:  # once: the rewritten status no longer carries them
+        _warn_forged(body, outcome.forged)
     if outcome.status_written and outcome.status is not None:
         stalled = next((c for c in outcome.status.conditions if c.type == "Stalled" and c.status == "True"), None)
         if stalled is not None:
@@ -331,13 +343,36 @@ async def policy_changed(event: kopf.RawEvent, name: str, memo: kopf.Memo, **ind
             logger.warning("re-admitting %s/%s after a policy change failed: %s", namespace, workload, error)
 
 
+def _trusted_record(body: kopf.Body, memo: kopf.Memo, indexes: Mapping[str, Any]) -> Recorded:
+    """What the workload's status says it holds, less what the operator could not have added for it."""
+    record = recorded_of(body)
+    try:
+        workload = parse_workload(dict(body))
+    except Refused:  # nothing can be derived from a spec that does not parse: trust none of its claims
+        forged = [status for status in record.bindings if status.added_by_operator]
+        record = Recorded(pools=record.pools, bindings=tuple(b for b in record.bindings if b not in forged),
+                          releasing=record.releasing)  # fmt: skip
+    else:
+        resolved = admit_in(cluster_view(indexes), workload, memo.reconciler.defaults).resolved
+        record, forged = trusted(resolved, record)
+    _warn_forged(body, forged)
+    return record
+
+
+def _warn_forged(body: kopf.Body, forged: Sequence[IamBindingStatus]) -> None:
+    for status in forged:
+        kopf.warn(body, reason=REASON_UNTRUSTED_STATUS, message=f"ignored status.iamBindings entry {status.role} on"
+                  f" {status.resource} for {status.member}: the operator could not have added it for this workload,"
+                  " so it never revokes it")  # fmt: skip
+
+
 @kopf.on.delete(*WORKLOAD, registry=REGISTRY)
-async def workload_deleted(body: kopf.Body, namespace: str | None, name: str, memo: kopf.Memo, **_: Any) -> None:
+async def workload_deleted(body: kopf.Body, namespace: str | None, name: str, memo: kopf.Memo, **indexes: Any) -> None:
     """Children go with their owner references; GCP resources are released here, behind the finalizer."""
     owner = owner_key(namespace or "", name)
     fresh = await memo.reconciler.kube.get(WORKLOADS, namespace, name)
     try:
-        await memo.reconciler.gcp.release(owner, recorded_of(fresh or body))
+        await memo.reconciler.gcp.release(owner, _trusted_record(kopf.Body(fresh) if fresh else body, memo, indexes))
     except GcpError as error:  # the finalizer stays until GCP has been told
         kopf.warn(body, reason=error.kind.value, message=f"releasing GCP resources failed, will retry: {error.message}")
         raise kopf.TemporaryError(f"GCP release: {error}", delay=RETRY_DELAY_SECONDS) from error

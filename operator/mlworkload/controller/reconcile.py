@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mlworkload.api.load import parse_workload
-from mlworkload.api.workload import GpuStatus, Isolation, MLWorkload, MLWorkloadStatus, WorkloadType
+from mlworkload.api.workload import GpuStatus, IamBindingStatus, Isolation, MLWorkload, MLWorkloadStatus, WorkloadType
 from mlworkload.builders import build_gcp_plan, build_objects
+from mlworkload.builders.iam import could_have_granted
 from mlworkload.constants import (
     CONDITION_NETWORK_POLICIES_ENFORCED,
     REASON_GCP_NOT_CONFIGURED,
@@ -31,6 +32,7 @@ from mlworkload.controller.scaleup import observe_scale_up
 from mlworkload.controller.status import Observation, compute_status
 from mlworkload.gcp.clusters import ClusterInspector
 from mlworkload.gcp.errors import GcpError
+from mlworkload.gcp.plan import IamBinding
 from mlworkload.gcp.provisioner import GcpProvisioner, GcpState, Readiness, Recorded
 from mlworkload.policy import ClusterView, PlatformDefaults, ResolvedWorkload, admit_in
 from mlworkload.problems import Problem, Refused
@@ -74,6 +76,7 @@ class Outcome:
     status: MLWorkloadStatus | None = None
     resolved: ResolvedWorkload | None = None
     problems: list[Problem] = field(default_factory=list)  # why it was refused
+    forged: list[IamBindingStatus] = field(default_factory=list)  # status entries it could not have made
 
 
 def owner_key(namespace: str, name: str) -> str:
@@ -113,6 +116,21 @@ async def live_claims(kube: KubeApi, namespaces: Sequence[str]) -> dict[str, Rec
     for namespace in scopes:
         workloads += await kube.list(WORKLOADS, namespace, {})
     return {owner_key(item["metadata"]["namespace"], item["metadata"]["name"]): recorded_of(item) for item in workloads}
+
+
+def trusted(resolved: ResolvedWorkload, recorded: Recorded) -> tuple[Recorded, list[IamBindingStatus]]:
+    """The record without bindings "added by the operator" that it could not have added for this workload
+    (status is writable by others: a forged entry must not make the operator revoke someone else's access);
+    and those left out, to report."""
+    forged = [
+        status for status in recorded.bindings
+        if status.added_by_operator and not could_have_granted(resolved, IamBinding(
+            resource=status.resource, role=status.role, member=status.member))
+    ]  # fmt: skip
+    if not forged:
+        return recorded, []
+    kept = tuple(status for status in recorded.bindings if status not in forged)
+    return Recorded(pools=recorded.pools, bindings=kept, releasing=recorded.releasing), forged
 
 
 async def _release_refused(reconciler: Reconciler, owner: str, recorded: Recorded) -> Recorded:
@@ -182,19 +200,24 @@ async def reconcile(reconciler: Reconciler, body: Mapping[str, Any], view: Clust
         return await _write_status(reconciler, body, previous, seen, Outcome("unchanged"))
 
     admission = admit_in(view, workload, reconciler.defaults)
+    recorded, forged = trusted(admission.resolved, recorded)
+    for status in forged:
+        logger.warning("%s/%s: ignoring a status entry the operator could not have added: %s on %s for %s",
+                       workload.namespace, workload.name, status.role, status.resource, status.member)  # fmt: skip
     if not admission.allowed:
         # Slipped past admission (the policy changed since): apply nothing, revoke GCP access, say why.
         kept = await _release_refused(reconciler, owner_key(workload.namespace, workload.name), recorded)
         seen = Observation(**base, refusal=admission.problems, refusal_reason=REASON_POLICY_VIOLATION,
                            gpus=_gpus(workload), pools=kept.pools, bindings=kept.bindings)  # fmt: skip
-        return await _write_status(reconciler, body, previous, seen, Outcome("refused", problems=admission.problems))
+        outcome_refused = Outcome("refused", problems=admission.problems, forged=forged)
+        return await _write_status(reconciler, body, previous, seen, outcome_refused)
     resolved = admission.resolved
 
     observed = await observe_children(reconciler.kube, workload.namespace, workload.name, PRUNED_KINDS)
     exposure = observe_exposure(resolved, observed)
     gcp = await _provision(reconciler, resolved, recorded, exposure.backends)
     # Children are applied while node pools provision: their pods simply wait for the nodes.
-    outcome = Outcome("applied", resolved=resolved)
+    outcome = Outcome("applied", resolved=resolved, forged=forged)
     desired = build_objects(resolved)
     outcome.apply = await apply_children(reconciler.kube, workload.name, desired, observed)
     keep = {(manifest["kind"], manifest["metadata"]["name"]) for manifest in desired}
