@@ -72,6 +72,7 @@ REASON_DELETING: Final = "Deleting"
 REASON_SUSPENDED: Final = "Suspended"
 REASON_UP_TO_DATE: Final = "UpToDate"
 REASON_UNTRUSTED_STATUS: Final = "UntrustedStatus"  # an Event: a status entry the operator ignored
+REASON_INVALID_POLICY: Final = "InvalidPolicy"  # an Event on a stored policy the operator cannot read
 REASON_NO_ENDPOINTS: Final = "NoEndpoints"
 REASON_SERVING: Final = "Serving"
 REASON_WAITING_FOR_ADDRESS: Final = "WaitingForAddress"

@@ -2,7 +2,7 @@
 
 from collections.abc import Iterator
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -16,6 +16,9 @@ RECONCILE_SECONDS = Histogram(
 )
 ADMISSION_REFUSALS = Counter(
     "mlworkload_admission_refusals_total", "Workloads refused at admission or reconcile, by rule.", ["reason"]
+)
+INVALID_POLICIES = Gauge(
+    "mlworkload_invalid_policies", "Stored MLWorkloadPolicies the operator cannot read (their workloads are refused)."
 )
 KUBE_API_ERRORS = Counter("mlworkload_kubernetes_api_errors_total", "Failed Kubernetes API calls.", ["verb", "code"])
 GCP_API_ERRORS = Counter(

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.documents import WorkloadDoc, created_workloads, permissive_policy, policy, workload
+from tests.support.documents import PolicyDoc, WorkloadDoc, created_workloads, permissive_policy, policy, workload
 from tests.support.kube import KubeEmulatorServer, wait_until
 from tests.support.kuberay import KubeRaySimulator
 from tests.support.operator import free_port, running_operator
@@ -201,25 +201,39 @@ def test_an_unchanged_workload_is_reconciled_without_writes(
     assert [w for w in server.writes(mark) if name in w.path] == []
 
 
-def admission_review(doc: WorkloadDoc, port: int, old: WorkloadDoc | None = None) -> dict[str, Any]:
+def admission_review(doc: WorkloadDoc | PolicyDoc, port: int, old: WorkloadDoc | None = None) -> dict[str, Any]:
     operation = "CREATE" if old is None else "UPDATE"
+    kind, plural, path = (("MLWorkload", "mlworkloads", "policy") if isinstance(doc, WorkloadDoc)
+                          else ("MLWorkloadPolicy", "mlworkloadpolicies", "policy-spec"))  # fmt: skip
     review = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
-        "uid": "review-1", "operation": operation, "namespace": NS, "name": doc.doc["metadata"]["name"],
-        "kind": {"group": "mlworkload.io", "version": "v1alpha1", "kind": "MLWorkload"},
-        "resource": {"group": "mlworkload.io", "version": "v1alpha1", "resource": "mlworkloads"},
+        "uid": "review-1", "operation": operation, "name": doc.doc["metadata"]["name"],
+        **({"namespace": NS} if isinstance(doc, WorkloadDoc) else {}),
+        "kind": {"group": "mlworkload.io", "version": "v1alpha1", "kind": kind},
+        "resource": {"group": "mlworkload.io", "version": "v1alpha1", "resource": plural},
         "userInfo": {"username": "alice"}, "object": doc.doc, "oldObject": old.doc if old else None,
         "dryRun": False}}  # fmt: skip
     insecure = ssl.create_default_context()
     insecure.check_hostname, insecure.verify_mode = False, ssl.CERT_NONE  # self-signed in tests
-    request = urllib.request.Request(f"https://127.0.0.1:{port}/policy", data=json.dumps(review).encode(),
+    request = urllib.request.Request(f"https://127.0.0.1:{port}/{path}", data=json.dumps(review).encode(),
                                      headers={"Content-Type": "application/json"})  # fmt: skip
     with urllib.request.urlopen(request, context=insecure, timeout=10) as response:
         answer: dict[str, Any] = json.loads(response.read())["response"]
         return answer
 
 
+def _view_ready(webhook_port: int) -> bool:
+    """Until its indexes are filled, the webhook refuses with 503 and asks to retry (never judges blind)."""
+    answer = admission_review(workload("probe", NS), webhook_port)
+    if answer["allowed"]:
+        return True
+    assert answer["status"]["code"] == 503, answer
+    assert "retry in a few seconds" in answer["status"]["message"]
+    return False
+
+
 def test_the_webhook_admits_and_refuses_with_the_policy_checks(webhook_port: int) -> None:
     wait_until(lambda: _listening(webhook_port), timeout=WAIT, what="the webhook server")
+    wait_until(lambda: _view_ready(webhook_port), timeout=WAIT, what="the webhook's view filled")
     assert admission_review(workload("fine", NS).gpu_group(), webhook_port)["allowed"] is True
     refused = admission_review(workload("greedy", NS).gpu_group(accelerator="nvidia-b200", count=8), webhook_port)
     assert refused["allowed"] is False
@@ -229,16 +243,56 @@ def test_the_webhook_admits_and_refuses_with_the_policy_checks(webhook_port: int
     assert "spec.worker_groups: unknown field" in admission_review(snake, webhook_port)["status"]["message"]
 
 
-def test_the_webhook_never_blocks_metadata_updates_or_deletion(webhook_port: int) -> None:
-    """A policy tightened after admission must not make a workload impossible to finalize or delete."""
+def test_the_webhook_never_blocks_finalizers_annotations_or_deletion(webhook_port: int) -> None:
+    """A policy tightened after admission must not make a workload impossible to finalize or delete; a change
+    of its spec or labels, though, is judged in full."""
     refused = workload("old", NS).gpu_group(accelerator="nvidia-b200", count=8)
-    relabelled = workload("old", NS).gpu_group(accelerator="nvidia-b200", count=8).set("metadata.labels", {"x": "y"})
-    assert admission_review(relabelled, webhook_port, old=refused)["allowed"] is True
+    finalized = workload("old", NS).gpu_group(accelerator="nvidia-b200", count=8).set("metadata.finalizers", [])
+    finalized.set("metadata.annotations", {"note": "x"})
+    assert admission_review(finalized, webhook_port, old=refused)["allowed"] is True
     deleting = workload("old", NS).gpu_group(accelerator="nvidia-b200", count=4)
     deleting.set("metadata.deletionTimestamp", "2026-11-23T12:00:00Z")
     assert admission_review(deleting, webhook_port, old=refused)["allowed"] is True
     changed = workload("old", NS).gpu_group(accelerator="nvidia-b200", count=4)
     assert admission_review(changed, webhook_port, old=refused)["allowed"] is False
+    relabelled = workload("old", NS).gpu_group(accelerator="nvidia-b200", count=8).set("metadata.labels", {"x": "y"})
+    assert admission_review(relabelled, webhook_port, old=refused)["allowed"] is False
+
+
+def test_an_update_that_drops_a_required_label_is_re_checked(webhook_port: int) -> None:
+    labelled = workload("labelled", NS)  # carries cost-center: nlp
+    unlabelled = workload("labelled", NS).set("metadata.labels", {})
+    assert admission_review(unlabelled, webhook_port, old=labelled)["allowed"] is True  # the policy requires none
+    assert admission_review(labelled, webhook_port, old=labelled)["allowed"] is True
+
+
+def test_the_policy_webhook_refuses_a_policy_it_could_not_read(webhook_port: int) -> None:
+    refused = admission_review(policy("typo").set("accelerators.allowed", ["nvidia-h100"]), webhook_port)
+    assert refused["allowed"] is False
+    assert "spec.accelerators.allowed: 'nvidia-h100' is not a GKE accelerator type" in refused["status"]["message"]
+    assert admission_review(policy("fine"), webhook_port)["allowed"] is True
+
+
+def invalid_policy_events(server: KubeEmulatorServer) -> list[dict[str, Any]]:
+    return [event for event in server.list_objects("v1", "Event") if event.get("reason") == "InvalidPolicy"]
+
+
+def test_a_stored_policy_the_operator_cannot_read_refuses_its_workloads_and_says_so(
+    server: KubeEmulatorServer, webhook_port: int
+) -> None:
+    """Stored past the webhook (or before it existed): never skipped, so its namespaces do not fall to another."""
+    broken = policy("broken").set("priority", 90).set("ray.allowedVersions", ["2.41"]).doc
+    server.put_object(broken)
+    try:
+        wait_until(lambda: not admission_review(workload("victim", NS), webhook_port)["allowed"], timeout=WAIT,
+                   what="the unreadable policy in effect")  # fmt: skip
+        message = admission_review(workload("victim", NS), webhook_port)["status"]["message"]
+        assert "metadata.namespace: MLWorkloadPolicy broken may govern this namespace and cannot be read" in message
+        wait_until(lambda: invalid_policy_events(server), timeout=WAIT, what="an InvalidPolicy Event")
+    finally:
+        server.delete_object(MLW, "MLWorkloadPolicy", "broken")
+    wait_until(lambda: admission_review(workload("victim", NS), webhook_port)["allowed"], timeout=WAIT,
+               what="admitted again once the policy is gone")  # fmt: skip
 
 
 def test_the_webhook_enforces_the_namespace_gpu_quota(server: KubeEmulatorServer, webhook_port: int) -> None:

@@ -13,6 +13,7 @@ import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ import kubernetes.client
 import kubernetes.config
 
 from mlworkload.api.load import parse_policy, parse_workload
+from mlworkload.api.meta import LabelSelector
 from mlworkload.api.policy import MLWorkloadPolicy
 from mlworkload.api.workload import IamBindingStatus
 from mlworkload.constants import (
@@ -34,6 +36,7 @@ from mlworkload.constants import (
     MANAGED_BY,
     POLICY_PLURAL,
     REASON_GCP_NOT_CONFIGURED,
+    REASON_INVALID_POLICY,
     REASON_UNTRUSTED_STATUS,
     VERSION,
     WORKLOAD_PLURAL,
@@ -53,8 +56,8 @@ from mlworkload.gcp.clusters import connect_inspector
 from mlworkload.gcp.errors import GcpError
 from mlworkload.gcp.live import LiveProvisioner, connect
 from mlworkload.gcp.provisioner import DryRunProvisioner, GcpProvisioner, Recorded
-from mlworkload.metrics import ADMISSION_REFUSALS, INVENTORY, RECONCILE_SECONDS, RECONCILES
-from mlworkload.policy import ClusterView, WorkloadGpus, admit_in
+from mlworkload.metrics import ADMISSION_REFUSALS, INVALID_POLICIES, INVENTORY, RECONCILE_SECONDS, RECONCILES
+from mlworkload.policy import BrokenPolicy, ClusterView, WorkloadGpus, admit_in
 from mlworkload.problems import Refused
 from mlworkload.settings import GcpMode, OperatorSettings
 
@@ -139,6 +142,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     clusters = connect_inspector(config) if isinstance(gcp, LiveProvisioner) else None
     memo.reconciler = Reconciler(kube=kube, gcp=gcp, defaults=config.platform_defaults, clusters=clusters)
     memo.locks = defaultdict(asyncio.Lock)
+    # Shared by every handler: kopf hands each object a shallow copy of the memo, so state lives in objects.
+    memo.view = ViewState()
     if isinstance(gcp, LiveProvisioner):
         interval = min(max(config.pool_release_grace_seconds / 4, config.gcp_poll_seconds), 60.0)
         memo.collector = asyncio.create_task(gcp.run_collector(interval), name="node pool collector")
@@ -151,6 +156,14 @@ async def stop_collector(memo: kopf.Memo, **_: Any) -> None:
         collector.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await collector
+
+
+@dataclass
+class ViewState:
+    """What the handlers learn about the cluster view beyond kopf's indexes."""
+
+    ready: bool = False  # every index has had its initial listing
+    invalid_policies: set[str] = field(default_factory=set)  # stored policies that cannot be read
 
 
 # --- indexes: the cluster view admission needs, kept in memory by kopf's watches ----------------------
@@ -196,14 +209,24 @@ def cluster_view(indexes: Mapping[str, Any]) -> ClusterView:
     namespace_index: NamespaceIndex = indexes["namespace_index"]
     gpu_index: GpuIndex = indexes["gpu_index"]
     policies: list[MLWorkloadPolicy] = []
+    broken: list[BrokenPolicy] = []
     for name, store in policy_index.items():
         try:
             policies.append(parse_policy(_single(store)))
         except Refused as refused:
-            logger.warning("ignoring MLWorkloadPolicy %s: %s", name, "; ".join(refused.lines()))
+            broken.append(broken_policy(name, _single(store), refused))
     labels = {name: _single(store) for name, store in namespace_index.items()}
     usage = [WorkloadGpus(ns, name, _single(store)) for (ns, name), store in gpu_index.items()]
-    return ClusterView(policies=policies, namespace_labels=labels, default_labels={}, usage=usage)
+    return ClusterView(policies=policies, namespace_labels=labels, default_labels={}, usage=usage, broken=broken)
+
+
+def broken_policy(name: str, body: Mapping[str, Any], refused: Refused) -> BrokenPolicy:
+    selector_doc = (body.get("spec") or {}).get("namespaceSelector") if isinstance(body.get("spec"), dict) else None
+    try:
+        selector = LabelSelector.model_validate(selector_doc or {}, by_alias=True, by_name=False)
+    except ValueError:
+        selector = None  # cannot tell which namespaces it governs: it may govern any
+    return BrokenPolicy(name, str(refused.problems[0]) if refused.problems else "unreadable", selector)
 
 
 # --- reconcile --------------------------------------------------------------------------------------
@@ -325,13 +348,32 @@ async def endpoint_changed(
     await run_reconcile({"metadata": {"namespace": namespace, "name": name}}, memo, indexes)
 
 
+def _report_if_unreadable(change: object, body: kopf.Body, memo: kopf.Memo) -> None:
+    """A stored policy the operator cannot read (written before validation, or past the webhook): an Event on
+    it and the mlworkload_invalid_policies gauge; admission refuses the workloads it may govern meanwhile."""
+    name = str(body.get("metadata", {}).get("name", ""))
+    if not hasattr(memo, "view"):
+        return
+    invalid = memo.view.invalid_policies
+    invalid.discard(name)
+    if change != "DELETED":
+        try:
+            parse_policy(dict(body))
+        except Refused as refused:
+            invalid.add(name)
+            kopf.warn(body, reason=REASON_INVALID_POLICY, message="cannot be read, so the workloads it may govern"
+                      " are refused: " + "; ".join(map(str, refused.problems)))  # fmt: skip
+    INVALID_POLICIES.set(len(invalid))
+
+
 @kopf.on.event(GROUP, VERSION, POLICY_PLURAL, registry=REGISTRY)
-async def policy_changed(event: kopf.RawEvent, name: str, memo: kopf.Memo, **indexes: Any) -> None:
+async def policy_changed(event: kopf.RawEvent, body: kopf.Body, name: str, memo: kopf.Memo, **indexes: Any) -> None:
     """A policy was added, changed or removed: re-admit every workload now rather than at the next resync.
 
     The initial listing (type None) is skipped: workloads are reconciled on resume anyway.
     """
     change = event.get("type")
+    _report_if_unreadable(change, body, memo)
     if change is None or not hasattr(memo, "reconciler"):
         return
     logger.info("MLWorkloadPolicy %s %s: re-admitting all workloads", name, str(change).lower())
@@ -383,25 +425,79 @@ async def workload_deleted(body: kopf.Body, namespace: str | None, name: str, me
 # --- admission --------------------------------------------------------------------------------------
 
 
+@kopf.on.event("", "v1", "namespaces", registry=REGISTRY)
+def view_filled(memo: kopf.Memo, **_: Any) -> None:
+    """kopf runs no handler before every index has its initial listing, and a cluster always has
+    namespaces: the first namespace event means policies, namespaces and GPU usage are all known."""
+    if hasattr(memo, "view"):
+        memo.view.ready = True
+
+
+@kopf.on.probe(id="view", registry=REGISTRY)
+def view_probe(memo: kopf.Memo, **_: Any) -> str:
+    """Readiness: not ready (and the webhook refuses, asking to retry) until the view is filled."""
+    if not _view_ready(memo):
+        raise kopf.PermanentError("the policy, namespace and GPU indexes are still being filled")
+    return "filled"
+
+
+def _view_ready(memo: kopf.Memo) -> bool:
+    return hasattr(memo, "view") and bool(memo.view.ready)
+
+
+def _require_view(memo: kopf.Memo) -> None:
+    if not _view_ready(memo):
+        raise kopf.AdmissionError(
+            "mlworkload is starting and has not read the policies, namespaces and GPU usage yet; retry in a few"
+            " seconds", code=503,
+        )  # fmt: skip
+
+
+def _judged(body: kopf.Body, old: kopf.Body | None) -> bool:
+    """What admission judges: every create, and updates that change the spec or the labels (cost labels,
+    and what policies select). Finalizers, annotations and anything on an object being deleted pass, so a
+    tightened policy never makes a workload impossible to delete."""
+    if body.get("metadata", {}).get("deletionTimestamp"):
+        return False
+    if old is None:
+        return True
+    labels = (body.get("metadata") or {}).get("labels"), (old.get("metadata") or {}).get("labels")
+    return old.get("spec") != body.get("spec") or labels[0] != labels[1]
+
+
 @kopf.on.validate(*WORKLOAD, id="policy", operations=["CREATE", "UPDATE"], registry=REGISTRY)
 def validate_workload(body: kopf.Body, memo: kopf.Memo, old: kopf.Body | None = None, **indexes: Any) -> None:
-    """The same checks as `mlworkload validate`, plus the namespace quota across workloads.
-
-    Updates that leave the spec alone (finalizers, labels, annotations) and anything on a workload
-    being deleted pass: a tightened policy must never make a workload impossible to delete.
-    """
-    if body.get("metadata", {}).get("deletionTimestamp"):
+    """The same checks as `mlworkload validate`, plus the namespace quota across workloads."""
+    if not _judged(body, old):
         return
-    if old is not None and old.get("spec") == body.get("spec"):
-        return
-    view = cluster_view(indexes)
+    _require_view(memo)
     try:
         workload = parse_workload(dict(body))
     except Refused as refused:
         ADMISSION_REFUSALS.labels(reason="schema").inc()
         raise kopf.AdmissionError("\n".join(map(str, refused.problems)), code=422) from None
-    verdict = admit_in(view, workload, getattr(memo, "config", OperatorSettings()).platform_defaults)
+    try:
+        verdict = admit_in(
+            cluster_view(indexes), workload, getattr(memo, "config", OperatorSettings()).platform_defaults
+        )
+    except Exception as error:  # a refusal naming what failed, never an HTTP 500 without a word
+        logger.exception("judging %s/%s failed", workload.namespace, workload.name)
+        ADMISSION_REFUSALS.labels(reason="internal").inc()
+        raise kopf.AdmissionError(
+            f"spec: the operator could not judge this workload ({type(error).__name__}: {error}); it is refused"
+            " until that is fixed: please report it", code=422,
+        ) from None  # fmt: skip
     if not verdict.allowed:
         for problem in verdict.problems:
             ADMISSION_REFUSALS.labels(reason=problem.rule or "policy").inc()
         raise kopf.AdmissionError("\n".join(map(str, verdict.problems)), code=422)
+
+
+@kopf.on.validate(GROUP, VERSION, POLICY_PLURAL, id="policy-spec", operations=["CREATE", "UPDATE"], registry=REGISTRY)
+def validate_policy(body: kopf.Body, **_: Any) -> None:
+    """A policy the operator could not read would govern nothing: refused, field by field."""
+    try:
+        parse_policy(dict(body))
+    except Refused as refused:
+        ADMISSION_REFUSALS.labels(reason="policy-schema").inc()
+        raise kopf.AdmissionError("\n".join(map(str, refused.problems)), code=422) from None

@@ -3,6 +3,7 @@
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from mlworkload.api.meta import LabelSelector
 from mlworkload.api.policy import MLWorkloadPolicy
 from mlworkload.api.workload import MLWorkload
 from mlworkload.policy.checks import check_quota, check_workload
@@ -39,6 +40,19 @@ class WorkloadGpus:
 
 
 @dataclass(frozen=True, slots=True)
+class BrokenPolicy:
+    """A stored MLWorkloadPolicy the operator cannot read. It must not be skipped: the namespaces it may
+    govern would silently fall to another policy. `selector` is None when even that cannot be read."""
+
+    name: str
+    problem: str
+    selector: LabelSelector | None
+
+    def may_govern(self, labels: Mapping[str, str] | None) -> bool:
+        return self.selector is None or labels is None or self.selector.matches(dict(labels))
+
+
+@dataclass(frozen=True, slots=True)
 class ClusterView:
     """What admission needs to know beyond the workload itself.
 
@@ -50,6 +64,7 @@ class ClusterView:
     namespace_labels: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     default_labels: Mapping[str, str] | None = None
     usage: Sequence[WorkloadGpus] = ()
+    broken: Sequence[BrokenPolicy] = ()
 
     def labels_of(self, namespace: str) -> Mapping[str, str] | None:
         return self.namespace_labels.get(namespace, self.default_labels)
@@ -97,4 +112,11 @@ def admit_in(view: ClusterView, workload: MLWorkload, defaults: PlatformDefaults
     labels = view.labels_of(workload.namespace)
     policy = select_policy(view.policies, labels)
     others = gpus_in_use(view.usage, policy, view, excluding=workload)
-    return admit(workload, view.policies, labels, defaults, gpus_of_others=others)
+    verdict = admit(workload, view.policies, labels, defaults, gpus_of_others=others)
+    unreadable = [
+        Problem("metadata.namespace", rule="policy", message=f"MLWorkloadPolicy {broken.name} may govern this"
+                f" namespace and cannot be read ({broken.problem}); its workloads are refused until the platform"
+                " team fixes it")
+        for broken in view.broken if broken.may_govern(labels)
+    ]  # fmt: skip
+    return Admission(verdict.resolved, unreadable + verdict.problems) if unreadable else verdict
