@@ -74,7 +74,7 @@ def test_the_api_md_example_parses_and_round_trips() -> None:
          "spec.ray.env: env names must be unique; repeated: A"),
         ("metadata.name", "Train_Job", "metadata.name 'Train_Job' must be a DNS-1035 label"),
         ("metadata.name", "1train", "must be a DNS-1035 label"),
-        ("metadata.name", "c" * 54, "type Cluster allows at most 53"),
+        ("metadata.name", "c" * 51, "type Cluster allows at most 50"),
         # What the API server, the kubelet or GKE would refuse later is refused at admission.
         ("spec.head.resources", {"cpu": "1e999999999", "memory": "1Gi"},
          "spec.head.resources.cpu: '1e999999999' is out of range for a Kubernetes quantity"),
@@ -121,7 +121,7 @@ def test_every_problem_is_reported_at_once() -> None:
     assert len(lines) == 3, lines
 
 
-@pytest.mark.parametrize(("type_", "limit"), [("Cluster", 53), ("Job", 47), ("Service", 47)])
+@pytest.mark.parametrize(("type_", "limit"), [("Cluster", 50), ("Job", 47), ("Service", 47)])
 def test_name_length_limits_follow_kuberay_per_type(type_: str, limit: int) -> None:
     def named(name: str) -> dict[str, Any]:
         doc = workload(name)

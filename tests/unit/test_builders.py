@@ -307,13 +307,16 @@ def test_no_gsa_means_no_annotation() -> None:
     assert "annotations" not in account["metadata"]
 
 
-def test_long_names_are_cut_as_kuberay_cuts_the_head_service_account() -> None:
-    name = "a" + "b" * 51 + "c"  # 53 characters
-    assert kuberay_check_name(name) == ("b" * 49) + "c"
+def test_the_service_account_is_named_as_kuberay_names_the_heads() -> None:
+    """KubeRay keeps the last 50 characters (utils.CheckName): names are limited so that none is ever cut, and
+    no two workloads can share an account (and its Workload Identity member)."""
+    assert kuberay_check_name("a" + "b" * 51 + "c") == ("b" * 49) + "c"
     assert kuberay_check_name("x" * 47 + "-9") == "x" * 47 + "-9"
     assert kuberay_check_name("x" * 10 + "-" + "a" * 49) == "r" + "a" * 49  # no leading punctuation
-    objects = render(workload(name))
-    assert only(objects, "ServiceAccount")["metadata"]["name"] == ("b" * 49) + "c"
+    name = "a" + "b" * 48 + "c"  # 50 characters, the longest Cluster name
+    assert only(render(workload(name)), "ServiceAccount")["metadata"]["name"] == name
+    with pytest.raises(Refused, match="type Cluster allows at most 50"):
+        workload("a" + "b" * 49 + "c").obj()
 
 
 # --- network isolation ----------------------------------------------------------------------------

@@ -298,6 +298,23 @@ CASES = {
         ["spec.network.allowFrom[0].namespaceSelector: an empty selector (every namespace) is not allowed by"
          " policy permissive; select the namespaces by label"],
     ),
+    "a CPU machine type GCE does not sell": Case(
+        workload().group("cpu", machineType="zz-foo-1"),
+        refused=["spec.workerGroups[0].machineType: 'zz-foo-1' is not a machine type the operator knows"],
+    ),
+    "a catalogued CPU machine type": Case(workload().group("cpu", machineType="c3-highmem-22")),
+    "a CPU group too big for its machine": Case(
+        workload().group("cpu", machineType="e2-standard-4", resources={"cpu": "8", "memory": "8Gi"}),
+        refused=["spec.workerGroups[0].resources.cpu: 8 does not fit a e2-standard-4 node"],
+    ),
+    "a head larger than any machine": Case(
+        workload().set("spec.head.resources", {"cpu": "500", "memory": "64Gi"}),
+        refused=["spec.head.resources: cpu 500 and memory 64Gi fit no general-purpose GKE machine type"],
+    ),
+    "a worker on general nodes larger than any machine": Case(
+        workload().group("big", resources={"cpu": "8", "memory": "2000Gi"}),
+        refused=["spec.workerGroups[0].resources: cpu 8 and memory 2000Gi fit no general-purpose GKE machine"],
+    ),
     "allowFrom every namespace by default": Case(workload().set("spec.network.allowFrom", [{"namespaceSelector": {}}])),
     "token auth required on a Ray version without it": Case(
         workload(),

@@ -34,8 +34,10 @@ ACCELERATOR_TYPE_PATTERN = r"^[a-z][a-z0-9-]*[a-z0-9]$"
 ACCELERATOR_COUNTS = (1, 2, 4, 8, 16)
 
 # Longest MLWorkload names: KubeRay derives further names (services, the RayJob's clusters
-# `<job>-<random>`, the RayService's `<svc>-raycluster-<random>`) from the Ray object's name.
-MAX_NAME_LENGTH = {"Cluster": 53, "Job": 47, "Service": 47}
+# `<job>-<random>`, the RayService's `<svc>-raycluster-<random>`) from the Ray object's name, and
+# keeps only the last 50 characters of the head's ServiceAccount name (utils.CheckName): two Clusters
+# of 51-53 characters could share a ServiceAccount and its Workload Identity member, so 50 it is.
+MAX_NAME_LENGTH = {"Cluster": 50, "Job": 47, "Service": 47}
 
 
 class WorkloadType(StrEnum):
@@ -619,8 +621,8 @@ class MLWorkload(ApiModel):
             "metadata.name must be a DNS-1035 label: lowercase letters, digits and '-', starting with a letter",
         ),
         cel(
-            "self.metadata.name.size() <= (self.spec.type == 'Cluster' ? 53 : 47)",
-            "metadata.name is too long: at most 53 characters for type Cluster and 47 for"
+            "self.metadata.name.size() <= (self.spec.type == 'Cluster' ? 50 : 47)",
+            "metadata.name is too long: at most 50 characters for type Cluster and 47 for"
             " Job and Service (KubeRay derives longer names from it)",
         ),
     )

@@ -27,7 +27,7 @@ def _reserved(total: Decimal, tiers: tuple[tuple[int, Decimal], ...], beyond: De
 class MachineType:
     name: str
     vcpus: int
-    memory_gib: int
+    memory_gib: Decimal
 
     @property
     def allocatable_cpu(self) -> Decimal:
@@ -45,7 +45,34 @@ class MachineType:
 
 
 def _machines(*specs: tuple[str, int, int]) -> dict[str, MachineType]:
-    return {name: MachineType(name, vcpus, memory) for name, vcpus, memory in specs}
+    return {name: MachineType(name, vcpus, Decimal(memory)) for name, vcpus, memory in specs}
+
+
+# General-purpose families GKE node pools use, as (family, GiB per vCPU, sizes) from GCE's machine
+# family pages; custom and shared-core types are left out (admission names the families instead).
+_CPU_FAMILIES: tuple[tuple[str, str, tuple[int, ...]], ...] = (
+    ("e2-standard", "4", (2, 4, 8, 16, 32)), ("e2-highmem", "8", (2, 4, 8, 16)),
+    ("e2-highcpu", "1", (2, 4, 8, 16, 32)),
+    ("n2-standard", "4", (2, 4, 8, 16, 32, 48, 64, 80, 96, 128)),
+    ("n2-highmem", "8", (2, 4, 8, 16, 32, 48, 64, 80, 96, 128)),
+    ("n2-highcpu", "1", (2, 4, 8, 16, 32, 48, 64, 80, 96)),
+    ("n2d-standard", "4", (2, 4, 8, 16, 32, 48, 64, 80, 96, 128, 224)),
+    ("n2d-highmem", "8", (2, 4, 8, 16, 32, 48, 64, 80, 96)),
+    ("n2d-highcpu", "1", (2, 4, 8, 16, 32, 48, 64, 80, 96, 128, 224)),
+    ("n4-standard", "4", (2, 4, 8, 16, 32, 48, 64, 80)), ("n4-highmem", "8", (2, 4, 8, 16, 32, 48, 64, 80)),
+    ("n4-highcpu", "2", (2, 4, 8, 16, 32, 48, 64, 80)),
+    ("c3-standard", "4", (4, 8, 22, 44, 88, 176)), ("c3-highmem", "8", (4, 8, 22, 44, 88, 176)),
+    ("c3-highcpu", "2", (4, 8, 22, 44, 88, 176)),
+    ("c2-standard", "4", (4, 8, 16, 30, 60)), ("t2d-standard", "4", (1, 2, 4, 8, 16, 32, 48, 60)),
+    ("n1-standard", "3.75", (1, 2, 4, 8, 16, 32, 64, 96)), ("n1-highmem", "6.5", (2, 4, 8, 16, 32, 64, 96)),
+    ("n1-highcpu", "0.9", (2, 4, 8, 16, 32, 64, 96)),
+)  # fmt: skip
+CPU_MACHINES: dict[str, MachineType] = {
+    f"{family}-{size}": MachineType(f"{family}-{size}", size, Decimal(per_vcpu) * size)
+    for family, per_vcpu, sizes in _CPU_FAMILIES
+    for size in sizes
+}
+CPU_FAMILIES: tuple[str, ...] = tuple(family for family, _, _ in _CPU_FAMILIES)
 
 
 _G2 = _machines(
@@ -65,15 +92,21 @@ _A3 = _machines(
     ("a3-highgpu-1g", 26, 234), ("a3-highgpu-2g", 52, 468), ("a3-highgpu-4g", 104, 936),
     ("a3-highgpu-8g", 208, 1872), ("a3-megagpu-8g", 208, 1872), ("a3-ultragpu-8g", 224, 2952),
 )  # fmt: skip
-# N1 standard sizes for T4: the vCPU ceiling per GPU count is GCE's (24 for 1 GPU is a
-# conservative reading of the documented 1-48 range, matching common practice).
-_N1 = _machines(
-    ("n1-standard-4", 4, 15), ("n1-standard-8", 8, 30), ("n1-standard-16", 16, 60),
-    ("n1-standard-32", 32, 120), ("n1-standard-64", 64, 240), ("n1-standard-96", 96, 360),
-)  # fmt: skip
+# B200 and GB200 machines: known as machine types (a group names them with its accelerator), not yet
+# catalogued as defaults for their accelerators.
+_A4 = _machines(("a4-highgpu-8g", 224, 3968), ("a4x-highgpu-4g", 140, 884))
+# T4 attaches to N1 machines (in CPU_MACHINES); the vCPU ceiling per GPU count is GCE's.
 _T4_MAX_VCPUS = {1: 48, 2: 48, 4: 96}
 
-MACHINES: dict[str, MachineType] = {**_G2, **_A2, **_A2_ULTRA, **_A3, **_N1}
+MACHINES: dict[str, MachineType] = {**_G2, **_A2, **_A2_ULTRA, **_A3, **_A4, **CPU_MACHINES}
+
+
+def general_machine_for(cpu: Decimal, memory: Decimal) -> MachineType | None:
+    """The smallest general-purpose machine a pod of this size fits on, if any (the cluster's own nodes are
+    of some such type; a pod no machine can hold would stay Pending forever)."""
+    fitting = [m for m in CPU_MACHINES.values() if m.allocatable_cpu >= cpu and m.allocatable_memory >= memory]
+    return min(fitting, key=lambda m: (m.vcpus, m.memory_gib), default=None)
+
 
 # (accelerator type, count) -> machine types that carry exactly that, default first.
 _ATTACHED: dict[tuple[str, int], tuple[str, ...]] = {

@@ -12,12 +12,15 @@ from fnmatch import fnmatchcase
 
 from mlworkload.api.policy import SpotRule, TokenAuth
 from mlworkload.api.quantity import GIB, parse_quantity
-from mlworkload.api.workload import Capacity, Isolation, Visibility
+from mlworkload.api.workload import Capacity, Isolation, Resources, Visibility
 from mlworkload.constants import PORT_GCS
 from mlworkload.gcp.machines import (
+    CPU_FAMILIES,
     KNOWN_ACCELERATORS,
     MACHINES,
+    MachineType,
     accelerator_fits_machine,
+    general_machine_for,
     machines_for,
 )
 from mlworkload.policy.resolve import (
@@ -105,34 +108,47 @@ def _format_gib(value: Decimal) -> str:
     return f"{(value / GIB).quantize(Decimal('0.1'))}Gi"
 
 
+def _fit_problems(path: str, resources: Resources, machine: MachineType) -> list[Problem]:
+    cpu, memory = parse_quantity(resources.cpu), parse_quantity(resources.memory)
+    problems = []
+    if cpu > machine.allocatable_cpu:
+        problems.append(Problem(f"{path}.cpu", f"{resources.cpu} does not fit a {machine.name} node"
+                                f" ({machine.allocatable_cpu.quantize(Decimal('0.01'))} CPUs allocatable);"
+                                " request less or choose a larger machineType"))  # fmt: skip
+    if memory > machine.allocatable_memory:
+        problems.append(Problem(f"{path}.memory", f"{resources.memory} does not fit a {machine.name} node"
+                                f" ({_format_gib(machine.allocatable_memory)} allocatable);"
+                                " request less or choose a larger machineType"))  # fmt: skip
+    return problems
+
+
+def _general_fit_problems(path: str, resources: Resources) -> list[Problem]:
+    if general_machine_for(parse_quantity(resources.cpu), parse_quantity(resources.memory)) is not None:
+        return []
+    return [
+        Problem(
+            path,
+            f"cpu {resources.cpu} and memory {resources.memory} fit no general-purpose GKE machine"
+            " type (up to 224 vCPUs or 1408 GiB); the pod would stay Pending forever: request less",
+        )
+    ]
+
+
 def check_resources_fit(resolved: ResolvedWorkload) -> list[Problem]:
-    """A pod larger than its node's allocatable resources would stay Pending forever."""
-    problems: list[Problem] = []
+    """A pod larger than its node's allocatable resources would stay Pending forever, and a machine type
+    GKE does not sell would fail only when the node pool is created."""
+    problems = _general_fit_problems("spec.head.resources", resolved.workload.spec.head.resources)
     for index, group in enumerate(resolved.groups):
+        path = f"spec.workerGroups[{index}]"
         machine = MACHINES.get(group.machine_type or "")
-        if machine is None:
-            continue
-        path = f"spec.workerGroups[{index}].resources"
-        cpu = parse_quantity(group.spec.resources.cpu)
-        memory = parse_quantity(group.spec.resources.memory)
-        if cpu > machine.allocatable_cpu:
-            problems.append(
-                Problem(
-                    f"{path}.cpu",
-                    f"{group.spec.resources.cpu} does not fit a {machine.name} node"
-                    f" ({machine.allocatable_cpu.quantize(Decimal('0.01'))} CPUs allocatable);"
-                    " request less or choose a larger machineType",
-                )
-            )
-        if memory > machine.allocatable_memory:
-            problems.append(
-                Problem(
-                    f"{path}.memory",
-                    f"{group.spec.resources.memory} does not fit a {machine.name} node"
-                    f" ({_format_gib(machine.allocatable_memory)} allocatable);"
-                    " request less or choose a larger machineType",
-                )
-            )
+        if group.spec.machine_type is not None and machine is None:
+            problems.append(Problem(f"{path}.machineType", f"{group.spec.machine_type!r} is not a machine type the"
+                                    " operator knows: the GPU machine types (g2, a2, a3) and general-purpose"
+                                    f" {', '.join(CPU_FAMILIES)}-N in GCE's sizes"))  # fmt: skip
+        elif machine is not None:
+            problems += _fit_problems(f"{path}.resources", group.spec.resources, machine)
+        elif group.spec.accelerator is None:
+            problems += _general_fit_problems(f"{path}.resources", group.spec.resources)
     return problems
 
 
