@@ -45,6 +45,7 @@ import copy
 import datetime as dt
 import functools
 import importlib.resources
+import ipaddress
 import json
 import os
 import re
@@ -664,6 +665,33 @@ def _metadata_problems(obj: Mapping[str, Any], kind: str) -> Iterator[str]:
 _CEL_MACROS: Final = frozenset({"has", "dyn", "all", "exists", "exists_one", "map", "filter"})
 
 
+def _k8s_is_cidr(text: Any) -> celpy.celtypes.BoolType:
+    """Kubernetes' CEL `isCIDR` (library `net`, Kubernetes 1.31): address/prefix, IPv4 or IPv6 (netip.ParsePrefix
+    accepts host bits set, and so does ip_network(strict=False))."""
+    value = str(text)
+    if "/" not in value:
+        return celpy.celtypes.BoolType(False)
+    try:
+        ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        return celpy.celtypes.BoolType(False)
+    return celpy.celtypes.BoolType(True)
+
+
+def _k8s_is_ip(text: Any) -> celpy.celtypes.BoolType:
+    """Kubernetes' CEL `isIP` (library `net`, Kubernetes 1.31): an IPv4 or IPv6 address, no zone."""
+    try:
+        ipaddress.ip_address(str(text))
+    except ValueError:
+        return celpy.celtypes.BoolType(False)
+    return celpy.celtypes.BoolType(True)
+
+
+# The Kubernetes CEL library functions this module implements beyond cel-python's own, from their documented
+# semantics (https://kubernetes.io/docs/reference/using-api/cel/#kubernetes-ip-address-library).
+_K8S_FUNCTIONS: Final[dict[str, Any]] = {"isCIDR": _k8s_is_cidr, "isIP": _k8s_is_ip}
+
+
 @functools.lru_cache(maxsize=1)
 def _cel_env() -> celpy.Environment:
     return celpy.Environment()
@@ -671,7 +699,7 @@ def _cel_env() -> celpy.Environment:
 
 @functools.lru_cache(maxsize=1)
 def _cel_functions() -> frozenset[str]:
-    return frozenset(name for name in base_functions if name[:1].isalpha()) | _CEL_MACROS
+    return frozenset(name for name in base_functions if name[:1].isalpha()) | _CEL_MACROS | set(_K8S_FUNCTIONS)
 
 
 def _called_functions(tree: lark.Tree[Any]) -> set[str]:
@@ -715,7 +743,7 @@ class _CelRule:
             missing = sorted(_called_functions(tree) - _cel_functions())
             if missing:
                 raise self._unsupported(f"cel-python lacks the function(s) {', '.join(missing)}")
-            self._program = _cel_env().program(tree)
+            self._program = _cel_env().program(tree, functions=_K8S_FUNCTIONS)
         return self._program
 
 

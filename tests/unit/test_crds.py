@@ -89,12 +89,17 @@ def test_the_api_rules_are_cel_in_the_crd() -> None:
     spec_rules = rules_at(schema, ".spec")
     assert "self.type == 'Job' ? has(self.job) : !has(self.job)" in spec_rules
     assert "self.type == 'Service' ? has(self.serve) : !has(self.serve)" in spec_rules
-    assert len(rules_at(schema, ".spec.workerGroups[]")) == 2  # minReplicas <= replicas <= maxReplicas
+    assert len(rules_at(schema, ".spec.workerGroups[]")) == 3  # reserved names; minReplicas <= replicas <= max
     assert len(rules_at(schema, ".spec.ray")) == 1  # image tag agrees with the version
     groups = dict(walk(schema))[".spec.workerGroups"]
     assert (groups["x-kubernetes-list-type"], groups["x-kubernetes-list-map-keys"]) == ("map", ["name"])
     count = dict(walk(schema))[".spec.workerGroups[].accelerator.count"]
     assert count["enum"] == [1, 2, 4, 8, 16]
+    # What the API server's own NetworkPolicy validation would refuse later, refused at kubectl apply.
+    peer = ".spec.network.allowFrom[]"
+    assert "has(self.podSelector) || has(self.namespaceSelector) || has(self.ipBlock)" in rules_at(schema, peer)
+    assert "isCIDR(self.cidr)" in rules_at(schema, f"{peer}.ipBlock")
+    assert "!has(self.host) || !isIP(self.host)" in rules_at(schema, ".spec.expose.dashboard")
 
 
 def test_free_form_sections_keep_unknown_fields() -> None:
@@ -106,6 +111,7 @@ def test_free_form_sections_keep_unknown_fields() -> None:
 
 # The CRD's schema and CEL rules, evaluated as the API server would, agree with the models: what the
 # cluster refuses even while the webhook is down is what `mlworkload validate` refuses.
+IN_WITHOUT_VALUES = {"matchExpressions": [{"key": "a", "operator": "In"}]}
 CEL_CASES = {
     "valid cluster": (workload().gpu_group(replicas=2, minReplicas=1, maxReplicas=4), True),
     "valid job": (workload().job(), True),
@@ -123,6 +129,17 @@ CEL_CASES = {
     "name too long for a job": (workload("j" * 48).job(), False),
     "name fine for a cluster": (workload("c" * 50), True),
     "name too long for a cluster": (workload("c" * 51), False),
+    "a group named head": (workload().group("head"), False),
+    "an empty allowFrom peer": (workload().set("spec.network.allowFrom", [{}]), False),
+    "ipBlock with a selector": (
+        workload().set("spec.network.allowFrom", [{"ipBlock": {"cidr": "10.0.0.0/8"}, "podSelector": {}}]),
+        False,
+    ),
+    "a peer that is not a CIDR": (workload().set("spec.network.allowFrom", [{"ipBlock": {"cidr": "10.0.0.0"}}]), False),
+    "a peer with a CIDR": (workload().set("spec.network.allowFrom", [{"ipBlock": {"cidr": "10.0.0.0/8"}}]), True),
+    "In without values": (workload().set("spec.network.allowFrom", [{"podSelector": IN_WITHOUT_VALUES}]), False),
+    "an IP as host": (workload().expose("dashboard", host="10.0.0.1"), False),
+    "an image with a space": (workload().set("spec.ray.image", "rayproject/ray x:2.41.0"), False),
     "name not DNS-1035": (workload("9lives"), False),
     "duplicate group names": (workload().group("a").group("a"), False),
     "unknown field": (workload().set("spec.colour", "blue"), False),

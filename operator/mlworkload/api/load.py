@@ -12,6 +12,7 @@ from mlworkload.api.policy import MLWorkloadPolicy
 from mlworkload.api.workload import MLWorkload
 from mlworkload.constants import API_VERSION, POLICY_KIND, WORKLOAD_KIND
 from mlworkload.problems import Problem, Refused, printable, problems_from_validation
+from mlworkload.yamlio import UNREADABLE, short_repr
 
 
 def parse_workload(document: Any) -> MLWorkload:
@@ -48,18 +49,24 @@ class Documents:
 
 
 def parse_documents(documents: list[Any], source: str) -> Documents:
-    """MLWorkloads and MLWorkloadPolicies from a list of documents, all problems at once."""
+    """MLWorkloads and MLWorkloadPolicies from a list of documents, all problems at once.
+
+    A document that cannot be told apart as a Kubernetes object (not a mapping; apiVersion or kind
+    missing or not a string) is marked UNREADABLE, as kubectl refuses to decode it at all; one of
+    another kind is an ordinary refusal naming apiVersion and kind.
+    """
     parsed = Documents()
     lines: list[Problem] = []
     for index, document in enumerate(documents):
         where = f"{source}, document {index + 1}"
-        if not isinstance(document, dict):
-            lines.append(Problem(where, "expected a Kubernetes object (a mapping with apiVersion and kind)"))
+        unreadable = _unreadable(document)
+        if unreadable:
+            lines.extend(Problem(where, message, rule=UNREADABLE) for message in unreadable)
             continue
-        kind, api_version = document.get("kind"), document.get("apiVersion")
+        kind, api_version = document["kind"], document["apiVersion"]
         if api_version != API_VERSION or kind not in {WORKLOAD_KIND, POLICY_KIND}:
             lines.append(
-                Problem(where, f"apiVersion {api_version!r} kind {kind!r} is not an {API_VERSION}"
+                Problem(where, f"apiVersion {short_repr(api_version)} kind {short_repr(kind)} is not an {API_VERSION}"
                         f" {WORKLOAD_KIND} or {POLICY_KIND}")
             )  # fmt: skip
             continue
@@ -73,3 +80,18 @@ def parse_documents(documents: list[Any], source: str) -> Documents:
     if lines:
         raise Refused(lines)
     return parsed
+
+
+def _unreadable(document: Any) -> list[str]:
+    """Why a document is not a Kubernetes object at all; empty when apiVersion and kind are strings."""
+    if not isinstance(document, dict):
+        return ["expected a Kubernetes object (a mapping with apiVersion and kind)"]
+    expected = {"apiVersion": API_VERSION, "kind": f"{WORKLOAD_KIND} or {POLICY_KIND}"}
+    problems = []
+    for name, example in expected.items():
+        value = document.get(name)
+        if name not in document:
+            problems.append(f"{name}: required field is missing (expected {example})")
+        elif not isinstance(value, str):
+            problems.append(f"{name}: {short_repr(value)} is not a string (expected {example})")
+    return problems

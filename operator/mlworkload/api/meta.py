@@ -7,7 +7,7 @@ from typing import Annotated, Any, Self
 
 from pydantic import ConfigDict, Field, StrictInt, field_validator, model_validator
 
-from mlworkload.api.base import ApiModel
+from mlworkload.api.base import ApiModel, cel, with_cel
 
 DNS1035_LABEL = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
 DNS1123_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
@@ -85,6 +85,14 @@ class SelectorOperator(StrEnum):
 class LabelSelectorRequirement(KubernetesShape):
     """One matchExpressions entry, as in metav1.LabelSelectorRequirement."""
 
+    model_config = with_cel(
+        cel(
+            "self.operator in ['In', 'NotIn'] ? has(self.values) && size(self.values) > 0"
+            " : !has(self.values) || size(self.values) == 0",
+            "values: In and NotIn need at least one value; Exists and DoesNotExist take none",
+        )
+    )
+
     key: str = Field(description="The label key the selector applies to.")
     operator: SelectorOperator = Field(description="In, NotIn, Exists or DoesNotExist.")
     values: list[str] = Field(
@@ -157,6 +165,11 @@ def cidr_problem(text: str) -> str | None:
 class IPBlock(KubernetesShape):
     """An IP range, as in networking.k8s.io/v1 IPBlock."""
 
+    model_config = with_cel(
+        cel("isCIDR(self.cidr)", "cidr must be a CIDR: address/prefix, e.g. 10.0.0.0/8", ".cidr"),
+        cel("!has(self.except) || self.except.all(c, isCIDR(c))", "except: every entry must be a CIDR", ".except"),
+    )
+
     cidr: str = Field(description="A CIDR such as 10.0.0.0/8 or 2001:db8::/32.", max_length=64)
     except_: list[str] = Field(default_factory=list, alias="except", description="CIDRs inside `cidr` to leave out.")
 
@@ -194,6 +207,17 @@ class PeerPort(KubernetesShape):
 
 class NetworkPolicyPeer(KubernetesShape):
     """A traffic peer, as in networking.k8s.io/v1 NetworkPolicyPeer."""
+
+    model_config = with_cel(
+        cel(
+            "has(self.podSelector) || has(self.namespaceSelector) || has(self.ipBlock)",
+            "a peer needs podSelector, namespaceSelector or ipBlock (an empty peer selects nothing)",
+        ),
+        cel(
+            "!has(self.ipBlock) || !(has(self.podSelector) || has(self.namespaceSelector))",
+            "ipBlock cannot be combined with podSelector or namespaceSelector; use two peers",
+        ),
+    )
 
     pod_selector: LabelSelector | None = Field(default=None, description="Pods selected by labels.")
     namespace_selector: LabelSelector | None = Field(

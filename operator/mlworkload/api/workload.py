@@ -167,6 +167,7 @@ class RaySpec(ApiModel):
         ),
         min_length=1,
         max_length=512,
+        json_schema_extra={"pattern": f"^{IMAGE_REFERENCE.pattern}$"},  # the CRD refuses it too
     )
     env: list[EnvVar] = Field(
         default_factory=list,
@@ -248,6 +249,7 @@ class WorkerGroup(ApiModel):
     """A group of identical Ray workers."""
 
     model_config = with_cel(
+        cel("!(self.name in ['head', 'submitter'])", "name: head and submitter are reserved", ".name"),
         cel(
             "!has(self.minReplicas) || self.minReplicas <= (has(self.replicas) ? self.replicas : 1)",
             "minReplicas must not exceed replicas",
@@ -426,6 +428,8 @@ class NetworkSpec(ApiModel):
 
 class Endpoint(ApiModel):
     """An HTTP endpoint exposed through a GKE Ingress."""
+
+    model_config = with_cel(cel("!has(self.host) || !isIP(self.host)", "host must be a DNS name, not an IP", ".host"))
 
     enabled: StrictBool = Field(default=False, description="Create the Ingress. Default false.")
     visibility: Visibility = Field(
