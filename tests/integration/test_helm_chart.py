@@ -52,7 +52,8 @@ def test_the_full_values_render_every_optional_object() -> None:
     kinds = {m["kind"] for m in render(*FULL)}
     assert kinds == {
         "ServiceAccount", "CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding", "Service", "Deployment",
-        "ValidatingWebhookConfiguration", "Certificate", "MLWorkloadPolicy", "PodMonitoring", "ServiceMonitor",
+        "ValidatingWebhookConfiguration", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding",
+        "Certificate", "MLWorkloadPolicy", "PodMonitoring", "ServiceMonitor",
     }  # fmt: skip
 
 
