@@ -1,57 +1,85 @@
 """`mlworkload`: the operator's builders and policy checks on the command line, no cluster needed.
 
-Exit codes: 0 success (admitted), 1 refused (one line per problem, naming the field), 2 usage.
+Exit codes, the same for every command (api.md):
+
+  0  done; for `validate`, admitted (or, for a file of policies only, every policy valid)
+  1  refused: one line per problem on stderr, naming the file, the document and the field
+  2  unreadable input or usage: a missing file, not UTF-8, not YAML, a duplicate key, over the size
+     or alias limits (see yamlio), a document that is not an object or whose apiVersion or kind is
+     not a string; bad flags. One line per problem, naming the file and where in it
+  3  internal error: a bug, never the input's fault. One line, `mlworkload: internal error: ...`;
+     `--debug` adds the traceback
+
+Refusals and unreadable input are kept apart so a script can tell "fix your manifest" (1) from
+"this is not a manifest" (2) from "report this" (3); until they were, every crash exited 1.
 """
 
 import argparse
+import contextlib
 import json
 import sys
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-import yaml
-
 from mlworkload.api.crd import build_crds, crd_files
 from mlworkload.api.load import Documents, parse_documents
+from mlworkload.api.policy import MLWorkloadPolicy
 from mlworkload.builders import build_gcp_plan, build_objects
 from mlworkload.gcp.plan import GcpPlan, IamBinding, NodePoolPlan
 from mlworkload.policy import Admission, ClusterView, WorkloadGpus, admit_in
-from mlworkload.problems import Problem, Refused
+from mlworkload.problems import Problem, Refused, printable
 from mlworkload.settings import SETTINGS_VARIABLES, OperatorSettings, flag_of
-from mlworkload.yamlio import dump_all, load_all
+from mlworkload.yamlio import MAX_INPUT_BYTES, UNREADABLE, Unreadable, dump_all, read_all
 
-EXIT_OK, EXIT_REFUSED, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_REFUSED, EXIT_UNREADABLE, EXIT_INTERNAL = 0, 1, 2, 3
+EXIT_USAGE = EXIT_UNREADABLE  # bad flags are unreadable input too: nothing was judged
+
+# An internal error's message is cut here: it may quote a whole hostile document.
+_MAX_MESSAGE = 300
 
 
 class UsageError(Exception):
     """Bad command-line use (a missing file, a malformed flag value)."""
 
 
-def _read(path: str) -> tuple[str, str]:
+def _read(path: str) -> tuple[bytes, str]:
+    """A file's or stdin's bytes, one byte over the size limit at most (so /dev/zero ends too)."""
     if path == "-":
-        return sys.stdin.read(), "<stdin>"
+        stream: Any = getattr(sys.stdin, "buffer", sys.stdin)  # a text stream when tests replace stdin
+        data = stream.read(MAX_INPUT_BYTES + 1)
+        return (data.encode("utf-8", "surrogateescape") if isinstance(data, str) else data), "<stdin>"
     try:
-        return Path(path).read_text(encoding="utf-8"), path
+        with Path(path).open("rb") as stream:
+            return stream.read(MAX_INPUT_BYTES + 1), path
     except OSError as error:
         raise UsageError(f"cannot read {path}: {error.strerror or error}") from None
 
 
-def _load(paths: Sequence[str]) -> Documents:
+def _load(paths: Sequence[str]) -> tuple[Documents, list[Problem]]:
+    """The documents of every file, and every problem of every file (not just the first file's)."""
     combined = Documents()
+    problems: list[Problem] = []
     for path in paths:
-        text, source = _read(path)
+        data, source = _read(path)
         try:
-            documents = load_all(text)
-        except yaml.YAMLError as error:
-            mark = getattr(error, "problem_mark", None)
-            where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
-            problem = getattr(error, "problem", None) or str(error)
-            raise Refused([Problem(where, f"not valid YAML: {problem}")]) from None
-        parsed = parse_documents(documents, source)
+            parsed = parse_documents(read_all(data, source), source)
+        except (Unreadable, Refused) as error:
+            problems += error.problems
+            continue
         combined.workloads += parsed.workloads
         combined.policies += parsed.policies
-    return combined
+    return combined, problems
+
+
+def _inputs(args: argparse.Namespace) -> tuple[Documents, list[MLWorkloadPolicy]]:
+    """`-f` documents and all policies (`-f` and `--policy`); Refused with the problems of both."""
+    documents, problems = _load(args.file)
+    given, policy_problems = _load(args.policy)
+    if problems or policy_problems:
+        raise Refused(problems + policy_problems)
+    return documents, documents.policies + given.policies
 
 
 def _namespace_labels(text: str | None) -> dict[str, str] | None:
@@ -67,12 +95,16 @@ def _namespace_labels(text: str | None) -> dict[str, str] | None:
 
 
 def _admissions(args: argparse.Namespace) -> list[Admission]:
-    documents = _load(args.file)
+    documents, policies = _inputs(args)
     if not documents.workloads:
         raise UsageError(f"no MLWorkload in {', '.join(args.file)}")
+    return _judge(args, documents, policies)
+
+
+def _judge(args: argparse.Namespace, documents: Documents, policies: list[MLWorkloadPolicy]) -> list[Admission]:
     # Offline, the workloads of the input share their namespaces' quota with each other.
     view = ClusterView(
-        policies=documents.policies + _load(args.policy).policies,
+        policies=policies,
         default_labels=_namespace_labels(args.namespace_labels),
         usage=[WorkloadGpus.of(workload) for workload in documents.workloads],
     )
@@ -135,11 +167,26 @@ def _plan(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _validate(args: argparse.Namespace, out: TextIO) -> int:
-    verdicts = _admissions(args)
+    documents, policies = _inputs(args)
+    if not documents.workloads:
+        return _validate_policies(args, documents.policies, out)
+    verdicts = _judge(args, documents, policies)
     for verdict in verdicts:
         if verdict.allowed:
             out.write(f"{verdict.resolved.namespace}/{verdict.resolved.name}: admitted by {verdict.policy_name}\n")
     _admitted(verdicts)
+    return EXIT_OK
+
+
+def _validate_policies(args: argparse.Namespace, policies: list[MLWorkloadPolicy], out: TextIO) -> int:
+    """A file of policies only is checked as the policy webhook checks them: they parsed, so they are valid.
+
+    (Their problems, had there been any, were refused while loading, field by field.)
+    """
+    if not policies:
+        raise UsageError(f"no MLWorkload or MLWorkloadPolicy in {', '.join(args.file)}")
+    for policy in policies:
+        out.write(f"MLWorkloadPolicy {policy.name}: valid\n")
     return EXIT_OK
 
 
@@ -170,10 +217,14 @@ def _parser() -> argparse.ArgumentParser:
         prog="mlworkload",
         description="Render, plan and validate MLWorkloads offline, with the operator's own code.",
     )
+    parser.add_argument("--debug", action="store_true", help="print the traceback of an internal error (exit 3)")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    # Also after the command: a subparser's default would overwrite the global flag, hence SUPPRESS.
+    debug = argparse.ArgumentParser(add_help=False)
+    debug.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
     def with_inputs(name: str, help_text: str, outputs: tuple[str, ...] | None) -> argparse.ArgumentParser:
-        command = commands.add_parser(name, help=help_text, description=help_text)
+        command = commands.add_parser(name, help=help_text, description=help_text, parents=[debug])
         command.add_argument(
             "-f",
             "--file",
@@ -201,11 +252,14 @@ def _parser() -> argparse.ArgumentParser:
         handler=_plan
     )
     with_inputs("validate", "admission verdict, the same code as the webhook", None).set_defaults(handler=_validate)
-    crds = commands.add_parser("crds", help="print the generated CRDs", description="print the generated CRDs")
+    crds = commands.add_parser(
+        "crds", help="print the generated CRDs", description="print the generated CRDs", parents=[debug]
+    )
     crds.add_argument("--output-dir", metavar="DIR", help="write one file per CRD into DIR instead (e.g. crds)")
     crds.set_defaults(handler=_crds)
     run = commands.add_parser(
         "run",
+        parents=[debug],
         help="run the operator against the current kubeconfig / in-cluster config",
         description="Run the operator. Every flag has an environment variable (shown); flags win.",
     )
@@ -217,21 +271,54 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: TextIO | None = None) -> int:
+    """Run one command; the exit code is the module docstring's, whatever the input or the code does."""
     out = out or sys.stdout
     err = err or sys.stderr
+    debug = False
     try:
-        args = _parser().parse_args(argv)
-    except SystemExit as exit_:
-        return int(exit_.code or 0)
+        args = _parse(argv, out, err)
+        if isinstance(args, int):
+            return args
+        debug = args.debug
+        return _dispatch(args, out, err)
+    except Exception as error:  # the one place where every unexpected error becomes exit 3
+        return _internal_error(error, err, debug)
+
+
+def _parse(argv: Sequence[str] | None, out: TextIO, err: TextIO) -> argparse.Namespace | int:
+    """The parsed command line, or argparse's exit code (2 for bad flags, 0 for --help), its text on out/err."""
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            return _parser().parse_args(argv)
+        except SystemExit as exit_:
+            return exit_.code if isinstance(exit_.code, int) else EXIT_OK if exit_.code is None else EXIT_USAGE
+
+
+def _dispatch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     try:
         handler: Any = args.handler
         return int(handler(args, out))
     except Refused as refused:
         err.write("\n".join(refused.lines()) + "\n")
-        return EXIT_REFUSED
+        unreadable = any(problem.rule == UNREADABLE for problem in refused.problems)
+        return EXIT_UNREADABLE if unreadable else EXIT_REFUSED
     except UsageError as error:
-        err.write(f"mlworkload: {error}\n")
+        err.write(f"mlworkload: {printable(str(error))}\n")
         return EXIT_USAGE
+
+
+def _internal_error(error: Exception, err: TextIO, debug: bool) -> int:
+    """One line naming the exception, so a script sees 3 and a person sees what to report, not a traceback."""
+    message = printable(str(error))
+    if len(message) > _MAX_MESSAGE:
+        message = message[:_MAX_MESSAGE] + "..."
+    line = f"mlworkload: internal error: {type(error).__name__}: {message}"
+    if debug:
+        err.write("".join(traceback.format_exception(error)))
+        err.write(line + "\n")
+    else:
+        err.write(line + " (run with --debug for the traceback)\n")
+    return EXIT_INTERNAL
 
 
 if __name__ == "__main__":  # pragma: no cover

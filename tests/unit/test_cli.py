@@ -8,10 +8,17 @@ import pytest
 import yaml
 
 from mlworkload.cli import main
-from tests.support.documents import workload
+from tests.support.documents import policy, workload
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 POLICY = str(EXAMPLES / "policy-team-nlp.yaml")
+# Governs every namespace and says nothing about GCP: the plan comes from the workload and the environment.
+BARE_POLICY = {
+    "apiVersion": "mlworkload.io/v1alpha1",
+    "kind": "MLWorkloadPolicy",
+    "metadata": {"name": "bare"},
+    "spec": {},
+}
 
 
 def run(*argv: str, stdin: str | None = None, monkeypatch: pytest.MonkeyPatch | None = None) -> tuple[int, str, str]:
@@ -62,20 +69,20 @@ def test_plan_text_reads_as_a_change_list() -> None:
 
 
 def test_plan_with_nothing_to_do(tmp_path: Path) -> None:
-    code, out, _ = run("plan", "-f", write(tmp_path, workload().group().doc))
+    code, out, _ = run("plan", "-f", write(tmp_path, workload().group().doc, BARE_POLICY))
     assert (code, out) == (0, "No GCP changes: no node pools and no IAM bindings are needed.\n")
 
 
 def test_plan_names_the_missing_gke_cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("MLW_GCP_PROJECT", "MLW_GCP_LOCATION", "MLW_GKE_CLUSTER"):
         monkeypatch.delenv(name, raising=False)
-    code, _, err = run("plan", "-f", write(tmp_path, workload().gpu_group().doc))
+    code, _, err = run("plan", "-f", write(tmp_path, workload().gpu_group().doc, BARE_POLICY))
     assert code == 1
     assert "no GKE cluster is known" in err
     monkeypatch.setenv("MLW_GCP_PROJECT", "ops-proj")
     monkeypatch.setenv("MLW_GCP_LOCATION", "us-east4")
     monkeypatch.setenv("MLW_GKE_CLUSTER", "ops")
-    code, out, _ = run("plan", "-f", write(tmp_path, workload().gpu_group().doc), "-o", "json")
+    code, out, _ = run("plan", "-f", write(tmp_path, workload().gpu_group().doc, BARE_POLICY), "-o", "json")
     assert code == 0
     assert json.loads(out)["nodePools"][0]["project"] == "ops-proj"
 
@@ -111,9 +118,14 @@ def test_validate_refuses_with_one_line_per_problem(tmp_path: Path) -> None:
 
 
 def test_namespace_labels_decide_which_policy_governs(tmp_path: Path) -> None:
+    cv = policy("team-cv").set("namespaceSelector", {"matchLabels": {"team": "cv"}}).doc
     doc = workload().gpu_group(accelerator="nvidia-h100-80gb", count=8).doc
-    assert run("validate", "-f", write(tmp_path, doc), "--policy", POLICY, "--namespace-labels", "team=cv")[0] == 0
-    assert run("validate", "-f", write(tmp_path, doc), "--policy", POLICY, "--namespace-labels", "team=nlp")[0] == 1
+    argv = ["validate", "-f", write(tmp_path, doc, cv), "--policy", POLICY, "--namespace-labels"]
+    assert run(*argv, "team=cv")[:2] == (0, "team-nlp/demo: admitted by team-cv\n")
+    code, _, err = run(*argv, "team=nlp")
+    assert (code, err.startswith("team-nlp/demo: spec.workerGroups[0].accelerator.type: ")) == (1, True)
+    code, _, err = run(*argv, "team=vision")  # default deny: no policy governs the namespace
+    assert (code, err.startswith("team-nlp/demo: metadata.namespace: no MLWorkloadPolicy governs")) == (1, True)
 
 
 def test_quota_spans_the_workloads_of_one_input(tmp_path: Path) -> None:
@@ -140,12 +152,54 @@ def test_schema_errors_name_file_document_and_field(tmp_path: Path) -> None:
     )
 
 
-def test_broken_yaml_is_a_refusal_with_a_position(tmp_path: Path) -> None:
+def test_broken_yaml_is_unreadable_with_a_position(tmp_path: Path) -> None:
     path = tmp_path / "broken.yaml"
     path.write_text("apiVersion: mlworkload.io/v1alpha1\nkind: [MLWorkload\n")
     code, _, err = run("validate", "-f", str(path))
-    assert code == 1
-    assert err.startswith(f"{path}:3:1: not valid YAML:")
+    assert (code, err) == (2, f"{path}:3:1: not valid YAML: did not find expected ',' or ']'\n")
+
+
+def test_every_problem_of_every_file_at_once_unreadable_wins(tmp_path: Path) -> None:
+    (tmp_path / "dup.yaml").write_text("a: 1\na: 2\nb: 1\nb: 2\n")
+    (tmp_path / "bad.yaml").write_bytes(b"kind: \xff\n")
+    schema = write(tmp_path, workload("b").set("spec.workerGroups", [{"name": "g", "replica": 2}]).doc)
+    code, _, err = run(
+        "validate", "-f", schema, "-f", str(tmp_path / "dup.yaml"), "--policy", str(tmp_path / "bad.yaml")
+    )
+    assert code == 2  # one file could not be read: no verdict at all, but every problem is listed
+    assert [line.split(": ")[0] for line in err.splitlines()] == [
+        f"{schema}, document 1 (MLWorkload team-nlp/b)", f"{tmp_path}/dup.yaml:2:1", f"{tmp_path}/dup.yaml:4:1",
+        f"{tmp_path}/bad.yaml",
+    ]  # fmt: skip
+
+
+def test_a_file_of_policies_only_validates_the_policies(tmp_path: Path) -> None:
+    code, out, err = run("validate", "-f", POLICY)
+    assert (code, out, err) == (0, "MLWorkloadPolicy team-nlp: valid\n", "")
+    broken = policy("p").set("quota", {"maxGPUs": "many"}).set("priorty", 1).doc
+    code, out, err = run("validate", "-f", write(tmp_path, broken))
+    assert (code, out) == (1, "")
+    assert [line.split(": ")[1] for line in err.splitlines()] == ["spec.quota.maxGPUs", "spec.priorty"]
+    assert run("render", "-f", POLICY)[::2] == (2, f"mlworkload: no MLWorkload in {POLICY}\n")
+
+
+def test_an_internal_error_is_one_line_with_exit_3(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*_: object) -> None:
+        raise ZeroDivisionError("division by zero\nsecond line")
+
+    monkeypatch.setattr("mlworkload.cli.build_objects", broken)
+    path = write(tmp_path, workload().doc)
+    code, out, err = run("render", "-f", path, "--policy", POLICY, "--namespace-labels", "team=nlp")
+    assert (code, out) == (3, "")
+    assert err == (
+        "mlworkload: internal error: ZeroDivisionError: division by zero\\nsecond line"
+        " (run with --debug for the traceback)\n"
+    )
+    for argv in (["--debug", "render", "-f", path], ["render", "--debug", "-f", path]):
+        code, _, err = run(*argv, "--policy", POLICY, "--namespace-labels", "team=nlp")
+        assert code == 3
+        assert err.startswith("Traceback (most recent call last):\n")
+        assert err.splitlines()[-1] == "mlworkload: internal error: ZeroDivisionError: division by zero\\nsecond line"
 
 
 @pytest.mark.parametrize(
@@ -166,11 +220,14 @@ def test_usage_errors_exit_2(tmp_path: Path, argv: list[str], message: str) -> N
     assert message in err
 
 
-def test_argparse_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
-    assert run("render")[0] == 2
-    assert run("bogus")[0] == 2
-    assert run("render", "-f", "x", "-o", "xml")[0] == 2
-    assert "usage: mlworkload" in capsys.readouterr().err
+def test_argparse_usage_errors_exit_2() -> None:
+    for argv in (["render"], ["bogus"], ["render", "-f", "x", "-o", "xml"], ["--debug"]):
+        code, out, err = run(*argv)
+        assert (code, out) == (2, ""), argv
+        assert err.startswith("usage: mlworkload"), argv
+    code, out, err = run("validate", "--help")
+    assert (code, err) == (0, "")
+    assert out.startswith("usage: mlworkload validate")
 
 
 def test_crds_print_and_write(tmp_path: Path) -> None:
