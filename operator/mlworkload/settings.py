@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from mlworkload.api.meta import DNS1123_LABEL, cidr_problem, label_problem
+from mlworkload.api.meta import DNS1123_LABEL, valid_cidrs, valid_labels
 from mlworkload.api.policy import PolicyGcp
 from mlworkload.policy.resolve import (
     DEFAULT_KUBERAY_NAMESPACE,
@@ -128,18 +128,12 @@ class OperatorSettings(BaseModel):
     @field_validator("kuberay_pod_labels")
     @classmethod
     def _labels(cls, labels: dict[str, str]) -> dict[str, str]:
-        problems = [problem for key, value in labels.items() if (problem := label_problem(key, value))]
-        if problems:
-            raise ValueError("\n".join(problems))
-        return labels
+        return valid_labels(labels)
 
     @field_validator("api_server_cidrs")
     @classmethod
     def _cidrs(cls, cidrs: list[str]) -> list[str]:
-        problems = [problem for cidr in cidrs if (problem := cidr_problem(cidr))]
-        if problems:
-            raise ValueError("\n".join(problems))
-        return cidrs
+        return valid_cidrs(cidrs)
 
     @model_validator(mode="after")
     def _live_needs_a_cluster(self) -> "OperatorSettings":

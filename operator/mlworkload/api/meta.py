@@ -45,6 +45,14 @@ def label_problem(key: str, value: str) -> str | None:
     return None
 
 
+def valid_labels(labels: dict[str, str]) -> dict[str, str]:
+    """The labels, if the API server takes every key and value; ValueError with a line per problem otherwise."""
+    problems = [problem for key, value in labels.items() if (problem := label_problem(key, value))]
+    if problems:
+        raise ValueError("\n".join(problems))
+    return labels
+
+
 class ObjectMeta(ApiModel):
     """The parts of metadata the operator reads. Everything else the API server sets is ignored."""
 
@@ -60,10 +68,7 @@ class ObjectMeta(ApiModel):
     @field_validator("labels")
     @classmethod
     def _labels_are_valid(cls, labels: dict[str, str]) -> dict[str, str]:
-        problems = [problem for key, value in labels.items() if (problem := label_problem(key, value))]
-        if problems:
-            raise ValueError("\n".join(problems))
-        return labels
+        return valid_labels(labels)
 
     name: str = ""
     namespace: str | None = None
@@ -127,10 +132,7 @@ class LabelSelector(KubernetesShape):
     @field_validator("match_labels")
     @classmethod
     def _labels_are_valid(cls, labels: dict[str, str]) -> dict[str, str]:
-        problems = [problem for key, value in labels.items() if (problem := label_problem(key, value))]
-        if problems:
-            raise ValueError("\n".join(problems))
-        return labels
+        return valid_labels(labels)
 
     def matches(self, labels: dict[str, str]) -> bool:
         if any(labels.get(key) != value for key, value in self.match_labels.items()):
@@ -160,6 +162,14 @@ def cidr_problem(text: str) -> str | None:
     except ValueError:
         return f"{text!r} is not a CIDR: write it as address/prefix, e.g. 10.0.0.0/8 or 2001:db8::/32"
     return None
+
+
+def valid_cidrs(cidrs: list[str]) -> list[str]:
+    """The CIDRs, if each is one; ValueError with a line per problem otherwise."""
+    problems = [problem for cidr in cidrs if (problem := cidr_problem(cidr))]
+    if problems:
+        raise ValueError("\n".join(problems))
+    return cidrs
 
 
 class IPBlock(KubernetesShape):

@@ -12,7 +12,7 @@ from typing import Literal
 from pydantic import Field, StrictBool, StrictInt, field_validator, model_validator
 
 from mlworkload.api.base import ApiModel, cel, with_cel
-from mlworkload.api.meta import LabelSelector, NetworkPolicyPeer, ObjectMeta, cidr_problem
+from mlworkload.api.meta import LabelSelector, NetworkPolicyPeer, ObjectMeta, valid_cidrs
 from mlworkload.api.workload import GSA_PATTERN, INT32_MAX, Isolation
 from mlworkload.gcp.machines import GKE_ACCELERATORS
 
@@ -28,11 +28,6 @@ _GCE_NAME = re.compile(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?")
 def _refuse(problems: list[str]) -> None:
     if problems:
         raise ValueError("\n".join(problems))
-
-
-def _cidrs(cidrs: list[str]) -> list[str]:
-    _refuse([problem for cidr in cidrs if (problem := cidr_problem(cidr))])
-    return cidrs
 
 
 def _version_pattern_problem(pattern: str) -> str | None:
@@ -190,7 +185,7 @@ class PolicyNetwork(ApiModel):
     @field_validator("api_server_cidrs", "load_balancer_source_ranges")
     @classmethod
     def _are_cidrs(cls, cidrs: list[str]) -> list[str]:
-        return _cidrs(cidrs)
+        return valid_cidrs(cidrs)
 
     @model_validator(mode="after")
     def _default_is_allowed(self) -> "PolicyNetwork":
