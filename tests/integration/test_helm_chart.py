@@ -169,3 +169,34 @@ def test_values_schema_is_json_schema_with_no_unknown_keys() -> None:
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     assert set(values) <= set(schema["properties"])
     assert schema["additionalProperties"] is False
+
+
+def _match(conditions: list[dict[str, Any]], operation: str, new: dict[str, Any], old: dict[str, Any] | None) -> bool:
+    """Whether the API server would call the webhook: every matchCondition true (evaluated with cel-python)."""
+    import celpy  # noqa: PLC0415
+    from celpy.adapter import json_to_cel  # noqa: PLC0415
+
+    env = celpy.Environment()
+    activation = {"request": json_to_cel({"operation": operation}), "object": json_to_cel(new),
+                  "oldObject": json_to_cel(old)}  # fmt: skip
+    return all(bool(env.program(env.compile(c["expression"])).evaluate(activation)) for c in conditions)
+
+
+def test_the_workload_webhook_is_not_asked_about_cleanup() -> None:
+    """Finalizer removal, annotations and anything on a deleting object skip the webhook entirely."""
+    config = next(m for m in render() if m["kind"] == "ValidatingWebhookConfiguration")
+    conditions = next(w for w in config["webhooks"] if w["name"] == "policy.mlworkload.io")["matchConditions"]
+    base = {"metadata": {"name": "w", "labels": {"cost-center": "nlp"}, "finalizers": ["mlworkload.io/cleanup"]},
+            "spec": {"type": "Cluster"}}  # fmt: skip
+
+    def edited(**metadata: Any) -> dict[str, Any]:
+        return {**base, "metadata": {**base["metadata"], **metadata}}
+
+    assert _match(conditions, "CREATE", base, None)
+    assert not _match(conditions, "UPDATE", edited(finalizers=[]), base)
+    assert not _match(conditions, "UPDATE", edited(annotations={"note": "x"}), base)
+    assert not _match(conditions, "UPDATE", edited(deletionTimestamp="2026-12-06T12:00:00Z"), base)
+    assert _match(conditions, "UPDATE", {**base, "spec": {"type": "Job"}}, base)
+    assert _match(conditions, "UPDATE", edited(labels={}), base)  # a cost label removed is judged
+    unlabelled = {"metadata": {"name": "w"}, "spec": {"type": "Cluster"}}
+    assert not _match(conditions, "UPDATE", {**unlabelled, "metadata": {"name": "w", "finalizers": []}}, unlabelled)
