@@ -666,13 +666,13 @@ _CEL_MACROS: Final = frozenset({"has", "dyn", "all", "exists", "exists_one", "ma
 
 
 def _k8s_is_cidr(text: Any) -> celpy.celtypes.BoolType:
-    """Kubernetes' CEL `isCIDR` (library `net`, Kubernetes 1.31): address/prefix, IPv4 or IPv6 (netip.ParsePrefix
-    accepts host bits set, and so does ip_network(strict=False))."""
-    value = str(text)
-    if "/" not in value:
+    """Kubernetes' CEL `isCIDR` (library `net`, Kubernetes 1.31): address/prefix as Go's netip.ParsePrefix reads
+    it, IPv4 or IPv6, host bits allowed, a decimal prefix length only."""
+    address, _, length = str(text).partition("/")
+    if "%" in address or not re.fullmatch(r"0|[1-9][0-9]{0,2}", length):  # no netmask, zone or leading zero
         return celpy.celtypes.BoolType(False)
     try:
-        ipaddress.ip_network(value, strict=False)
+        ipaddress.ip_network(f"{address}/{length}", strict=False)
     except ValueError:
         return celpy.celtypes.BoolType(False)
     return celpy.celtypes.BoolType(True)

@@ -99,6 +99,10 @@ def test_the_api_md_example_parses_and_round_trips() -> None:
         ("spec.expose", {"dashboard": {"enabled": True, "host": "10.0.0.1"}},
          "spec.expose.dashboard.host: '10.0.0.1' is an IP address"),
         ("spec.ray.image", "rayproject/ray x:2.41.0", "spec.ray.image: 'rayproject/ray x:2.41.0' is not an image"),
+        ("spec.ray.image", "rayproject/ray:2.41.0-gpu\u00e9", "is not an image reference"),  # the CRD's RE2 \w is ASCII
+        ("spec.network.allowFrom", [{"ipBlock": {"cidr": "172.16.0.2/255.255.255.255"}}], "is not a CIDR"),
+        ("spec.network.allowFrom", [{"ipBlock": {"cidr": "10.0.0.0/08"}}], "is not a CIDR"),
+        ("spec.network.allowFrom", [{"ipBlock": {"cidr": "fe80::%eth0/64"}}], "is not a CIDR"),
         ("spec.workerGroups", [{"name": "head"}], "spec.workerGroups[0].name: 'head' is reserved"),
         ("spec.workerGroups", [{"name": "submitter"}], "'submitter' is reserved"),
     ],

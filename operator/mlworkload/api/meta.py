@@ -153,12 +153,18 @@ def _requirement_holds(requirement: LabelSelectorRequirement, labels: dict[str, 
             return not present
 
 
+# Go's netip.ParsePrefix, which the API server uses: a decimal prefix length without leading zeros, no
+# netmask, no IPv6 zone (Python's ip_network would take 10.0.0.0/255.0.0.0 and fe80::%eth0/64).
+_PREFIX_LENGTH = re.compile(r"0|[1-9][0-9]{0,2}")
+
+
 def cidr_problem(text: str) -> str | None:
     """Why `text` is not a CIDR as NetworkPolicies take it (address/prefix), or None."""
-    if "/" not in text:
-        return f"{text!r} is not a CIDR: write it as address/prefix, e.g. 10.0.0.0/8 or 2001:db8::/32"
+    address, _, length = text.partition("/")
     try:
-        ipaddress.ip_network(text, strict=False)
+        if "%" in address or not _PREFIX_LENGTH.fullmatch(length):
+            raise ValueError(text)
+        ipaddress.ip_network(f"{address}/{length}", strict=False)
     except ValueError:
         return f"{text!r} is not a CIDR: write it as address/prefix, e.g. 10.0.0.0/8 or 2001:db8::/32"
     return None
@@ -181,7 +187,10 @@ class IPBlock(KubernetesShape):
     )
 
     cidr: str = Field(description="A CIDR such as 10.0.0.0/8 or 2001:db8::/32.", max_length=64)
-    except_: list[str] = Field(default_factory=list, alias="except", description="CIDRs inside `cidr` to leave out.")
+    # Bounded, so the CRD's CEL over the list stays within the API server's cost limit.
+    except_: list[Annotated[str, Field(max_length=64)]] = Field(
+        default_factory=list, alias="except", max_length=32, description="CIDRs inside `cidr` to leave out."
+    )
 
     @model_validator(mode="after")
     def _as_the_api_server_checks_it(self) -> Self:

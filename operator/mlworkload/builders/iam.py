@@ -124,25 +124,29 @@ def _iap_backend(resource: str) -> tuple[str, str] | None:
     return parts[1], parts[5]
 
 
+def _is_own_identity(resolved: ResolvedWorkload, member: str) -> bool:
+    """This workload's Kubernetes identity, in any project's pool: as a Workload Identity member or a direct
+    principal. Independent of the policy, so a workload whose policy changed or went still loses it."""
+    ksa = service_account_name(resolved)
+    return (member.startswith("serviceAccount:") and member.endswith(f".svc.id.goog[{resolved.namespace}/{ksa}]")) or (
+        member.startswith("principal://iam.googleapis.com/projects/")
+        and member.endswith(f".svc.id.goog/subject/ns/{resolved.namespace}/sa/{ksa}")
+    )
+
+
 def could_have_granted(resolved: ResolvedWorkload, binding: IamBinding) -> bool:
-    """Whether the operator could have added `binding` for this workload, derived from the workload and its
-    policy alone: its own Kubernetes identity, the policy's GSA, or IAP on a backend GKE made for one of its
+    """Whether the operator could have added `binding` for this workload: to its own Kubernetes identity
+    (whatever the policy says now), the policy's GSA on a bucket, or IAP on a backend GKE made for one of its
     endpoints. Status can be written by others; a recorded binding outside this is never revoked."""
-    if resolved.gcp is None:
-        return False
-    project = resolved.gcp.project
-    identities = {kubernetes_member(resolved, project)}
-    if resolved.gcp.project_number is not None:
-        identities.add(direct_principal(resolved, project, resolved.gcp.project_number))
-    gsa = resolved.policy.identity.gcp_service_account
     if binding.role == WORKLOAD_IDENTITY_USER:
-        return binding.member in identities
+        return _is_own_identity(resolved, binding.member)
     if binding.role in BUCKET_ROLES.values():
-        return binding.resource.startswith("projects/_/buckets/") and (
-            binding.member in identities or (gsa is not None and binding.member == f"serviceAccount:{gsa}")
-        )
+        gsa = resolved.policy.identity.gcp_service_account
+        policy_gsa = gsa is not None and binding.member == f"serviceAccount:{gsa}"
+        own = _is_own_identity(resolved, binding.member)
+        return binding.resource.startswith("projects/_/buckets/") and (own or policy_gsa)
     backend = _iap_backend(binding.resource)
-    if binding.role != IAP_ACCESSOR_ROLE or backend is None or backend[0] != project:
+    if binding.role != IAP_ACCESSOR_ROLE or backend is None:
         return False
     ports = {"dashboard": PORT_DASHBOARD, "serve": PORT_SERVE}
     return any(

@@ -226,7 +226,10 @@ def broken_policy(name: str, body: Mapping[str, Any], refused: Refused) -> Broke
         selector = LabelSelector.model_validate(selector_doc or {}, by_alias=True, by_name=False)
     except ValueError:
         selector = None  # cannot tell which namespaces it governs: it may govern any
-    return BrokenPolicy(name, str(refused.problems[0]) if refused.problems else "unreadable", selector)
+    priority = (body.get("spec") or {}).get("priority", 0) if isinstance(body.get("spec"), dict) else None
+    readable_priority = priority if type(priority) is int else None  # bool is an int, and no priority
+    problem = str(refused.problems[0]) if refused.problems else "unreadable"
+    return BrokenPolicy(name, problem, selector, readable_priority)
 
 
 # --- reconcile --------------------------------------------------------------------------------------

@@ -35,6 +35,7 @@ from mlworkload.gcp.errors import GcpError
 from mlworkload.gcp.plan import IamBinding
 from mlworkload.gcp.provisioner import GcpProvisioner, GcpState, Readiness, Recorded
 from mlworkload.policy import ClusterView, PlatformDefaults, ResolvedWorkload, admit_in
+from mlworkload.policy.admission import UNREADABLE_POLICY_RULE
 from mlworkload.problems import Problem, Refused
 
 logger = logging.getLogger(__name__)
@@ -206,7 +207,10 @@ async def reconcile(reconciler: Reconciler, body: Mapping[str, Any], view: Clust
                        workload.namespace, workload.name, status.role, status.resource, status.member)  # fmt: skip
     if not admission.allowed:
         # Slipped past admission (the policy changed since): apply nothing, revoke GCP access, say why.
-        kept = await _release_refused(reconciler, owner_key(workload.namespace, workload.name), recorded)
+        # An unreadable policy refuses new workloads but takes nothing from running ones: it may be a typo.
+        unreadable = any(problem.rule == UNREADABLE_POLICY_RULE for problem in admission.problems)
+        owner = owner_key(workload.namespace, workload.name)
+        kept = recorded if unreadable else await _release_refused(reconciler, owner, recorded)
         seen = Observation(**base, refusal=admission.problems, refusal_reason=REASON_POLICY_VIOLATION,
                            gpus=_gpus(workload), pools=kept.pools, bindings=kept.bindings)  # fmt: skip
         outcome_refused = Outcome("refused", problems=admission.problems, forged=forged)

@@ -39,6 +39,9 @@ class WorkloadGpus:
         return cls(workload.namespace, workload.name, workload.spec.gpus_at_max_scale)
 
 
+UNREADABLE_POLICY_RULE = "unreadable-policy"
+
+
 @dataclass(frozen=True, slots=True)
 class BrokenPolicy:
     """A stored MLWorkloadPolicy the operator cannot read. It must not be skipped: the namespaces it may
@@ -47,8 +50,15 @@ class BrokenPolicy:
     name: str
     problem: str
     selector: LabelSelector | None
+    priority: int | None = None  # None when even that cannot be read
 
-    def may_govern(self, labels: Mapping[str, str] | None) -> bool:
+    def may_govern(self, labels: Mapping[str, str] | None, readable: MLWorkloadPolicy | None) -> bool:
+        """Whether it could be the governing policy: its selector may match, and no readable policy that
+        governs the namespace certainly outranks it (higher priority; on a tie, the name sorting first)."""
+        if self.priority is not None and readable is not None:
+            outranked = (-readable.spec.priority, readable.name) < (-self.priority, self.name)
+            if outranked:
+                return False
         return self.selector is None or labels is None or self.selector.matches(dict(labels))
 
 
@@ -114,9 +124,9 @@ def admit_in(view: ClusterView, workload: MLWorkload, defaults: PlatformDefaults
     others = gpus_in_use(view.usage, policy, view, excluding=workload)
     verdict = admit(workload, view.policies, labels, defaults, gpus_of_others=others)
     unreadable = [
-        Problem("metadata.namespace", rule="policy", message=f"MLWorkloadPolicy {broken.name} may govern this"
-                f" namespace and cannot be read ({broken.problem}); its workloads are refused until the platform"
-                " team fixes it")
-        for broken in view.broken if broken.may_govern(labels)
+        Problem("metadata.namespace", rule=UNREADABLE_POLICY_RULE,
+                message=f"MLWorkloadPolicy {broken.name} may govern this namespace and cannot be read"
+                f" ({broken.problem}); its workloads are refused until the platform team fixes it")
+        for broken in view.broken if broken.may_govern(labels, policy)
     ]  # fmt: skip
     return Admission(verdict.resolved, unreadable + verdict.problems) if unreadable else verdict

@@ -5,10 +5,11 @@ from typing import Any
 
 import pytest
 
-from mlworkload.controller.reconcile import Reconciler, reconcile
+from mlworkload.api.workload import IamBindingStatus
+from mlworkload.controller.reconcile import Reconciler, reconcile, trusted
 from mlworkload.gcp.errors import FailureKind, GcpError
-from mlworkload.gcp.provisioner import DryRunProvisioner
-from mlworkload.policy import ClusterView
+from mlworkload.gcp.provisioner import DryRunProvisioner, Recorded
+from mlworkload.policy import BrokenPolicy, ClusterView, admit, admit_in
 from tests.support.documents import WorkloadDoc, permissive_policy, policy, workload
 from tests.support.fake_kube import FakeKubeApi
 
@@ -257,3 +258,50 @@ async def test_a_cluster_that_does_not_enforce_network_policies_is_reported_and_
     body_of(kube)["spec"]["network"] = {"isolation": "None"}
     await reconcile(reconciler, body_of(kube), VIEW)
     assert enforcement(kube) is None  # no NetworkPolicies, nothing to enforce
+
+
+def record_of(*bindings: tuple[str, str, str]) -> Recorded:
+    return Recorded(bindings=tuple(IamBindingStatus(resource=r, role=role, member=m, added_by_operator=True)
+                                   for r, role, m in bindings))  # fmt: skip
+
+
+def test_a_workloads_own_identity_is_revoked_whatever_its_policy_says_now() -> None:
+    """Trust must not hang on the current policy: a workload whose policy went away, or moved to another
+    project, still loses the Workload Identity binding of its own ServiceAccount."""
+    own = ("projects/old-proj/serviceAccounts/ray-nlp@old-proj.iam.gserviceaccount.com",
+           "roles/iam.workloadIdentityUser", "serviceAccount:old-proj.svc.id.goog[team-nlp/demo]")  # fmt: skip
+    other_team = ("projects/old-proj/serviceAccounts/ray-cv@old-proj.iam.gserviceaccount.com",
+                  "roles/iam.workloadIdentityUser", "serviceAccount:old-proj.svc.id.goog[team-cv/vision]")  # fmt: skip
+    for rules in ([], [policy().obj()]):  # no policy at all (default deny), or one naming no GSA
+        resolved_ = admit(workload().obj(), rules, None).resolved
+        kept, forged = trusted(resolved_, record_of(own, other_team))
+        assert [b.member for b in kept.bindings] == [own[2]]
+        assert [b.member for b in forged] == [other_team[2]]
+
+
+class Spy(DryRunProvisioner):
+    """Dry-run GCP that remembers what it was asked to release."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.released: list[str] = []
+
+    async def release(self, owner: str, recorded: Recorded, *, keep_pools: bool = False) -> None:
+        self.released.append(owner)
+
+
+async def test_an_unreadable_policy_refuses_but_revokes_nothing(kube: FakeKubeApi) -> None:
+    gcp = Spy()
+    reconciler = Reconciler(kube=kube, gcp=gcp, clock=lambda: NOW)
+    created(kube, workload())
+    broken = BrokenPolicy("typo", "spec.ray.allowedVersions: '2.41' can never match", selector=None, priority=100)
+    view = ClusterView(policies=[permissive_policy().obj()], default_labels={}, broken=[broken])
+    body_of(kube)["status"] = {"iamBindings": [{"resource": "projects/p/serviceAccounts/a@p.iam.gserviceaccount.com",
+                                                "role": "roles/iam.workloadIdentityUser", "addedByOperator": True,
+                                                "member": "serviceAccount:p.svc.id.goog[team-nlp/demo]"}]}  # fmt: skip
+    outcome = await reconcile(reconciler, body_of(kube), view)
+    assert outcome.result == "refused"
+    assert gcp.released == []  # a typo in a policy takes nobody's identity away
+    outranked = BrokenPolicy("typo", "unreadable", selector=None, priority=-5)
+    assert admit_in(ClusterView(policies=[permissive_policy().obj()], default_labels={}, broken=[outranked]),
+                    workload().obj()).allowed  # fmt: skip
