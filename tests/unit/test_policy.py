@@ -312,8 +312,8 @@ CASES = {
         refused=["spec.head.resources: cpu 500 and memory 64Gi fit no general-purpose GKE machine type"],
     ),
     "a worker on general nodes larger than any machine": Case(
-        workload().group("big", resources={"cpu": "8", "memory": "2000Gi"}),
-        refused=["spec.workerGroups[0].resources: cpu 8 and memory 2000Gi fit no general-purpose GKE machine"],
+        workload().group("big", resources={"cpu": "8", "memory": "5000Gi"}),
+        refused=["spec.workerGroups[0].resources: cpu 8 and memory 5000Gi fit no general-purpose GKE machine"],
     ),
     "allowFrom every namespace by default": Case(workload().set("spec.network.allowFrom", [{"namespaceSelector": {}}])),
     "token auth required on a Ray version without it": Case(

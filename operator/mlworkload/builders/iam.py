@@ -5,7 +5,7 @@ from collections.abc import Mapping, Sequence
 from mlworkload.api.workload import BucketAccess, Visibility
 from mlworkload.builders.endpoints import exposed_endpoints
 from mlworkload.builders.ingress import is_backend_of
-from mlworkload.builders.names import endpoint_name, service_account_name
+from mlworkload.builders.names import endpoint_name, kuberay_check_name, service_account_name
 from mlworkload.constants import PORT_DASHBOARD, PORT_SERVE
 from mlworkload.gcp.plan import IamBinding
 from mlworkload.policy.resolve import ResolvedWorkload
@@ -124,14 +124,18 @@ def _iap_backend(resource: str) -> tuple[str, str] | None:
     return parts[1], parts[5]
 
 
-def _is_own_identity(resolved: ResolvedWorkload, member: str) -> bool:
-    """This workload's Kubernetes identity, in any project's pool: as a Workload Identity member or a direct
-    principal. Independent of the policy, so a workload whose policy changed or went still loses it."""
-    ksa = service_account_name(resolved)
-    return (member.startswith("serviceAccount:") and member.endswith(f".svc.id.goog[{resolved.namespace}/{ksa}]")) or (
+def is_identity_of(namespace: str, workload: str, member: str) -> bool:
+    """Whether `member` is this workload's Kubernetes identity, in any project's pool: as a Workload Identity
+    member or a direct principal. Needs no policy: a workload whose policy changed or went still has it."""
+    ksa = kuberay_check_name(workload)
+    return (member.startswith("serviceAccount:") and member.endswith(f".svc.id.goog[{namespace}/{ksa}]")) or (
         member.startswith("principal://iam.googleapis.com/projects/")
-        and member.endswith(f".svc.id.goog/subject/ns/{resolved.namespace}/sa/{ksa}")
+        and member.endswith(f".svc.id.goog/subject/ns/{namespace}/sa/{ksa}")
     )
+
+
+def _is_own_identity(resolved: ResolvedWorkload, member: str) -> bool:
+    return is_identity_of(resolved.namespace, resolved.name, member)
 
 
 def could_have_granted(resolved: ResolvedWorkload, binding: IamBinding) -> bool:

@@ -15,7 +15,7 @@ from typing import Any
 from mlworkload.api.load import parse_workload
 from mlworkload.api.workload import GpuStatus, IamBindingStatus, Isolation, MLWorkload, MLWorkloadStatus, WorkloadType
 from mlworkload.builders import build_gcp_plan, build_objects
-from mlworkload.builders.iam import could_have_granted
+from mlworkload.builders.iam import WORKLOAD_IDENTITY_USER, could_have_granted, is_identity_of
 from mlworkload.constants import (
     CONDITION_NETWORK_POLICIES_ENFORCED,
     REASON_GCP_NOT_CONFIGURED,
@@ -116,7 +116,18 @@ async def live_claims(kube: KubeApi, namespaces: Sequence[str]) -> dict[str, Rec
     scopes: Sequence[str | None] = namespaces or [None]
     for namespace in scopes:
         workloads += await kube.list(WORKLOADS, namespace, {})
-    return {owner_key(item["metadata"]["namespace"], item["metadata"]["name"]): recorded_of(item) for item in workloads}
+    return {owner_key(item["metadata"]["namespace"], item["metadata"]["name"]): _claims_of(item) for item in workloads}
+
+
+def _claims_of(body: Mapping[str, Any]) -> Recorded:
+    """A workload's record as a claim on shared bindings: a Workload Identity entry counts only when it is the
+    workload's own identity, so a forged entry cannot keep another workload's binding from being revoked."""
+    recorded, meta = recorded_of(body), body["metadata"]
+    own = tuple(
+        status for status in recorded.bindings
+        if status.role != WORKLOAD_IDENTITY_USER or is_identity_of(meta["namespace"], meta["name"], status.member)
+    )  # fmt: skip
+    return Recorded(pools=recorded.pools, bindings=own, releasing=recorded.releasing)
 
 
 def trusted(resolved: ResolvedWorkload, recorded: Recorded) -> tuple[Recorded, list[IamBindingStatus]]:

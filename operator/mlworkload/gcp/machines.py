@@ -48,8 +48,8 @@ def _machines(*specs: tuple[str, int, int]) -> dict[str, MachineType]:
     return {name: MachineType(name, vcpus, Decimal(memory)) for name, vcpus, memory in specs}
 
 
-# General-purpose families GKE node pools use, as (family, GiB per vCPU, sizes) from GCE's machine
-# family pages; custom and shared-core types are left out (admission names the families instead).
+# General-purpose and compute/memory-optimized families GKE node pools use, as (family, GiB per vCPU, sizes)
+# from GCE's machine family pages; custom and shared-core types are left out (admission names the families).
 _CPU_FAMILIES: tuple[tuple[str, str, tuple[int, ...]], ...] = (
     ("e2-standard", "4", (2, 4, 8, 16, 32)), ("e2-highmem", "8", (2, 4, 8, 16)),
     ("e2-highcpu", "1", (2, 4, 8, 16, 32)),
@@ -64,6 +64,15 @@ _CPU_FAMILIES: tuple[tuple[str, str, tuple[int, ...]], ...] = (
     ("c3-standard", "4", (4, 8, 22, 44, 88, 176)), ("c3-highmem", "8", (4, 8, 22, 44, 88, 176)),
     ("c3-highcpu", "2", (4, 8, 22, 44, 88, 176)),
     ("c2-standard", "4", (4, 8, 16, 30, 60)), ("t2d-standard", "4", (1, 2, 4, 8, 16, 32, 48, 60)),
+    ("c2d-standard", "4", (2, 4, 8, 16, 32, 56, 112)), ("c2d-highmem", "8", (2, 4, 8, 16, 32, 56, 112)),
+    ("c2d-highcpu", "2", (2, 4, 8, 16, 32, 56, 112)),
+    ("c3d-standard", "4", (4, 8, 16, 30, 60, 90, 180, 360)), ("c3d-highmem", "8", (4, 8, 16, 30, 60, 90, 180, 360)),
+    ("c3d-highcpu", "2", (4, 8, 16, 30, 60, 90, 180, 360)),
+    ("c4-standard", "3.75", (2, 4, 8, 16, 32, 48, 96, 192)), ("c4-highmem", "7.75", (2, 4, 8, 16, 32, 48, 96, 192)),
+    ("c4-highcpu", "2", (2, 4, 8, 16, 32, 48, 96, 192)),
+    ("n4d-standard", "4", (2, 4, 8, 16, 32, 48, 64, 80, 96)), ("n4d-highmem", "8", (2, 4, 8, 16, 32, 48, 64, 80, 96)),
+    ("n4d-highcpu", "2", (2, 4, 8, 16, 32, 48, 64, 80, 96)),
+    ("m3-ultramem", "30.5", (32, 64, 128)), ("m3-megamem", "15.25", (64, 128)),
     ("n1-standard", "3.75", (1, 2, 4, 8, 16, 32, 64, 96)), ("n1-highmem", "6.5", (2, 4, 8, 16, 32, 64, 96)),
     ("n1-highcpu", "0.9", (2, 4, 8, 16, 32, 64, 96)),
 )  # fmt: skip

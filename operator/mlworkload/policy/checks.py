@@ -129,7 +129,7 @@ def _general_fit_problems(path: str, resources: Resources) -> list[Problem]:
         Problem(
             path,
             f"cpu {resources.cpu} and memory {resources.memory} fit no general-purpose GKE machine"
-            " type (up to 224 vCPUs or 1408 GiB); the pod would stay Pending forever: request less",
+            " type; the pod would stay Pending forever: request less",
         )
     ]
 
@@ -143,7 +143,7 @@ def check_resources_fit(resolved: ResolvedWorkload) -> list[Problem]:
         machine = MACHINES.get(group.machine_type or "")
         if group.spec.machine_type is not None and machine is None:
             problems.append(Problem(f"{path}.machineType", f"{group.spec.machine_type!r} is not a machine type the"
-                                    " operator knows: the GPU machine types (g2, a2, a3) and general-purpose"
+                                    " operator knows: the GPU machine types (g2, a2, a3, a4) and"
                                     f" {', '.join(CPU_FAMILIES)}-N in GCE's sizes"))  # fmt: skip
         elif machine is not None:
             problems += _fit_problems(f"{path}.resources", group.spec.resources, machine)

@@ -6,7 +6,7 @@ from typing import Any
 import pytest
 
 from mlworkload.api.workload import IamBindingStatus
-from mlworkload.controller.reconcile import Reconciler, reconcile, trusted
+from mlworkload.controller.reconcile import Reconciler, live_claims, reconcile, trusted
 from mlworkload.gcp.errors import FailureKind, GcpError
 from mlworkload.gcp.provisioner import DryRunProvisioner, Recorded
 from mlworkload.policy import BrokenPolicy, ClusterView, admit, admit_in
@@ -305,3 +305,18 @@ async def test_an_unreadable_policy_refuses_but_revokes_nothing(kube: FakeKubeAp
     outranked = BrokenPolicy("typo", "unreadable", selector=None, priority=-5)
     assert admit_in(ClusterView(policies=[permissive_policy().obj()], default_labels={}, broken=[outranked]),
                     workload().obj()).allowed  # fmt: skip
+
+
+async def test_a_forged_claim_in_another_workload_keeps_no_binding_alive(kube: FakeKubeApi) -> None:
+    """Shared bindings are kept while another workload claims them; a Workload Identity entry claims only
+    when it is that workload's own identity."""
+    victim = "serviceAccount:p.svc.id.goog[team-nlp/demo]"
+    entry = {"resource": "projects/p/serviceAccounts/a@p.iam.gserviceaccount.com",
+             "role": "roles/iam.workloadIdentityUser", "addedByOperator": True}  # fmt: skip
+    created(kube, workload("forger"))
+    body_of(kube, "forger")["status"] = {"iamBindings": [
+        {**entry, "member": victim},  # not the forger's identity: no claim
+        {**entry, "member": "serviceAccount:p.svc.id.goog[team-nlp/forger]"},  # its own: a claim
+    ]}  # fmt: skip
+    claims = await live_claims(kube, [])
+    assert [b.member for b in claims["team-nlp/forger"].bindings] == ["serviceAccount:p.svc.id.goog[team-nlp/forger]"]
