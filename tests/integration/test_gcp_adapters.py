@@ -35,7 +35,6 @@ from tests.support.documents import GSA, WorkloadDoc, permissive_policy, resolve
 from tests.support.gcp import (
     ApiError,
     FakeGcp,
-    Request,
     fresh_project,
     iam_permission_denied,
     permission_denied,
@@ -190,23 +189,6 @@ def api_errors(api: str, reason: str) -> float:
 
 def managed_pool(name: str) -> dict[str, Any]:
     return {"name": name, "config": {"machineType": "e2-standard-4", "resourceLabels": {"managed-by": "mlworkload"}}}
-
-
-def before_our_write(fake: FakeGcp, service: Service, write: Callable[[], object]) -> None:
-    """Another writer changes the policy between our read and our write, once.
-
-    A fault predicate runs as the request arrives and before it is handled, the one hook for that interleaving
-    without threads; it always answers False, so the stale etag is refused by the fake's own handler.
-    """
-    written: list[bool] = []
-
-    def when(_: Request) -> bool:
-        if not written:
-            written.append(True)
-            write()
-        return False
-
-    fake.fail(service, "SetIamPolicy", ApiError("INTERNAL", "never sent"), times=None, when=when)
 
 
 # --- node pools: sharing and the one-operation-per-cluster rule -----------------------------------------
@@ -672,9 +654,9 @@ async def test_a_stale_etag_is_retried_from_a_fresh_read(how: str, fake: FakeGcp
         fake.fail("storage", "SetIamPolicy", precondition_failed())
     else:
         viewer = {"role": "roles/storage.objectViewer", "members": ["group:readers@example.com"]}
-        before_our_write(fake, "iam", lambda: fake.iam.set_bindings(GSA, [{"role": WI_USER, "members": [cv_member]}]))
+        fake.before_next_write("iam", lambda: fake.iam.set_bindings(GSA, [{"role": WI_USER, "members": [cv_member]}]))
         bucket_bindings = fake.storage.policy(BUCKET)["bindings"]
-        before_our_write(fake, "storage", lambda: fake.storage.set_bindings(BUCKET, [*bucket_bindings, viewer]))
+        fake.before_next_write("storage", lambda: fake.storage.set_bindings(BUCKET, [*bucket_bindings, viewer]))
 
     live = rig.provisioner()
     state = await live.ensure("team-nlp/demo", identity_plan(), NOTHING_RECORDED)

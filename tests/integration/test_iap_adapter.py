@@ -5,7 +5,7 @@ a `ManualClock` the test advances, so every verification interval and backoff is
 """
 
 import asyncio
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 from prometheus_client import REGISTRY
@@ -23,7 +23,7 @@ from mlworkload.gcp.retry import Backoff
 from mlworkload.settings import OperatorSettings
 from tests.support import gcp as fakes
 from tests.support.clock import ManualClock
-from tests.support.gcp import ApiError, FakeGcp, Request, fresh_project, iap_permission_denied
+from tests.support.gcp import ApiError, FakeGcp, fresh_project, iap_permission_denied
 
 PROJECT, LOCATION, CLUSTER = "my-proj", "us-central1", "ml-cluster"
 GSA = f"ray-nlp@{PROJECT}.iam.gserviceaccount.com"
@@ -47,19 +47,6 @@ def statuses(fake: FakeGcp, rpc: str, since: int = 0) -> list[int]:
 
 def api_errors(reason: str) -> float:
     return REGISTRY.get_sample_value("mlworkload_gcp_api_errors_total", {"api": "iap", "reason": reason}) or 0.0
-
-
-def before_our_write(fake: FakeGcp, write: Callable[[], object]) -> None:
-    """Another writer changes the policy between our read and our write, once (see test_gcp_adapters)."""
-    written: list[bool] = []
-
-    def when(_: Request) -> bool:
-        if not written:
-            written.append(True)
-            write()
-        return False
-
-    fake.fail("iap", "SetIamPolicy", ApiError("INTERNAL", "never sent"), times=None, when=when)
 
 
 @pytest.fixture(autouse=True)
@@ -122,7 +109,7 @@ def test_a_stale_etag_is_retried_from_a_fresh_read(how: str, fake: FakeGcp, iap:
         fake.fail("iap", "SetIamPolicy", ApiError("ABORTED", "There were concurrent policy changes."))
     else:
         other = {"role": IAP_ACCESSOR_ROLE, "members": ["group:ml@example.com"]}
-        before_our_write(fake, lambda: fake.iap.set_bindings(RESOURCE, [other]))
+        fake.before_next_write("iap", lambda: fake.iap.set_bindings(RESOURCE, [other]))
     binding = accessor("user:ana@example.com")
     assert iap.update([(binding, True)]) == {binding}
     assert statuses(fake, "SetIamPolicy") == [409, 200]

@@ -141,6 +141,23 @@ class FakeGcp(LoopbackServer):
         with self.recorder.lock:
             return list(self.recorder.unrouted)
 
+    def before_next_write(self, service: Service, write: Callable[[], object]) -> None:
+        """Another writer changes an IAM policy between a client's read and its write, once.
+
+        A fault predicate runs as the request arrives and before it is handled, the one hook for that
+        interleaving without threads; it always answers False, so the stale etag is refused by the
+        service's own handler.
+        """
+        written: list[bool] = []
+
+        def when(_: Request) -> bool:
+            if not written:
+                written.append(True)
+                write()
+            return False
+
+        self.fail(service, "SetIamPolicy", ApiError("INTERNAL", "never sent"), times=None, when=when)
+
     def fail(
         self,
         service: Service,
