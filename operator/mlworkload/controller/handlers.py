@@ -394,9 +394,7 @@ def _trusted_record(body: kopf.Body, memo: kopf.Memo, indexes: Mapping[str, Any]
     try:
         workload = parse_workload(dict(body))
     except Refused:  # nothing can be derived from a spec that does not parse: trust none of its claims
-        forged = [status for status in record.bindings if status.added_by_operator]
-        record = Recorded(pools=record.pools, bindings=tuple(b for b in record.bindings if b not in forged),
-                          releasing=record.releasing)  # fmt: skip
+        record, forged = record.partition(lambda status: not status.added_by_operator)
     else:
         resolved = admit_in(cluster_view(indexes), workload, memo.reconciler.defaults).resolved
         record, forged = trusted(resolved, record)

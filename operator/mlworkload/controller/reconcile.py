@@ -122,27 +122,27 @@ async def live_claims(kube: KubeApi, namespaces: Sequence[str]) -> dict[str, Rec
 def _claims_of(body: Mapping[str, Any]) -> Recorded:
     """A workload's record as a claim on shared bindings: a Workload Identity entry counts only when it is the
     workload's own identity, so a forged entry cannot keep another workload's binding from being revoked."""
-    recorded, meta = recorded_of(body), body["metadata"]
-    own = tuple(
-        status for status in recorded.bindings
-        if status.role != WORKLOAD_IDENTITY_USER or is_identity_of(meta["namespace"], meta["name"], status.member)
-    )  # fmt: skip
-    return Recorded(pools=recorded.pools, bindings=own, releasing=recorded.releasing)
+    meta = body["metadata"]
+    claims, _ = recorded_of(body).partition(
+        lambda status: (
+            status.role != WORKLOAD_IDENTITY_USER or is_identity_of(meta["namespace"], meta["name"], status.member)
+        )
+    )
+    return claims
 
 
 def trusted(resolved: ResolvedWorkload, recorded: Recorded) -> tuple[Recorded, list[IamBindingStatus]]:
     """The record without bindings "added by the operator" that it could not have added for this workload
     (status is writable by others: a forged entry must not make the operator revoke someone else's access);
     and those left out, to report."""
-    forged = [
-        status for status in recorded.bindings
-        if status.added_by_operator and not could_have_granted(resolved, IamBinding(
-            resource=status.resource, role=status.role, member=status.member))
-    ]  # fmt: skip
-    if not forged:
-        return recorded, []
-    kept = tuple(status for status in recorded.bindings if status not in forged)
-    return Recorded(pools=recorded.pools, bindings=kept, releasing=recorded.releasing), forged
+    return recorded.partition(
+        lambda status: (
+            not status.added_by_operator
+            or could_have_granted(
+                resolved, IamBinding(resource=status.resource, role=status.role, member=status.member)
+            )
+        )
+    )
 
 
 async def _release_refused(reconciler: Reconciler, owner: str, recorded: Recorded) -> Recorded:

@@ -6,7 +6,7 @@ default whenever no GCP project is configured, and whenever `MLW_GCP_MODE=dry-ru
 """
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Final, Protocol
 
@@ -41,6 +41,14 @@ class Recorded:
     pools: Sequence[NodePoolStatus] = ()
     bindings: Sequence[IamBindingStatus] = ()
     releasing: bool = False  # the workload is being deleted: it claims nothing any more
+
+    def partition(self, keep: Callable[[IamBindingStatus], bool]) -> tuple["Recorded", list[IamBindingStatus]]:
+        """The record with only the bindings `keep` accepts, and the bindings left out."""
+        dropped = [status for status in self.bindings if not keep(status)]
+        if not dropped:
+            return self, []
+        kept = tuple(status for status in self.bindings if status not in dropped)
+        return Recorded(pools=self.pools, bindings=kept, releasing=self.releasing), dropped
 
 
 NOTHING_RECORDED: Final = Recorded()
