@@ -27,6 +27,7 @@ from mlworkload.api.crd import build_crds, crd_files
 from mlworkload.api.load import Documents, parse_documents
 from mlworkload.api.policy import MLWorkloadPolicy
 from mlworkload.builders import build_gcp_plan, build_objects
+from mlworkload.constants import GCP_LABEL_POOL_TENANT
 from mlworkload.gcp.plan import GcpPlan, IamBinding, NodePoolPlan
 from mlworkload.policy import Admission, ClusterView, WorkloadGpus, admit_in
 from mlworkload.problems import Problem, Refused, printable
@@ -144,12 +145,14 @@ def _plan_text(plan: GcpPlan) -> str:
         return "No GCP changes: no node pools and no IAM bindings are needed.\n"
     lines = []
     if plan.node_pools:
-        lines.append("Node pools (shared by shape, created with 0 nodes, autoscaling from 0):")
+        lines.append("Node pools (created with 0 nodes, autoscaling from 0):")
         for pool in plan.node_pools:
             gpus = f"{pool.accelerator.count} x {pool.accelerator.type}" if pool.accelerator else "no GPU"
             zones = ",".join(pool.locations) or "cluster default zones"
+            tenant = pool.labels.get(GCP_LABEL_POOL_TENANT)
+            sharing = f"policy {tenant}'s own" if tenant else "shared by shape"
             lines.append(
-                f"  + {pool.name}  in {pool.cluster_path}\n"
+                f"  + {pool.name}  in {pool.cluster_path}  ({sharing})\n"
                 f"      {pool.machine_type}, {gpus}, {'spot' if pool.spot else 'on-demand'},"
                 f" {pool.min_nodes}..{pool.max_nodes} nodes, {zones}, location policy {pool.location_policy}\n"
                 f"      taints: {', '.join(f'{t.key}={t.value}:{t.effect}' for t in pool.taints) or 'none'}"

@@ -23,12 +23,25 @@ LABEL_WORKLOAD: Final = f"{GROUP}/workload"
 LABEL_ROLE: Final = f"{GROUP}/role"  # head | worker | submitter
 LABEL_GROUP: Final = f"{GROUP}/group"  # the worker group name, or "head"
 LABEL_POOL_SHAPE: Final = f"{GROUP}/pool-shape"
+# The policy whose pools a node belongs to (sharing: Policy): a node label its pods select, and a taint only
+# they tolerate, so one team's pods never land on another team's nodes.
+LABEL_POOL_TENANT: Final = f"{GROUP}/pool-policy"
+POOL_TENANT_TAINT_KEY: Final = LABEL_POOL_TENANT
 GCP_LABEL_MANAGED_BY: Final = "managed-by"  # GCP labels allow no "/" in keys
 GCP_LABEL_POOL_SHAPE: Final = "mlworkload-shape"
+GCP_LABEL_POOL_TENANT: Final = "mlworkload-policy"
+# Which installation created a pool (settings.installation): only that one ever deletes it.
+GCP_LABEL_INSTALLATION: Final = "mlworkload-installation"
+# One per other installation whose workloads use a pool: `mlworkload-claim-<hash of its id>`; its creator
+# never deletes a pool carrying another installation's claim.
+GCP_LABEL_CLAIM_PREFIX: Final = "mlworkload-claim-"
 
 FIELD_MANAGER: Final = "mlworkload-operator"
 FINALIZER: Final = f"{GROUP}/cleanup"
 ANNOTATION_PREFIX: Final = GROUP
+# Set by the node pool collector on a workload whose pool vanished or is being deleted by someone else:
+# the change makes kopf reconcile it at once, not at the next resync.
+ANNOTATION_GCP_RECHECK: Final = f"{GROUP}/gcp-recheck"
 
 # KubeRay's own labels on the pods it creates.
 RAY_LABEL_NODE_TYPE: Final = "ray.io/node-type"

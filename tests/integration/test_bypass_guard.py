@@ -270,6 +270,10 @@ OUR_CLASS_TOLERATION = {"key": "cloud.google.com/compute-class", "operator": "Eq
 GKE_CLASS_TOLERATION = {"key": "cloud.google.com/compute-class", "operator": "Equal", "value": "Performance"}
 ANY_CLASS_TOLERATION = {"key": "cloud.google.com/compute-class", "operator": "Exists"}
 EVERY_NOEXECUTE_TAINT = {"operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 60}
+# A policy's own pools (sharing: Policy) carry its taint and node label; a CPU pool of a policy has nothing else.
+POLICY_POOL_TOLERATION = {"key": "mlworkload.io/pool-policy", "operator": "Equal", "value": "team-a"}
+POLICY_POOL_SELECTOR = {"mlworkload.io/pool-policy": "team-a"}
+REQUIRES_POLICY_POOL = affinity("required", "mlworkload.io/pool-policy", "Exists")
 
 EVERYTHING_POD = user_pod(tolerations=[{"operator": "Exists"}])
 OUR_POOL_POD = user_pod(nodeSelector={"cloud.google.com/gke-nodepool": "mlw-l4x1-spot"})
@@ -339,6 +343,9 @@ CASES: dict[str, tuple[Request, bool]] = {
     "tolerating-the-spot-taint": (Request(user_pod(tolerations=[SPOT_TOLERATION]), USER), DENIED),
     "tolerating-our-compute-class": (Request(user_pod(tolerations=[OUR_CLASS_TOLERATION]), USER), DENIED),
     "tolerating-every-compute-class": (Request(user_pod(tolerations=[ANY_CLASS_TOLERATION]), USER), DENIED),
+    "tolerating-a-policys-pool-taint": (Request(user_pod(tolerations=[POLICY_POOL_TOLERATION]), USER), DENIED),
+    "selecting-a-policys-pools": (Request(user_pod(nodeSelector=POLICY_POOL_SELECTOR), USER), DENIED),
+    "requiring-a-policys-pools": (Request(user_pod(affinity=REQUIRES_POLICY_POOL), USER), DENIED),
     "tolerating-every-noschedule-taint": (
         Request(user_pod(tolerations=[{"operator": "Exists", "effect": "NoSchedule"}]), USER),
         DENIED,
@@ -461,6 +468,10 @@ def test_the_operators_pods_are_the_ones_the_guard_is_about() -> None:
         {"key": "cloud.google.com/gke-spot", "operator": "NotIn", "values": ["true"]}
     ]
     assert RAY_SERVICE["metadata"]["labels"].items() >= OWNED.items()
+    # The policy's pools: the workers select their label and tolerate their taint (the keys the guard checks).
+    policy_key = POLICY_POOL_TOLERATION["key"]
+    assert policy_key in worker["nodeSelector"]
+    assert any(toleration["key"] == policy_key for toleration in worker["tolerations"])
 
 
 def test_the_trusted_usernames_follow_the_release_and_the_values() -> None:

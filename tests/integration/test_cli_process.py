@@ -31,8 +31,8 @@ def test_readme_command_renders_and_plans_the_example_service() -> None:
     planned = mlworkload("plan", "-f", str(EXAMPLES / "vllm-rayservice-l4.yaml"), "--policy", policy, "-o", "json")
     assert planned.returncode == 0
     assert [pool["name"] for pool in json.loads(planned.stdout)["nodePools"]] == [
-        "mlw-l4x1-swf-ondemand",
-        "mlw-l4x1-swf-spot",
+        "mlw-team-nlp-l4x1-swf-ondemand",
+        "mlw-team-nlp-l4x1-swf-spot",
     ]
 
 

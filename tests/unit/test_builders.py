@@ -235,22 +235,39 @@ NOT_SPOT = {
 }  # fmt: skip
 
 
+# The default sharing (Policy): a pool of the policy's own, selected by its label and tolerating its taint.
+TENANT = "permissive"  # permissive_policy()'s name
+TENANT_SELECTOR = {"mlworkload.io/pool-policy": TENANT}
+TENANT_TOLERATION = {"key": "mlworkload.io/pool-policy", "operator": "Equal", "value": TENANT, "effect": "NoSchedule"}
+SHARED = permissive_policy().set("nodePools.sharing", "Cluster")
+
+
 def test_spot_gpu_workers_select_accelerator_and_spot_and_tolerate_both_taints() -> None:
-    pod = worker_pod(render(workload().gpu_group(capacity="Spot")))
+    pod = worker_pod(render(workload().gpu_group(capacity="Spot"), SHARED))
     assert pod["nodeSelector"] == {"cloud.google.com/gke-accelerator": "nvidia-l4", "cloud.google.com/gke-spot": "true"}
     assert pod["tolerations"] == [GPU_TOLERATION, SPOT_TOLERATION]
     assert "affinity" not in pod
 
 
 def test_on_demand_gpu_workers_never_land_on_spot() -> None:
-    pod = worker_pod(render(workload().gpu_group(capacity="OnDemand")))
+    pod = worker_pod(render(workload().gpu_group(capacity="OnDemand"), SHARED))
     assert pod["nodeSelector"] == {"cloud.google.com/gke-accelerator": "nvidia-l4"}
     assert pod["tolerations"] == [GPU_TOLERATION]
     assert pod["affinity"] == NOT_SPOT
 
 
+@pytest.mark.parametrize("capacity", ["Spot", "OnDemand", "SpotWithFallback"])
+def test_workers_land_only_on_their_policys_pools(capacity: str) -> None:
+    pod = worker_pod(render(workload().gpu_group(capacity=capacity)))
+    assert TENANT_SELECTOR.items() <= pod["nodeSelector"].items()
+    assert TENANT_TOLERATION in pod["tolerations"]
+    cpu_pod = worker_pod(render(workload().group("cpu", capacity=capacity)))  # general nodes: nobody's pools
+    assert "mlworkload.io/pool-policy" not in (cpu_pod.get("nodeSelector") or {})
+    assert TENANT_TOLERATION not in (cpu_pod.get("tolerations") or [])
+
+
 def test_fallback_gpu_workers_select_only_their_compute_class() -> None:
-    pod = worker_pod(render(workload().gpu_group(capacity="SpotWithFallback")))
+    pod = worker_pod(render(workload().gpu_group(capacity="SpotWithFallback"), SHARED))
     # GKE refuses gke-spot / gke-accelerator selectors next to a ComputeClass selector.
     assert pod["nodeSelector"] == {"cloud.google.com/compute-class": "mlw-l4x1-swf"}
     assert pod["tolerations"] == [
@@ -258,6 +275,8 @@ def test_fallback_gpu_workers_select_only_their_compute_class() -> None:
         SPOT_TOLERATION,
         {"key": "cloud.google.com/compute-class", "operator": "Equal", "value": "mlw-l4x1-swf", "effect": "NoSchedule"},
     ]
+    own = worker_pod(render(workload().gpu_group(capacity="SpotWithFallback")))
+    assert own["nodeSelector"] == {"cloud.google.com/compute-class": f"mlw-{TENANT}-l4x1-swf", **TENANT_SELECTOR}
 
 
 @pytest.mark.parametrize(
@@ -278,7 +297,7 @@ def test_cpu_workers_on_general_nodes(
 
 
 def test_a_chosen_machine_type_holds_the_pods_to_it() -> None:
-    pod = worker_pod(render(workload().group("cpu", machineType="n2-standard-8", capacity="Spot")))
+    pod = worker_pod(render(workload().group("cpu", machineType="n2-standard-8", capacity="Spot"), SHARED))
     assert pod["nodeSelector"] == {
         "node.kubernetes.io/instance-type": "n2-standard-8",
         "cloud.google.com/gke-spot": "true",
@@ -509,7 +528,7 @@ def test_nothing_exposed_means_no_ingress() -> None:
 
 def test_fallback_groups_share_one_compute_class_per_shape() -> None:
     doc = workload().gpu_group("a", capacity="SpotWithFallback").gpu_group("b", capacity="SpotWithFallback")
-    compute_class = only(render(doc), "ComputeClass")
+    compute_class = only(render(doc, SHARED), "ComputeClass")
     assert compute_class["metadata"] == {"name": "mlw-l4x1-swf", "labels": {
         "app.kubernetes.io/managed-by": "mlworkload", "mlworkload.io/pool-shape": "mlw-l4x1-swf"}}  # fmt: skip
     assert compute_class["spec"] == {
@@ -533,20 +552,28 @@ def test_node_pools_match_the_api_md_plan_shape() -> None:
     plan = plan_of(workload("llm-serve").gpu_group(capacity="Spot"), rules)
     assert plan["nodePools"] == [
         {
-            "name": "mlw-l4x1-spot", "project": "my-proj", "location": "us-central1", "cluster": "ml-cluster",
-            "machineType": "g2-standard-8", "accelerator": {"type": "nvidia-l4", "count": 1}, "spot": True,
-            "minNodes": 0, "maxNodes": 8, "locations": ["us-central1-a"], "locationPolicy": "ANY",
-            "labels": {"managed-by": "mlworkload", "mlworkload-shape": "mlw-l4x1"}, "nodeLabels": {},
+            "name": f"mlw-{TENANT}-l4x1-spot", "project": "my-proj", "location": "us-central1",
+            "cluster": "ml-cluster", "machineType": "g2-standard-8", "accelerator": {"type": "nvidia-l4", "count": 1},
+            "spot": True, "minNodes": 0, "maxNodes": 8, "locations": ["us-central1-a"], "locationPolicy": "ANY",
+            "labels": {"managed-by": "mlworkload", "mlworkload-shape": "mlw-l4x1", "mlworkload-policy": TENANT},
+            "nodeLabels": TENANT_SELECTOR,
             "taints": [{"key": "nvidia.com/gpu", "value": "present", "effect": "NO_SCHEDULE"},
-                       {"key": "cloud.google.com/gke-spot", "value": "true", "effect": "NO_SCHEDULE"}],
+                       {"key": "cloud.google.com/gke-spot", "value": "true", "effect": "NO_SCHEDULE"},
+                       {"key": "mlworkload.io/pool-policy", "value": TENANT, "effect": "NO_SCHEDULE"}],
         }
     ]  # fmt: skip
+    shared = plan_of(workload("llm-serve").gpu_group(capacity="Spot"), rules.set("nodePools.sharing", "Cluster"))
+    (pool,) = shared["nodePools"]
+    assert (pool["name"], pool["nodeLabels"], pool["labels"]) == (
+        "mlw-l4x1-spot", {}, {"managed-by": "mlworkload", "mlworkload-shape": "mlw-l4x1"}
+    )
+    assert len(pool["taints"]) == 2
 
 
 def test_fallback_shapes_get_a_spot_and_an_on_demand_pool_with_the_class_label_and_taint() -> None:
-    pools = plan_of(workload().gpu_group(accelerator="nvidia-tesla-a100", count=4, capacity="SpotWithFallback"))[
-        "nodePools"
-    ]
+    pools = plan_of(
+        workload().gpu_group(accelerator="nvidia-tesla-a100", count=4, capacity="SpotWithFallback"), SHARED
+    )["nodePools"]
     assert [(p["name"], p["spot"], p["machineType"]) for p in pools] == [
         ("mlw-a100x4-swf-ondemand", False, "a2-highgpu-4g"),
         ("mlw-a100x4-swf-spot", True, "a2-highgpu-4g"),
@@ -568,9 +595,9 @@ def test_pools_are_shared_by_shape_and_named_by_it() -> None:
         .group("e", machineType="n2-standard-8", capacity="Spot")
         .group("f")  # general nodes: no pool
     )
-    names = [pool["name"] for pool in plan_of(doc)["nodePools"]]
+    names = [pool["name"] for pool in plan_of(doc, SHARED)["nodePools"]]
     assert names == ["mlw-l4x1-g2-standard-16-spot", "mlw-l4x1-ondemand", "mlw-l4x1-spot", "mlw-n2-standard-8-spot"]
-    cpu_pool = plan_of(workload().group("e", machineType="n2-standard-8", capacity="Spot"))["nodePools"][0]
+    cpu_pool = plan_of(workload().group("e", machineType="n2-standard-8", capacity="Spot"), SHARED)["nodePools"][0]
     assert cpu_pool["accelerator"] is None if "accelerator" in cpu_pool else True
     assert cpu_pool["taints"] == [{"key": "cloud.google.com/gke-spot", "value": "true", "effect": "NO_SCHEDULE"}]
 
@@ -582,6 +609,19 @@ def test_pool_names_fit_gkes_rule(body: str) -> None:
     name = gke_name(body)
     assert GKE_POOL_NAME_PATTERN.match(name), name
     assert name.startswith("mlw-")
+
+
+def test_policies_never_share_a_pool_unless_both_say_cluster() -> None:
+    doc = workload().gpu_group(capacity="Spot")
+    own = {name: plan_of(doc, permissive_policy(name))["nodePools"][0]["name"] for name in ("team-a", "team-b")}
+    assert own == {"team-a": "mlw-team-a-l4x1-spot", "team-b": "mlw-team-b-l4x1-spot"}
+    shared = {plan_of(doc, permissive_policy(name).set("nodePools.sharing", "Cluster"))["nodePools"][0]["name"]
+              for name in ("team-a", "team-b")}  # fmt: skip
+    assert shared == {"mlw-l4x1-spot"}
+    # A long policy name keeps the pool name within GKE's 40 characters, distinct from its neighbours.
+    long_names = {plan_of(doc, permissive_policy("a" * 60 + suffix))["nodePools"][0]["name"] for suffix in "xy"}
+    assert len(long_names) == 2
+    assert all(GKE_POOL_NAME_PATTERN.match(name) for name in long_names)
 
 
 def test_long_pool_names_stay_distinct() -> None:

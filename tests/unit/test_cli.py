@@ -56,14 +56,17 @@ def test_plan_json_is_one_object_as_in_api_md() -> None:
     assert code == 0
     plan = json.loads(out)
     assert sorted(plan) == ["iamBindings", "nodePools"]
-    assert [pool["name"] for pool in plan["nodePools"]] == ["mlw-a100x4-swf-ondemand", "mlw-a100x4-swf-spot"]
+    assert [pool["name"] for pool in plan["nodePools"]] == [
+        "mlw-team-nlp-a100x4-swf-ondemand", "mlw-team-nlp-a100x4-swf-spot",
+    ]  # fmt: skip
     assert {b["role"] for b in plan["iamBindings"]} == {"roles/iam.workloadIdentityUser", "roles/storage.objectUser"}
 
 
 def test_plan_text_reads_as_a_change_list() -> None:
     code, out, _ = run("plan", "-f", str(EXAMPLES / "notebook-l4-spot.yaml"), "--policy", POLICY)
     assert code == 0
-    assert "+ mlw-l4x1-spot  in projects/my-proj/locations/us-central1/clusters/ml-cluster" in out
+    assert "+ mlw-team-nlp-l4x1-spot  in projects/my-proj/locations/us-central1/clusters/ml-cluster" in out
+    assert "(policy team-nlp's own)" in out
     assert "g2-standard-8, 1 x nvidia-l4, spot, 0..8 nodes, us-central1-a,us-central1-b" in out
     assert "+ roles/storage.objectViewer\n      on projects/_/buckets/team-nlp-datasets" in out
 

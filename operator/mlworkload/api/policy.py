@@ -49,6 +49,11 @@ class LocationPolicy(StrEnum):
     BALANCED = "BALANCED"
 
 
+class PoolSharing(StrEnum):
+    POLICY = "Policy"
+    CLUSTER = "Cluster"
+
+
 class PolicyGcp(ApiModel):
     """The GKE cluster that the governed namespaces' node pools and identities live in."""
 
@@ -137,6 +142,15 @@ class PolicyNodePools(ApiModel):
     location_policy: LocationPolicy = Field(
         default=LocationPolicy.ANY,
         description="GKE autoscaler location policy, ANY or BALANCED. Default ANY.",
+    )
+    sharing: PoolSharing = Field(
+        default=PoolSharing.POLICY,
+        description=(
+            "Policy: the governed namespaces get node pools of their own (the pool's name, node label and taint"
+            " carry the policy), so their pods never share a node with another team's. Cluster: pools are shared"
+            " by shape with every other policy that says Cluster; a shared pool takes the strictest limits of the"
+            " workloads using it. Default Policy."
+        ),
     )
 
 

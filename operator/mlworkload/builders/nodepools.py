@@ -1,7 +1,10 @@
 """Node pool shapes: which pools a worker group needs, their names, taints and labels.
 
-Pools are shared by shape (accelerator type and count, machine type, capacity), so the name is a
-function of the shape alone. A SpotWithFallback shape has its own pair of pools: GKE requires
+A pool is a shape (accelerator type and count, machine type, capacity) for a tenant: the governing
+policy under `nodePools.sharing: Policy` (the default), or nobody under `Cluster`, where pools are
+shared by shape across every such policy. The name is a function of tenant and shape alone. A
+tenant's pools carry its node label and a taint only its pods tolerate, so one team's pods never
+share a node with another's. A SpotWithFallback shape has its own pair of pools: GKE requires
 pools used by a ComputeClass to carry the class's node label and taint, which pods of a plain
 Spot group would not tolerate.
 """
@@ -14,10 +17,13 @@ from mlworkload.api.workload import Capacity
 from mlworkload.constants import (
     GCP_LABEL_MANAGED_BY,
     GCP_LABEL_POOL_SHAPE,
+    GCP_LABEL_POOL_TENANT,
     GKE_COMPUTE_CLASS_LABEL,
     GPU_TAINT_KEY,
     GPU_TAINT_VALUE,
+    LABEL_POOL_TENANT,
     MANAGED_BY,
+    POOL_TENANT_TAINT_KEY,
     SPOT_TAINT_KEY,
     SPOT_TAINT_VALUE,
 )
@@ -36,6 +42,7 @@ class PoolShape:
     capacity: Capacity
     accelerator: str | None = None
     count: int = 0
+    tenant: str | None = None
 
     @property
     def stem(self) -> str:
@@ -50,23 +57,27 @@ class PoolShape:
         return stem if self.machine_type == default else f"{stem}-{self.machine_type}"
 
     @property
+    def _prefix(self) -> str:
+        return f"{self.tenant}-{self.stem}" if self.tenant else self.stem
+
+    @property
     def compute_class(self) -> str | None:
         """The GKE ComputeClass of a SpotWithFallback shape."""
         if self.capacity is not Capacity.SPOT_WITH_FALLBACK:
             return None
-        return gke_name(f"{self.stem}-swf")
+        return gke_name(f"{self._prefix}-swf")
 
     def pools(self) -> list[tuple[str, bool]]:
         """(pool name, is spot) for each pool of the shape; the spot pool first."""
         match self.capacity:
             case Capacity.SPOT:
-                return [(gke_name(f"{self.stem}-spot"), True)]
+                return [(gke_name(f"{self._prefix}-spot"), True)]
             case Capacity.ON_DEMAND:
-                return [(gke_name(f"{self.stem}-ondemand"), False)]
+                return [(gke_name(f"{self._prefix}-ondemand"), False)]
             case Capacity.SPOT_WITH_FALLBACK:
                 return [
-                    (gke_name(f"{self.stem}-swf-spot"), True),
-                    (gke_name(f"{self.stem}-swf-ondemand"), False),
+                    (gke_name(f"{self._prefix}-swf-spot"), True),
+                    (gke_name(f"{self._prefix}-swf-ondemand"), False),
                 ]
 
 
@@ -85,8 +96,8 @@ def pool_shape(group: ResolvedGroup) -> PoolShape | None:
         return None
     accelerator = group.spec.accelerator
     if accelerator is None:
-        return PoolShape(group.machine_type, group.capacity)
-    return PoolShape(group.machine_type, group.capacity, accelerator.type, accelerator.count)
+        return PoolShape(group.machine_type, group.capacity, tenant=group.tenant)
+    return PoolShape(group.machine_type, group.capacity, accelerator.type, accelerator.count, group.tenant)
 
 
 def _taints(shape: PoolShape, spot: bool) -> list[Taint]:
@@ -97,7 +108,23 @@ def _taints(shape: PoolShape, spot: bool) -> list[Taint]:
         taints.append(Taint(key=SPOT_TAINT_KEY, value=SPOT_TAINT_VALUE))
     if shape.compute_class is not None:
         taints.append(Taint(key=GKE_COMPUTE_CLASS_LABEL, value=shape.compute_class))
+    if shape.tenant is not None:
+        taints.append(Taint(key=POOL_TENANT_TAINT_KEY, value=shape.tenant))
     return taints
+
+
+def _node_labels(shape: PoolShape) -> dict[str, str]:
+    labels = {GKE_COMPUTE_CLASS_LABEL: shape.compute_class} if shape.compute_class else {}
+    if shape.tenant is not None:
+        labels[LABEL_POOL_TENANT] = shape.tenant
+    return labels
+
+
+def _gcp_labels(shape: PoolShape) -> dict[str, str]:
+    labels = {GCP_LABEL_MANAGED_BY: MANAGED_BY, GCP_LABEL_POOL_SHAPE: gke_name(shape.stem)}
+    if shape.tenant is not None:
+        labels[GCP_LABEL_POOL_TENANT] = shape.tenant
+    return labels
 
 
 def build_node_pools(resolved: ResolvedWorkload, project: str, location: str, cluster: str) -> list[NodePoolPlan]:
@@ -110,7 +137,6 @@ def build_node_pools(resolved: ResolvedWorkload, project: str, location: str, cl
         if shape is None:
             continue
         for name, spot in shape.pools():
-            node_labels = {GKE_COMPUTE_CLASS_LABEL: shape.compute_class} if shape.compute_class else {}
             pools[name] = NodePoolPlan(
                 name=name,
                 project=project,
@@ -125,8 +151,8 @@ def build_node_pools(resolved: ResolvedWorkload, project: str, location: str, cl
                 max_nodes=rules.node_pools.max_nodes_per_pool,
                 locations=locations,
                 location_policy=rules.node_pools.location_policy.value,
-                labels={GCP_LABEL_MANAGED_BY: MANAGED_BY, GCP_LABEL_POOL_SHAPE: gke_name(shape.stem)},
-                node_labels=node_labels,
+                labels=_gcp_labels(shape),
+                node_labels=_node_labels(shape),
                 taints=_taints(shape, spot),
             )
     return [pools[name] for name in sorted(pools)]

@@ -15,6 +15,8 @@ from mlworkload.constants import (
     GKE_COMPUTE_CLASS_LABEL,
     GKE_SPOT_LABEL,
     GPU_TAINT_KEY,
+    LABEL_POOL_TENANT,
+    POOL_TENANT_TAINT_KEY,
     SPOT_TAINT_KEY,
     SPOT_TAINT_VALUE,
 )
@@ -72,19 +74,22 @@ HEAD_PLACEMENT = Placement(affinity=_required(_NOT_SPOT))
 """The head holds the GCS: losing it to a preemption loses the cluster, so it never runs on spot."""
 
 
+def _equal(key: str, value: str) -> dict[str, str]:
+    return {"key": key, "operator": "Equal", "value": value, "effect": "NoSchedule"}
+
+
 def worker_placement(group: ResolvedGroup) -> Placement:
     """Scheduling constraints for one worker group's pods."""
     shape = pool_shape(group)
     accelerator = group.spec.accelerator
     tolerations = [_GPU_TOLERATION] if accelerator is not None else []
+    # The policy's own pools: select their label and tolerate their taint (nobody else's pods do).
+    selector = {LABEL_POOL_TENANT: shape.tenant} if shape is not None and shape.tenant else {}
+    if shape is not None and shape.tenant:
+        tolerations.append(_equal(POOL_TENANT_TAINT_KEY, shape.tenant))
     if shape is not None and shape.compute_class is not None:
-        tolerations += [
-            _SPOT_TOLERATION,
-            {"key": GKE_COMPUTE_CLASS_LABEL, "operator": "Equal", "value": shape.compute_class,
-             "effect": "NoSchedule"},
-        ]  # fmt: skip
-        return Placement({GKE_COMPUTE_CLASS_LABEL: shape.compute_class}, tolerations)
-    selector: dict[str, str] = {}
+        tolerations += [_SPOT_TOLERATION, _equal(GKE_COMPUTE_CLASS_LABEL, shape.compute_class)]
+        return Placement({GKE_COMPUTE_CLASS_LABEL: shape.compute_class, **selector}, tolerations)
     if accelerator is not None:
         selector[GKE_ACCELERATOR_LABEL] = accelerator.type
     if group.spec.machine_type is not None:

@@ -5,10 +5,12 @@ that the checks in `mlworkload.policy.checks` then judge. Builders only ever see
 `ResolvedWorkload` that passed those checks.
 """
 
+import hashlib
+import re
 from dataclasses import dataclass, field
 
 from mlworkload.api.meta import LabelSelector, NetworkPolicyPeer, ObjectMeta
-from mlworkload.api.policy import MLWorkloadPolicy, MLWorkloadPolicySpec, PolicyGcp, SpotRule, TokenAuth
+from mlworkload.api.policy import MLWorkloadPolicy, MLWorkloadPolicySpec, PolicyGcp, PoolSharing, SpotRule, TokenAuth
 from mlworkload.api.workload import (
     Capacity,
     Endpoint,
@@ -66,6 +68,8 @@ class ResolvedGroup:
     """None for a CPU group without machineType (it runs on the cluster's general nodes), or
     when no machine type is known for its accelerator (`machine_error` says why)."""
     machine_error: str | None = None
+    tenant: str | None = None
+    """Whose node pools the group runs on: the policy's (sharing Policy), or None for pools shared by shape."""
 
     @property
     def name(self) -> str:
@@ -127,15 +131,28 @@ def default_image(version: str, gpu: bool) -> str:
     return f"{DEFAULT_IMAGE_REPOSITORY}:{version}-{DEFAULT_PYTHON_VARIANT}{suffix}"
 
 
-def _resolve_group(group: WorkerGroup, spot: SpotRule) -> ResolvedGroup:
+TENANT_MAX = 40
+
+
+def pool_tenant(policy_name: str) -> str:
+    """The policy as it appears in pool names, node labels, taints and GCP labels (all accept [a-z0-9-]):
+    its name with dots as dashes, and past 40 characters a prefix plus a hash so that it stays unique."""
+    tenant = re.sub(r"[^a-z0-9-]+", "-", policy_name.lower()).strip("-") or "policy"
+    if len(tenant) <= TENANT_MAX:
+        return tenant
+    digest = hashlib.sha256(policy_name.encode()).hexdigest()[:8]
+    return f"{tenant[: TENANT_MAX - len(digest) - 1].rstrip('-')}-{digest}"
+
+
+def _resolve_group(group: WorkerGroup, spot: SpotRule, tenant: str | None) -> ResolvedGroup:
     capacity = group.capacity or _DEFAULT_CAPACITY[spot]
     if group.machine_type is not None or group.accelerator is None:
-        return ResolvedGroup(group, capacity, group.machine_type)
+        return ResolvedGroup(group, capacity, group.machine_type, tenant=tenant)
     try:
         machine = default_machine(group.accelerator.type, group.accelerator.count)
     except UnknownMachine as error:
-        return ResolvedGroup(group, capacity, None, machine_error=str(error))
-    return ResolvedGroup(group, capacity, machine)
+        return ResolvedGroup(group, capacity, None, machine_error=str(error), tenant=tenant)
+    return ResolvedGroup(group, capacity, machine, tenant=tenant)
 
 
 def ray_version(version: str) -> tuple[int, ...]:
@@ -170,6 +187,7 @@ def resolve(
     cost_labels = {
         key: workload.metadata.labels[key] for key in rules.labels.required if key in workload.metadata.labels
     }
+    tenant = pool_tenant(governing.name) if rules.node_pools.sharing is PoolSharing.POLICY else None
     deadline = None
     if spec.job is not None:
         deadline = spec.job.active_deadline_seconds or rules.lifecycle.max_job_runtime_seconds
@@ -181,7 +199,7 @@ def resolve(
         image=spec.ray.image or default_image(spec.ray.version, spec.has_accelerators),
         gcp_service_account=spec.identity.gcp_service_account or rules.identity.gcp_service_account,
         isolation=spec.network.isolation or rules.network.default_isolation,
-        groups=tuple(_resolve_group(group, rules.capacity.spot) for group in spec.worker_groups),
+        groups=tuple(_resolve_group(group, rules.capacity.spot, tenant) for group in spec.worker_groups),
         # The dashboard runs arbitrary code as the workload's Google identity: IAP unless asked otherwise.
         dashboard=_resolve_endpoint(spec.expose.dashboard, True, rules),
         serve=_resolve_endpoint(spec.expose.serve, bool(rules.expose.require_iap), rules),
