@@ -84,6 +84,13 @@ REASON_GCP_NOT_CONFIGURED: Final = "GcpNotConfigured"
 REASON_DELETING: Final = "Deleting"
 REASON_SUSPENDED: Final = "Suspended"
 REASON_UP_TO_DATE: Final = "UpToDate"
+# A child's write refused by the Kubernetes API: retried with backoff (ApplyFailed), or Stalled until someone
+# fixes the RBAC (Forbidden) or what the object says (Invalid).
+REASON_APPLY_FAILED: Final = "ApplyFailed"
+REASON_FORBIDDEN: Final = "Forbidden"
+REASON_INVALID: Final = "Invalid"
+WRITE_FAILURE_REASONS: Final = frozenset({REASON_APPLY_FAILED, REASON_FORBIDDEN, REASON_INVALID})
+REASON_READ_FAILED: Final = "KubernetesApiError"  # an Event: a read or the status write failed
 REASON_UNTRUSTED_STATUS: Final = "UntrustedStatus"  # an Event: a status entry the operator ignored
 REASON_INVALID_POLICY: Final = "InvalidPolicy"  # an Event on a stored policy the operator cannot read
 REASON_NO_ENDPOINTS: Final = "NoEndpoints"

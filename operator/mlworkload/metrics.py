@@ -21,6 +21,11 @@ INVALID_POLICIES = Gauge(
     "mlworkload_invalid_policies", "Stored MLWorkloadPolicies the operator cannot read (their workloads are refused)."
 )
 KUBE_API_ERRORS = Counter("mlworkload_kubernetes_api_errors_total", "Failed Kubernetes API calls.", ["verb", "code"])
+RECONCILE_API_FAILURES = Counter(
+    "mlworkload_reconcile_api_failures_total",
+    "Reconciles cut short by a Kubernetes API refusal, by reason (ApplyFailed, Forbidden, Invalid, ReadFailed).",
+    ["reason"],
+)
 GCP_API_ERRORS = Counter(
     "mlworkload_gcp_api_errors_total", "Failed GCP API calls, by API and condition reason.", ["api", "reason"]
 )

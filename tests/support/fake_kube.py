@@ -16,6 +16,12 @@ class FakeKubeApi:
         self.objects: dict[Key, Manifest] = {}
         self.writes: list[str] = []
         self._versions = itertools.count(1)
+        # "apply RayCluster/demo" (as in `writes`) -> the error the API answers instead, until removed.
+        self.refusals: dict[str, KubeError] = {}
+
+    def _refuse(self, write: str) -> None:
+        if write in self.refusals:
+            raise self.refusals[write]
 
     def put(self, manifest: Manifest) -> Manifest:
         """Store an object as if someone else created it."""
@@ -52,6 +58,7 @@ class FakeKubeApi:
     async def apply(self, manifest: Manifest) -> Manifest:
         resource = resource_of(manifest)
         meta = manifest["metadata"]
+        self._refuse(f"apply {resource.kind}/{meta['name']}")
         self.writes.append(f"apply {resource.kind}/{meta['name']}")
         existing = self.objects.get(self._key(resource, meta.get("namespace"), meta["name"]))
         merged = copy.deepcopy(manifest)
@@ -67,10 +74,12 @@ class FakeKubeApi:
             return
         if self.objects[key]["metadata"]["uid"] != uid:
             raise KubeError(409, "Conflict", "uid precondition failed")
+        self._refuse(f"delete {resource.kind}/{name}")
         self.writes.append(f"delete {resource.kind}/{name}")
         del self.objects[key]
 
     async def patch_status(self, resource: Resource, namespace: str, name: str, status: Manifest) -> Manifest:
+        self._refuse(f"status {resource.kind}/{name}")
         self.writes.append(f"status {resource.kind}/{name}")
         stored = self.objects[self._key(resource, namespace, name)]
         merged = {**stored.get("status", {}), **copy.deepcopy(status)}

@@ -11,10 +11,18 @@ import hashlib
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
-from mlworkload.constants import ANNOTATION_PREFIX, LABEL_MANAGED_BY, LABEL_WORKLOAD, MANAGED_BY
-from mlworkload.controller.kube import KubeApi, Manifest, Resource, resource_of
+from mlworkload.constants import (
+    ANNOTATION_PREFIX,
+    LABEL_MANAGED_BY,
+    LABEL_WORKLOAD,
+    MANAGED_BY,
+    REASON_APPLY_FAILED,
+    REASON_FORBIDDEN,
+    REASON_INVALID,
+)
+from mlworkload.controller.kube import KubeApi, KubeError, Manifest, Resource, resource_of
 from mlworkload.problems import Problem
 
 HASH_ANNOTATION = f"{ANNOTATION_PREFIX}/applied-hash"
@@ -27,6 +35,34 @@ class ApplyResult:
     unchanged: list[str] = field(default_factory=list)
     deleted: list[str] = field(default_factory=list)
     conflicts: list[Problem] = field(default_factory=list)
+    failure: "WriteFailure | None" = None  # the API refused a child's write: the ones after it wait
+
+
+@dataclass(frozen=True, slots=True)
+class WriteFailure:
+    """A child the API server would not let the operator write, and its answer."""
+
+    child: str  # Kind/name
+    verb: str  # apply, delete
+    error: KubeError
+
+    @property
+    def permanent(self) -> bool:
+        """Retrying the same request cannot help: the RBAC, the object or a missing kind must change first."""
+        return self.error.status in _PERMANENT
+
+    @property
+    def reason(self) -> str:
+        return _PERMANENT.get(self.error.status, REASON_APPLY_FAILED)
+
+    def describe(self, limit: int = 1000) -> str:
+        message = self.error.message if len(self.error.message) <= limit else self.error.message[:limit] + "..."
+        return f"{self.verb} {self.child}: {self.error.status} {self.error.reason}: {message}"
+
+
+# 400/422: the API refuses what the object says; 403: the operator's RBAC does not allow it; 404: the kind is not
+# served (a CRD is missing). 409, 429, 5xx and timeouts pass with time.
+_PERMANENT: Final = {400: REASON_INVALID, 403: REASON_FORBIDDEN, 404: REASON_APPLY_FAILED, 422: REASON_INVALID}
 
 
 def desired_hash(manifest: Manifest) -> str:
@@ -103,30 +139,46 @@ async def observe_children(
 async def apply_children(
     api: KubeApi, workload: str, desired: Iterable[Manifest], observed: dict[ChildKey, Manifest]
 ) -> ApplyResult:
-    """Bring every desired child to its desired state, in order; report conflicts, never overwrite them."""
+    """Bring every desired child to its desired state, in order; report conflicts, never overwrite them.
+
+    Children come in dependency order (no Ray pods without their identity and isolation): the first
+    conflict or refused write stops the rest until the next attempt.
+    """
     result = ApplyResult()
     for manifest in desired:
         stamped = with_hash(manifest)
-        meta = stamped["metadata"]
-        resource = resource_of(stamped)
-        live = observed.get((stamped["kind"], meta["name"]))
-        if live is None:  # not ours by label: make sure nobody else's object has that name
-            live = await api.get(resource, meta.get("namespace"), meta["name"])
-        stamped = with_autoscaled_replicas(stamped, live)
-        shared = not resource.namespaced  # cluster-scoped children (ComputeClass) are shared by workloads
-        if live is not None and not owned_by(live, None if shared else workload):
-            result.conflicts.append(
-                Problem(_describe(stamped), "exists and is not managed by this workload; the operator leaves it"
-                        " alone: delete or rename it")
-            )  # fmt: skip
-            break  # children come in dependency order: no Ray pods without their identity and isolation
-        if live is not None and contains(live, stamped):
-            result.unchanged.append(_describe(stamped))
-        else:
-            live = await api.apply(stamped)
-            result.applied.append(_describe(stamped))
-        result.live[stamped["kind"], meta["name"]] = live
+        key = (stamped["kind"], stamped["metadata"]["name"])
+        try:
+            live, applied = await _apply_one(api, workload, stamped, observed.get(key))
+        except KubeError as error:
+            result.failure = WriteFailure(_describe(stamped), "apply", error)
+            break
+        except _Conflict as conflict:
+            result.conflicts.append(conflict.problem)
+            break
+        (result.applied if applied else result.unchanged).append(_describe(stamped))
+        result.live[key] = live
     return result
+
+
+class _Conflict(Exception):
+    def __init__(self, problem: Problem) -> None:
+        self.problem = problem
+
+
+async def _apply_one(api: KubeApi, workload: str, stamped: Manifest, live: Manifest | None) -> tuple[Manifest, bool]:
+    """Apply one child unless it is already right: the live object, and whether it was written."""
+    meta, resource = stamped["metadata"], resource_of(stamped)
+    if live is None:  # not ours by label: make sure nobody else's object has that name
+        live = await api.get(resource, meta.get("namespace"), meta["name"])
+    stamped = with_autoscaled_replicas(stamped, live)
+    shared = not resource.namespaced  # cluster-scoped children (ComputeClass) are shared by workloads
+    if live is not None and not owned_by(live, None if shared else workload):
+        raise _Conflict(Problem(_describe(stamped), "exists and is not managed by this workload; the operator leaves"
+                                " it alone: delete or rename it"))  # fmt: skip
+    if live is not None and contains(live, stamped):
+        return live, False
+    return await api.apply(stamped), True
 
 
 def controlled_by(live: Manifest, owner_uid: str) -> bool:
@@ -149,5 +201,9 @@ async def delete_stale(
         meta = live["metadata"]
         if (kind, name) in keep or not controlled_by(live, owner_uid) or meta.get("deletionTimestamp"):
             continue
-        await api.delete(resource_of(live), meta.get("namespace"), name, meta["uid"])
+        try:
+            await api.delete(resource_of(live), meta.get("namespace"), name, meta["uid"])
+        except KubeError as error:
+            result.failure = WriteFailure(f"{kind}/{name}", "delete", error)
+            return
         result.deleted.append(f"{kind}/{name}")

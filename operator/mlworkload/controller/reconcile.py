@@ -8,9 +8,10 @@ only differences, so running it twice in a row writes nothing the second time.
 
 import datetime
 import logging
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from mlworkload.api.load import parse_workload
 from mlworkload.api.workload import GpuStatus, IamBindingStatus, Isolation, MLWorkload, MLWorkloadStatus, WorkloadType
@@ -34,6 +35,7 @@ from mlworkload.gcp.clusters import ClusterInspector
 from mlworkload.gcp.errors import GcpError
 from mlworkload.gcp.plan import IamBinding
 from mlworkload.gcp.provisioner import GcpProvisioner, GcpState, Readiness, Recorded
+from mlworkload.gcp.retry import Backoff
 from mlworkload.policy import ClusterView, PlatformDefaults, ResolvedWorkload, admit_in
 from mlworkload.policy.admission import UNREADABLE_POLICY_RULE
 from mlworkload.problems import Problem, Refused
@@ -58,6 +60,44 @@ PRUNED_KINDS: tuple[Resource, ...] = tuple(
 )
 
 
+# Refused Kubernetes writes are retried after 2 s, 4 s, ... up to 5 min, each +-20 %: a 409 storm or an API
+# server restart is not hammered, and many workloads failing together do not retry in lock-step.
+WRITE_RETRY_BASE_SECONDS: Final = 2.0
+WRITE_RETRY_MAX_SECONDS: Final = 300.0
+WRITE_RETRY_JITTER: Final = 0.2
+
+
+@dataclass
+class WriteRetries:
+    """When a workload whose Kubernetes writes failed may try again: exponential backoff with jitter per
+    workload, in memory (after a restart the first attempt comes at once). A new generation (the spec
+    changed) may try at once: the failure may be what the change fixes."""
+
+    backoff: Backoff = field(
+        default_factory=lambda: Backoff(
+            WRITE_RETRY_BASE_SECONDS, WRITE_RETRY_MAX_SECONDS, time.monotonic, jitter=WRITE_RETRY_JITTER
+        )
+    )
+    _generations: dict[str, int] = field(default_factory=dict)
+
+    def failed(self, owner: str, generation: int) -> tuple[int, float]:
+        """Record a failure: the attempt it was, and the seconds until the next one."""
+        delay = self.backoff.failed(owner)
+        self._generations[owner] = generation
+        return self.backoff.attempts(owner), delay
+
+    def succeeded(self, owner: str) -> None:
+        self.backoff.succeeded(owner)
+        self._generations.pop(owner, None)
+
+    def wait(self, owner: str, generation: int) -> float:
+        """Seconds before `owner` may try again; 0 when due, or when its spec changed since the failure."""
+        next_attempt = self.backoff.next_attempt(owner)
+        if next_attempt is None or self._generations.get(owner) != generation:
+            return 0.0
+        return max(0.0, next_attempt - self.backoff.clock())
+
+
 @dataclass(frozen=True)
 class Reconciler:
     kube: KubeApi
@@ -65,6 +105,7 @@ class Reconciler:
     defaults: PlatformDefaults = field(default_factory=PlatformDefaults)
     clusters: ClusterInspector | None = None  # live GCP only: can tell whether NetworkPolicies are enforced
     clock: Callable[[], datetime.datetime] = lambda: datetime.datetime.now(datetime.UTC)
+    write_retries: WriteRetries = field(default_factory=WriteRetries)
 
 
 @dataclass
@@ -78,6 +119,8 @@ class Outcome:
     resolved: ResolvedWorkload | None = None
     problems: list[Problem] = field(default_factory=list)  # why it was refused
     forged: list[IamBindingStatus] = field(default_factory=list)  # status entries it could not have made
+    write_failure: Readiness | None = None  # a child write the API refused (in the status as well)
+    retry_after: float | None = None  # seconds until the refused write is tried again
 
 
 def owner_key(namespace: str, name: str) -> str:
@@ -235,11 +278,14 @@ async def reconcile(reconciler: Reconciler, body: Mapping[str, Any], view: Clust
     outcome = Outcome("applied", resolved=resolved, forged=forged)
     desired = build_objects(resolved)
     outcome.apply = await apply_children(reconciler.kube, workload.name, desired, observed)
-    keep = {(manifest["kind"], manifest["metadata"]["name"]) for manifest in desired}
-    await delete_stale(reconciler.kube, observed, keep, workload.metadata.uid or "", outcome.apply)
+    if outcome.apply.failure is None:
+        keep = {(manifest["kind"], manifest["metadata"]["name"]) for manifest in desired}
+        await delete_stale(reconciler.kube, observed, keep, workload.metadata.uid or "", outcome.apply)
+    _note_write_failure(reconciler, owner_key(workload.namespace, workload.name), base["generation"], outcome)
     if not outcome.apply.applied and not outcome.apply.deleted:
         outcome.result = "unchanged"
-    ray = observe_ray(kind, outcome.apply.live.get((kind, workload.name)))
+    # Applying may have stopped before the Ray object (a refused write): then it is as last listed.
+    ray = observe_ray(kind, outcome.apply.live.get((kind, workload.name)) or observed.get((kind, workload.name)))
     node_pools = gcp.node_pools
     if gcp.pools and node_pools.ready and ray.state is RayState.PROVISIONING:
         # The pools exist, but the autoscaler may fail to add nodes to them (quota, stockout).
@@ -251,6 +297,7 @@ async def reconcile(reconciler: Reconciler, body: Mapping[str, Any], view: Clust
     seen = Observation(
         **base,
         conflicts=conflicts,
+        write_failure=outcome.write_failure,
         ray=ray,
         node_pools=node_pools,
         pools=gcp.pools,
@@ -265,6 +312,23 @@ async def reconcile(reconciler: Reconciler, body: Mapping[str, Any], view: Clust
         serve_url=exposure.urls.get("serve"),
     )
     return await _write_status(reconciler, body, previous, seen, outcome)
+
+
+def _note_write_failure(reconciler: Reconciler, owner: str, generation: int, outcome: Outcome) -> None:
+    """A refused child write becomes a condition with its attempt and next attempt time (one reason across
+    retries: only the message moves), and a retry delay for the handler; a clean pass resets the count."""
+    failure = outcome.apply.failure
+    if failure is None:
+        reconciler.write_retries.succeeded(owner)
+        return
+    attempt, delay = reconciler.write_retries.failed(owner, generation)
+    next_at = (reconciler.clock() + datetime.timedelta(seconds=delay)).astimezone(datetime.UTC)
+    retry = f"attempt {attempt}, next at {next_at.strftime('%Y-%m-%dT%H:%M:%SZ')}"
+    message = f"{failure.describe()} ({'needs a fix; ' if failure.permanent else ''}{retry})"
+    outcome.write_failure = Readiness(False, failure.reason, message, permanent=failure.permanent)
+    outcome.retry_after = delay
+    outcome.result = "error"
+    logger.warning("%s: %s", owner, message)
 
 
 async def _provision(

@@ -54,6 +54,7 @@ class Observation:
     refusal: Sequence[Problem] = ()  # the workload is not admitted: nothing is applied
     refusal_reason: str = REASON_POLICY_VIOLATION
     conflicts: Sequence[Problem] = ()  # admitted, but a child's name is taken by a foreign object
+    write_failure: Readiness | None = None  # the Kubernetes API refused a child's write
     ray: RayObservation | None = None
     node_pools: Readiness = NO_NODE_POOLS
     pools: Sequence[NodePoolStatus] = ()
@@ -111,6 +112,8 @@ def _blocker(seen: Observation, ray: RayObservation) -> Readiness | None:
         return Readiness(False, seen.refusal_reason, "; ".join(map(str, seen.refusal)), permanent=True)
     if seen.conflicts:
         return Readiness(False, REASON_CHILD_CONFLICT, "; ".join(map(str, seen.conflicts)), permanent=True)
+    if seen.write_failure is not None and seen.write_failure.permanent:
+        return seen.write_failure
     for dependency in (seen.node_pools, seen.identity):
         if not dependency.ready:
             return dependency
@@ -134,7 +137,10 @@ def compute_status(seen: Observation, previous: MLWorkloadStatus | None, now: da
     ready = blocker is None and not suspended and not seen.deleting
     stalled = blocker is not None and blocker.permanent
     settled = ready or stalled or suspended or ray.state in {RayState.SUCCEEDED, RayState.FAILED}
-    reconciling = (not settled) or ray.progressing
+    # A write that will be retried keeps the operator at work, and says so, without taking Ready from a
+    # workload that runs: a 409 or a 503 must not make Argo CD flip a healthy service to Progressing.
+    retrying = seen.write_failure if seen.write_failure is not None and not seen.write_failure.permanent else None
+    reconciling = (not settled) or ray.progressing or retrying is not None
 
     cond = _ConditionFactory(seen.generation, before, stamp)
     if ready:
@@ -148,6 +154,8 @@ def compute_status(seen: Observation, previous: MLWorkloadStatus | None, now: da
         ready_why = (blocker.reason, blocker.message)
     if not reconciling:
         reconciling_why = (REASON_UP_TO_DATE, "")
+    elif retrying is not None:
+        reconciling_why = (retrying.reason, retrying.message)
     elif blocker is not None:
         reconciling_why = (blocker.reason, blocker.message)
     else:  # ready, with an upgrade under way
