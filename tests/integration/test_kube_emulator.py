@@ -7,12 +7,15 @@ state (history limits, shutdown) start their own. Nothing sleeps to synchronise:
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import hashlib
 import http.client
 import json
+import random
 import re
 import threading
 import urllib.parse
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +31,15 @@ import kubernetes.watch
 import pytest
 from kubernetes.client.exceptions import ApiException
 
-from tests.support.kube import KubeEmulatorServer, parse_route, wait_until
+from tests.support.kube import (
+    APPLY_PATCH,
+    KubeEmulatorServer,
+    KubeFault,
+    RandomFaults,
+    Status,
+    parse_route,
+    wait_until,
+)
 
 Obj = dict[str, Any]
 MLW = "/apis/mlworkload.io/v1alpha1"
@@ -822,6 +833,213 @@ def test_kmock_reactions_inject_faults_before_emulation(server: KubeEmulatorServ
     merge = "application/merge-patch+json"
     assert call(server, "PATCH", f"{path}/c", {"data": {"k": "v"}}, content_type=merge).status == 503
     assert call(server, "PATCH", f"{path}/c", {"data": {"k": "v"}}, content_type=merge).status == 200  # only once
+
+
+# --- 7b. injected Kubernetes API faults ---------------------------------------------------------------
+
+
+@pytest.fixture
+def faults(server: KubeEmulatorServer) -> Iterator[KubeEmulatorServer]:
+    """The shared server, with every fault removed afterwards so none leaks into other tests."""
+    yield server
+    server.clear_faults()
+
+
+def raycluster(name: str, **spec: Any) -> Obj:
+    return {"apiVersion": "ray.io/v1", "kind": "RayCluster", "metadata": {"name": name}, "spec": spec}
+
+
+def store_version(server: KubeEmulatorServer) -> str:
+    """The store's global resourceVersion: it moves on any write that reached the store."""
+    return server.call(lambda: server.store.resource_version)
+
+
+def failure(code: int, reason: str, message: str, details: Obj) -> Obj:
+    return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": message,
+            "reason": reason, "details": details, "code": code}  # fmt: skip
+
+
+def expected_failures(ns: str) -> list[tuple[KubeFault, Obj, str | None]]:
+    """(fault, the exact Status body, the Retry-After header) for a PATCH of RayCluster ``rc`` in ``ns``."""
+    target = {"name": "rc", "group": "ray.io", "kind": "rayclusters"}
+    conflict = 'Operation cannot be fulfilled on rayclusters.ray.io "rc": '
+    stale = "the object has been modified; please apply your changes to the latest version and try again"
+    invalid = 'Invalid value: "object": rejected by the test'
+    cause = {"reason": "FieldValueInvalid", "message": invalid, "field": "spec"}
+    invalid_details = {"name": "rc", "group": "ray.io", "kind": "RayCluster", "causes": [cause]}
+    forbidden = (
+        'rayclusters.ray.io "rc" is forbidden: User "system:serviceaccount:default:emulator-client" cannot patch'
+        f' resource "rayclusters" in API group "ray.io" in the namespace "{ns}"'
+    )
+    busy = "the server is currently unable to handle the request"
+    return [
+        (KubeFault(status=409), failure(409, "Conflict", conflict + stale, target), None),
+        (KubeFault(status=409, message="a cause"), failure(409, "Conflict", conflict + "a cause", target), None),
+        (KubeFault(status=422), failure(422, "Invalid", f'RayCluster.ray.io "rc" is invalid: spec: {invalid}',
+                                        invalid_details), None),
+        (KubeFault(status=403), failure(403, "Forbidden", forbidden, target), None),
+        (KubeFault(status=500), failure(500, "InternalError", "Internal error occurred: injected fault",
+                                        {"causes": [{"message": "injected fault"}]}), None),
+        (KubeFault(status=429, retry_after_seconds=3), failure(429, "TooManyRequests",
+         "Too many requests, please try again later.", {"retryAfterSeconds": 3}), "3"),
+        (KubeFault(status=503), failure(503, "ServiceUnavailable", busy, {"retryAfterSeconds": 1}), "1"),
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("case", range(7), ids=["409", "409-message", "422", "403", "500", "429", "503"])
+def test_an_injected_fault_reaches_the_official_client_as_the_api_server_sends_it(
+    faults: KubeEmulatorServer, api: kubernetes.client.ApiClient, ns: str, case: int
+) -> None:
+    fault, body, retry_after = expected_failures(ns)[case]
+    objects = kubernetes.client.CustomObjectsApi(api)
+    before = objects.create_namespaced_custom_object("ray.io", "v1", ns, "rayclusters", raycluster("rc", a=1))
+    version, mark = store_version(faults), faults.request_count
+    handle = faults.inject(dataclasses.replace(fault, methods={"PATCH"}, resource="rayclusters", namespace=ns))
+    with pytest.raises(ApiException) as raised:
+        objects.patch_namespaced_custom_object("ray.io", "v1", ns, "rayclusters", "rc", {"spec": {"a": 2}})
+    error = raised.value
+    assert (error.status, error.reason) == (body["code"], http.HTTPStatus(body["code"]).phrase)
+    assert json.loads(error.body or "null") == body
+    assert Status.model_validate(body).reason == body["reason"]  # the shape is metav1.Status's
+    assert (error.headers or {}).get("Retry-After") == retry_after
+    # Nothing reached the store, and the log shows the request as injected.
+    assert store_version(faults) == version
+    assert objects.get_namespaced_custom_object("ray.io", "v1", ns, "rayclusters", "rc") == before
+    assert [(r.method, r.injected) for r in faults.requests(since=mark)] == [("PATCH", body["code"]), ("GET", None)]
+    assert handle.hits == 1
+    patched = objects.patch_namespaced_custom_object("ray.io", "v1", ns, "rayclusters", "rc", {"spec": {"a": 2}})
+    assert isinstance(patched, dict)
+    assert patched["spec"] == {"a": 2}  # times=1 by default: the retry goes through
+    assert handle.hits == 1
+    assert handle.exhausted
+
+
+def configmap_names(server: KubeEmulatorServer, namespace: str) -> list[str]:
+    return [
+        item["metadata"]["name"]
+        for item in call(server, "GET", f"/api/v1/namespaces/{namespace}/configmaps").body["items"]
+    ]
+
+
+def test_faulted_creates_and_deletes_change_nothing(
+    faults: KubeEmulatorServer, api: kubernetes.client.ApiClient, ns: str
+) -> None:
+    core = kubernetes.client.CoreV1Api(api)
+    created(faults, f"/api/v1/namespaces/{ns}/configmaps", configmap("kept"))
+    version = store_version(faults)
+    refused = faults.inject(KubeFault(status=500, methods={"POST", "DELETE"}, namespace=ns, times=None))
+    with pytest.raises(ApiException) as create:
+        core.create_namespaced_config_map(ns, kubernetes.client.V1ConfigMap(metadata={"name": "new"}))
+    with pytest.raises(ApiException) as delete:
+        core.delete_namespaced_config_map("kept", ns)
+    assert (create.value.status, delete.value.status) == (500, 500)
+    assert configmap_names(faults, ns) == ["kept"]
+    assert store_version(faults) == version
+    assert refused.hits == 2
+
+
+def test_times_and_after_choose_which_matches_fail(faults: KubeEmulatorServer, ns: str) -> None:
+    path = f"/api/v1/namespaces/{ns}/configmaps"
+    created(faults, path, configmap("c"))
+    merge = "application/merge-patch+json"
+    handle = faults.inject(KubeFault(status=409, methods={"PATCH"}, namespace=ns, after=1, times=2))
+    codes = [call(faults, "PATCH", f"{path}/c", {"data": {"n": str(n)}}, content_type=merge).status for n in range(5)]
+    assert codes == [200, 409, 409, 200, 200]
+    assert handle.hits == 2
+    assert handle.request_ids == [r.index for r in faults.faulted() if r.path == f"{path}/c"]
+
+
+def test_forever_until_removed_or_cleared(faults: KubeEmulatorServer, ns: str) -> None:
+    path = f"/api/v1/namespaces/{ns}/configmaps"
+    first = faults.inject(KubeFault(status=503, verbs={"list"}, namespace=ns, times=None))
+    second = faults.inject(KubeFault(status=500, verbs={"get"}, namespace=ns, times=None))
+    assert [call(faults, "GET", path).status for _ in range(3)] == [503, 503, 503]
+    first.remove()
+    assert call(faults, "GET", path).status == 200
+    assert call(faults, "GET", f"{path}/missing").status == 500  # the other fault stays
+    faults.clear_faults()
+    assert call(faults, "GET", f"{path}/missing").status == 404  # served again: not found
+    assert (first.hits, second.hits) == (3, 1)  # handles keep their counts
+
+
+def test_faults_match_resource_name_subresource_and_content_type(faults: KubeEmulatorServer, ns: str) -> None:
+    path = f"{RAY}/namespaces/{ns}/rayclusters"
+    created(faults, path, raycluster("a"))
+    created(faults, path, raycluster("b"))
+    merge = "application/merge-patch+json"
+    status_only = faults.inject(KubeFault(status=409, resource="rayclusters", subresource="status", times=None))
+    apply_only = faults.inject(KubeFault(status=500, content_type=APPLY_PATCH, name="a", namespace=ns, times=None))
+    assert call(faults, "PATCH", f"{path}/a/status", {"status": {"s": 1}}, content_type=merge).status == 409
+    assert call(faults, "PATCH", f"{path}/a", {"spec": {"s": 1}}, content_type=merge).status == 200
+    assert apply(faults, f"{path}/a", raycluster("a", s=2), "tester").status == 500
+    assert apply(faults, f"{path}/b", raycluster("b", s=2), "tester").status == 200  # another name
+    assert call(faults, "PATCH", f"{RAY}/namespaces/{ns}-other/rayclusters/a", {}, content_type=merge).status == 404
+    assert (status_only.hits, apply_only.hits) == (1, 1)
+    # A create is matched on the name in its body; the predicate sees the parsed call.
+    faults.inject(KubeFault(status=409, reason="AlreadyExists", name="c", when=lambda c: c.verb == "create"))
+    refused = call(faults, "POST", path, raycluster("c"))
+    assert (refused.status, refused.body["reason"], refused.body["message"]) == (
+        409, "AlreadyExists", 'rayclusters.ray.io "c" already exists')  # fmt: skip
+    assert call(faults, "POST", path, raycluster("c")).status == 201
+
+
+def test_invalid_faults_are_refused_when_declared() -> None:
+    with pytest.raises(ValueError, match="no default reason"):
+        KubeFault(status=418)
+    with pytest.raises(ValueError, match="times"):
+        KubeFault(status=500, times=0)
+    with pytest.raises(ValueError, match="rate"):
+        RandomFaults(rate=1.5, rng=random.Random(0))
+
+
+def test_write_faults_leave_watch_streams_alone_and_watches_can_be_faulted(
+    faults: KubeEmulatorServer, api: kubernetes.client.ApiClient, ns: str
+) -> None:
+    core = kubernetes.client.CoreV1Api(api)
+    start = call(faults, "GET", f"/api/v1/namespaces/{ns}/configmaps").body["metadata"]["resourceVersion"]
+    everything = faults.inject(KubeFault(status=500, namespace=ns, times=None))  # no verbs named: all but watch
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        future = pool.submit(watch_events, core.list_namespaced_config_map, ns, resource_version=start, count=1)
+        wait_until(lambda: ("", "configmaps", ns) in faults.watches(), what="the watch to be open")
+        with pytest.raises(ApiException):
+            core.create_namespaced_config_map(ns, kubernetes.client.V1ConfigMap(metadata={"name": "refused"}))
+        faults.put_object({**configmap("helper"), "metadata": {"name": "helper", "namespace": ns}})
+        assert future.result(timeout=10) == [("ADDED", "helper")]  # the refused create made no event
+    assert everything.hits == 1
+    everything.remove()
+    faults.inject(KubeFault(status=500, verbs={"watch"}, namespace=ns))
+    with pytest.raises(ApiException) as raised:
+        watch_events(core.list_namespaced_config_map, ns, count=1)
+    assert raised.value.status == 500
+    assert configmap_names(faults, ns) == ["helper"]
+
+
+def chaos_round(server: KubeEmulatorServer, namespace: str, seed: int) -> tuple[list[int], Counter[int], int]:
+    """40 merge patches under seeded random faults: each reply's status, the counts, the matching requests."""
+    path = f"/api/v1/namespaces/{namespace}/configmaps"
+    created(server, path, configmap("c"))
+    chaos = server.inject_random(rate=0.3, statuses=(409, 500), rng=random.Random(seed), namespace=namespace)
+    try:
+        merge = "application/merge-patch+json"
+        codes = [call(server, "PATCH", f"{path}/c", {"data": {"n": str(n)}}, content_type=merge).status
+                 for n in range(40)]  # fmt: skip
+    finally:
+        chaos.remove()
+    assert chaos.hits == sum(chaos.injected.values()) == sum(code != 200 for code in codes)
+    return codes, chaos.injected, chaos.seen
+
+
+def test_random_faults_are_reproducible_for_a_seed(faults: KubeEmulatorServer, ns: str) -> None:
+    mark = faults.request_count
+    codes, injected, seen = chaos_round(faults, f"{ns}-a", seed=7)
+    assert seen == 40
+    assert set(codes) == {200, 409, 500}
+    assert injected == Counter(code for code in codes if code != 200)
+    assert Counter(r.injected for r in faults.faulted(since=mark)) == injected
+    assert chaos_round(faults, f"{ns}-b", seed=7)[:2] == (codes, injected)  # same seed, same faults
+    assert chaos_round(faults, f"{ns}-c", seed=8)[0] != codes
+    final = call(faults, "GET", f"/api/v1/namespaces/{ns}-a/configmaps/c").body
+    assert final["data"] == {"n": str(max(n for n, code in enumerate(codes) if code == 200))}
 
 
 # --- 8. namespaces -------------------------------------------------------------------------------------

@@ -4,19 +4,41 @@ See ``server.KubeEmulatorServer`` for the entry point and the modules for what i
 """
 
 from tests.support.kube.emulator import KubeEmulator, Route, parse_route
+from tests.support.kube.faults import (
+    APPLY_PATCH,
+    MERGE_PATCH,
+    WRITES,
+    FaultHandle,
+    FaultMatch,
+    KubeCall,
+    KubeFault,
+    RandomFaultHandle,
+    RandomFaults,
+    Status,
+)
 from tests.support.kube.polling import wait_until
 from tests.support.kube.resources import ResourceRegistry, ResourceSpec, default_crd_paths, kuberay_crds_dir
 from tests.support.kube.server import KubeEmulatorServer, RequestRecord
 from tests.support.kube.store import ObjectStore
 
 __all__ = [
+    "APPLY_PATCH",
+    "MERGE_PATCH",
+    "WRITES",
+    "FaultHandle",
+    "FaultMatch",
+    "KubeCall",
     "KubeEmulator",
     "KubeEmulatorServer",
+    "KubeFault",
     "ObjectStore",
+    "RandomFaultHandle",
+    "RandomFaults",
     "RequestRecord",
     "ResourceRegistry",
     "ResourceSpec",
     "Route",
+    "Status",
     "default_crd_paths",
     "kuberay_crds_dir",
     "parse_route",

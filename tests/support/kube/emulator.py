@@ -3,9 +3,11 @@
 Built on ``kmock.KubernetesScaffold`` (the stateless part of ``kmock.KubernetesEmulator``): kmock provides
 the discovery routes, ``kind: Status`` error bodies, the request journal, and its DSL, so a test can still
 inject faults with ordinary kmock reactions (``emulator['patch', kmock.resource('ray.io', 'v1',
-'rayclusters')] << 500``), which take priority over the emulated behaviour. ``kmock.KubernetesEmulator``
-itself is not subclassed: its ``_handle`` mutates objects naively (plain dict merges, no
-resourceVersion, no status isolation) before any handler runs, which cannot be switched off.
+'rayclusters')] << 500``), which take priority over the emulated behaviour. Faults answered with the
+API server's own error bodies live in the ``faults`` table (see ``faults.py``), consulted before any
+reaction. ``kmock.KubernetesEmulator`` itself is not subclassed: its ``_handle`` mutates objects naively
+(plain dict merges, no resourceVersion, no status isolation) before any handler runs, which cannot be
+switched off.
 
 Two kmock pieces are replaced: request parsing (kmock's path parser raises on ``/api/v1/namespaces``,
 the namespace list that operators and kopf watch) and the discovery documents (kmock picks a random
@@ -28,13 +30,13 @@ import yaml
 from kmock._internal.rendering import Response  # exported as kmock.Response, but missing from kmock.__all__
 from typing_extensions import override
 
+from tests.support.kube.faults import APPLY_PATCH, WRITES, FaultTable, KubeCall, Status, verb_of
 from tests.support.kube.resources import Obj, ResourceSpec
 from tests.support.kube.selectors import FieldSelector, LabelSelector, SelectorError
 from tests.support.kube.store import ObjectStore, api_error, bad_request
 from tests.support.kube.watching import GoneError, Subscription, WatchFilter
 
-WRITE_METHODS: Final = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-APPLY_PATCH: Final = "application/apply-patch+yaml"
+WRITE_METHODS: Final = WRITES
 DEFAULT_WATCH_TIMEOUT: Final = 1800.0  # the real server's --min-request-timeout
 
 
@@ -99,6 +101,8 @@ class KubeEmulator(kmock.KubernetesScaffold):
 
     store: ObjectStore
     internal_errors: list[BaseException] = attrs.field(factory=list)
+    faults: FaultTable = attrs.field(factory=FaultTable)
+    injected: dict[int, int] = attrs.field(factory=dict)  # request id -> the status a fault answered with
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
@@ -121,6 +125,9 @@ class KubeEmulator(kmock.KubernetesScaffold):
         request = await self._parse(raw_request)
         self._requests.append(request)
         try:
+            faulted = self._inject_fault(request)
+            if faulted is not None:
+                return faulted
             return await self._handle(request)
         except kmock.KubernetesError as error:
             return await self._render_error(error)
@@ -150,6 +157,44 @@ class KubeEmulator(kmock.KubernetesScaffold):
             name=route.name if route else None,
             subresource=(route.subresource or None) if route else None,
         )
+
+    def _inject_fault(self, request: kmock.Request) -> aiohttp.web.StreamResponse | None:
+        """The answer of the first fault that fires for this resource request, or None.
+
+        Checked before routing to the store, so a faulted request changes nothing, as a request the real
+        server rejects before persisting. Runs without awaiting: the request log and the fault counters agree.
+        """
+        route = parse_route(request.url.path)
+        if route is None or len(self.faults) == 0:
+            return None
+        method = str(request.method.value).upper()
+        name = route.name
+        if name is None and method == "POST" and isinstance(request.data, dict):
+            name = (request.data.get("metadata") or {}).get("name")  # a create names its object in the body
+        spec = self.store.registry.lookup(route.group, route.version, route.plural)
+        call = KubeCall(
+            method=method,
+            verb=verb_of(method, route.name, request.params),
+            group=route.group,
+            version=route.version,
+            resource=route.plural,
+            namespace=route.namespace,
+            name=name,
+            subresource=route.subresource,
+            content_type=self._content_type(request) if request.body else None,
+            kind=spec.kind if spec is not None else None,
+            request=request,
+        )
+        status = self.faults.take(call, request.id)
+        if status is None:
+            return None
+        self.injected[request.id] = status.code
+        return self._render_status(status)
+
+    def _render_status(self, status: Status) -> aiohttp.web.StreamResponse:
+        retry_after = status.retry_after
+        headers = {"Retry-After": str(retry_after)} if retry_after else None
+        return aiohttp.web.json_response(status.body(), status=status.code, headers=headers)
 
     @override
     async def _render_error(self, exc: Exception) -> aiohttp.web.StreamResponse:

@@ -131,6 +131,13 @@ BUILTIN_RESOURCES: Final[tuple[ResourceSpec, ...]] = (
     ),
     ResourceSpec("events.k8s.io", "events", "Event", ("v1",), True),
     ResourceSpec("coordination.k8s.io", "leases", "Lease", ("v1",), True),
+    ResourceSpec(
+        "admissionregistration.k8s.io",
+        "validatingwebhookconfigurations",
+        "ValidatingWebhookConfiguration",
+        ("v1",),
+        False,
+    ),
     # GKE ships these as CRDs without public YAML; their scopes are as on GKE.
     ResourceSpec("cloud.google.com", "backendconfigs", "BackendConfig", ("v1", "v1beta1"), True, custom=True),
     ResourceSpec(

@@ -12,6 +12,9 @@ Usage::
         ...
         assert server.writes(since=mark) == []
         server.patch_status("ray.io/v1", "RayCluster", "rc", {"state": "ready"}, namespace="ns")
+        conflict = server.inject(KubeFault(status=409, methods={"PATCH"}, resource="rayclusters"))
+        ...
+        assert conflict.hits == 1 and server.faulted(since=mark)[0].injected == 409
 
 Served over plain http with a dummy bearer token (the server accepts any credentials). Objects may be
 created in namespaces that do not exist: the emulator is lenient there, a real server would answer 404.
@@ -22,11 +25,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import random
 import threading
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final, TypeVar
+from typing import Final, TypeVar, overload
 
 import aiohttp.web
 import kubernetes.client
@@ -34,6 +38,15 @@ import kubernetes.config
 import yaml
 
 from tests.support.kube.emulator import WRITE_METHODS, KubeEmulator, present
+from tests.support.kube.faults import (
+    WRITES,
+    FaultHandle,
+    FaultTable,
+    KubeCall,
+    KubeFault,
+    RandomFaultHandle,
+    RandomFaults,
+)
 from tests.support.kube.resources import (
     BUILTIN_RESOURCES,
     Obj,
@@ -60,6 +73,7 @@ class RequestRecord:
     path: str
     query: dict[str, str] = field(default_factory=dict)
     content_type: str | None = None
+    injected: int | None = None  # the status an injected fault answered with; None: served normally
 
     @property
     def is_write(self) -> bool:
@@ -83,11 +97,13 @@ class KubeEmulatorServer(LoopbackServer):
         self._history_limit = history_limit
         self._emulator: KubeEmulator | None = None
         self.internal_errors: list[BaseException] = []
+        # Owned here rather than by the emulator: faults can be set up before start() and are thread-safe.
+        self._faults = FaultTable()
 
     @contextlib.asynccontextmanager
     async def _serving(self) -> AsyncIterator[aiohttp.web.BaseRunner]:
         store = self._build_store(asyncio.get_running_loop())
-        emulator = KubeEmulator(store=store, internal_errors=self.internal_errors)
+        emulator = KubeEmulator(store=store, internal_errors=self.internal_errors, faults=self._faults)
         async with emulator:
             runner = aiohttp.web.ServerRunner(
                 aiohttp.web.Server(emulator, handler_cancellation=True, access_log=None), shutdown_timeout=1.0
@@ -164,7 +180,8 @@ class KubeEmulatorServer(LoopbackServer):
 
     @property
     def emulator(self) -> KubeEmulator:
-        """The kmock handler, e.g. for fault-injecting reactions (register them via ``call``)."""
+        """The kmock handler, e.g. for raw kmock reactions (register them via ``call``); for faults with
+        the API server's own error responses, use ``inject``."""
         if self._emulator is None:
             raise RuntimeError("the emulator is not running")
         return self._emulator
@@ -189,6 +206,7 @@ class KubeEmulatorServer(LoopbackServer):
                     path=request.url.path,
                     query=dict(request.params),
                     content_type=next((v for k, v in request.headers.items() if k.lower() == "content-type"), None),
+                    injected=self.emulator.injected.get(request.id),
                 )
                 for request in list(self.emulator)[since:]
             ]
@@ -197,6 +215,57 @@ class KubeEmulatorServer(LoopbackServer):
 
     def writes(self, since: int = 0) -> list[RequestRecord]:
         return [record for record in self.requests(since) if record.is_write]
+
+    def faulted(self, since: int = 0) -> list[RequestRecord]:
+        """The requests an injected fault answered (they reached neither kmock reactions nor the store)."""
+        return [record for record in self.requests(since) if record.injected is not None]
+
+    # --- fault injection ----------------------------------------------------------------------------
+
+    @overload
+    def inject(self, fault: KubeFault) -> FaultHandle: ...
+    @overload
+    def inject(self, fault: RandomFaults) -> RandomFaultHandle: ...
+    def inject(self, fault: KubeFault | RandomFaults) -> FaultHandle | RandomFaultHandle:
+        """Answer matching requests with a real API server error from now on (after earlier faults)."""
+        handle = (
+            FaultHandle(self._faults, fault) if isinstance(fault, KubeFault) else RandomFaultHandle(self._faults, fault)
+        )
+        self._faults.add(handle)
+        return handle
+
+    def inject_random(
+        self,
+        *,
+        rate: float,
+        rng: random.Random,
+        statuses: tuple[int, ...] = (409, 500),
+        methods: frozenset[str] | set[str] | None = WRITES,
+        resource: str | frozenset[str] | set[str] | None = None,
+        namespace: str | None = None,
+        subresource: str | None = None,
+        when: Callable[[KubeCall], bool] | None = None,
+    ) -> RandomFaultHandle:
+        """Chaos: fail a ``rate`` fraction of matching requests (writes by default) with ``statuses``.
+
+        Reproducible for a seeded ``rng`` and the same sequence of matching requests; the handle counts
+        what it injected by status. For any other criterion, ``inject(RandomFaults(...))``.
+        """
+        faults = RandomFaults(
+            rate=rate,
+            rng=rng,
+            statuses=statuses,
+            methods=methods,
+            resource=resource,
+            namespace=namespace,
+            subresource=subresource,
+            when=when,
+        )
+        return self.inject(faults)
+
+    def clear_faults(self) -> None:
+        """Remove every fault; their handles keep their counts."""
+        self._faults.clear()
 
     # --- objects ------------------------------------------------------------------------------------
 
