@@ -61,7 +61,7 @@ def plan(owner: int) -> GcpPlan:
 def provisioner(fake: FakeGcp, clock: list[float]) -> LiveProvisioner:
     backoff = Backoff(POLL_SECONDS, 600, lambda: clock[0])
     pools = PoolCoordinator(GkeNodePools(clients.gke_client(fake.endpoint)), backoff=backoff,
-                            poll_seconds=POLL_SECONDS)  # fmt: skip
+                            poll_seconds=POLL_SECONDS, installation="bench")  # fmt: skip
     policies = RoutedPolicies(ServiceAccountPolicies(clients.iam_client(f"http://{fake.grpc_target}")),
                               BucketPolicies(clients.storage_client(fake.endpoint, PROJECT)),
                               IapPolicies(clients.iap_client(fake.endpoint)))  # fmt: skip

@@ -17,6 +17,7 @@ import pytest
 from google.api_core import exceptions
 from google.cloud import container_v1, iam_admin_v1, iap_v1
 from google.iam.v1 import iam_policy_pb2, options_pb2, policy_pb2  # type: ignore[import-untyped]
+from google.protobuf import json_format  # type: ignore[import-untyped]
 
 from tests.support.gcp import (
     FakeGcp,
@@ -374,6 +375,86 @@ def test_delete_node_pool_removes_it_when_the_operation_is_done(
         exceptions.NotFound, match=re.escape(f"Not found: projects/{PROJECT}/locations/{LOCATION}/clusters/nope.")
     ):
         gke.list_node_pools(parent=f"projects/{PROJECT}/locations/{LOCATION}/clusters/nope")
+
+
+def test_set_autoscaling_is_an_operation_and_applies_when_it_ends(
+    fake: FakeGcp, gke: container_v1.ClusterManagerClient
+) -> None:
+    fake.gke.put_node_pool(CLUSTER, l4_pool_json())
+    name = f"{CLUSTER}/nodePools/mlw-l4x1-spot"
+    autoscaling = container_v1.NodePoolAutoscaling(
+        enabled=True,
+        total_min_node_count=0,
+        total_max_node_count=2,
+        location_policy=container_v1.NodePoolAutoscaling.LocationPolicy.BALANCED,
+    )
+    op = gke.set_node_pool_autoscaling(request={"name": name, "autoscaling": autoscaling})
+    [call] = fake.calls("container", "SetNodePoolAutoscaling")
+    assert (call.method, call.path) == ("POST", f"/v1/{name}:setAutoscaling")
+    assert call.body["autoscaling"]["totalMaxNodeCount"] == 2  # numeric enums and proto3 JSON, as the client sends
+    assert gke.get_node_pool(name=name).autoscaling.total_max_node_count == 0  # not before the operation ends
+    with pytest.raises(exceptions.BadRequest, match=r"is currently|incompatible operation"):
+        gke.set_node_pool_autoscaling(request={"name": name, "autoscaling": autoscaling})  # one at a time
+    fake.gke.complete_operations()
+    wait_done(gke, op.name)
+    pool = gke.get_node_pool(name=name)
+    assert (pool.autoscaling.total_max_node_count, pool.autoscaling.location_policy) == (
+        2,
+        container_v1.NodePoolAutoscaling.LocationPolicy.BALANCED,
+    )
+    bad = container_v1.NodePoolAutoscaling(enabled=True, total_min_node_count=3, total_max_node_count=2)
+    with pytest.raises(exceptions.BadRequest, match="Invalid autoscaling bounds"):
+        gke.set_node_pool_autoscaling(request={"name": name, "autoscaling": bad})
+
+
+def test_update_node_pool_replaces_resource_labels_and_zones_guarded_by_the_etag(
+    fake: FakeGcp, gke: container_v1.ClusterManagerClient
+) -> None:
+    fake.gke.put_node_pool(CLUSTER, l4_pool_json())
+    name = f"{CLUSTER}/nodePools/mlw-l4x1-spot"
+    read = gke.get_node_pool(name=name)
+    labels = container_v1.ResourceLabels(labels={"managed-by": "mlworkload", "mlworkload-claim-abc": "b"})
+    op = gke.update_node_pool(request={"name": name, "resource_labels": labels, "etag": read.etag,
+                                       "locations": [f"{LOCATION}-b"]})  # fmt: skip
+    [call] = fake.calls("container", "UpdateNodePool")
+    assert (call.method, call.path) == ("PUT", f"/v1/{name}")
+    assert call.body["resourceLabels"] == {"labels": {"managed-by": "mlworkload", "mlworkload-claim-abc": "b"}}
+    assert op.operation_type == container_v1.Operation.Type.UPGRADE_NODES
+    assert gke.get_node_pool(name=name).status == container_v1.NodePool.Status.RECONCILING
+    fake.gke.complete_operations()
+    wait_done(gke, op.name)
+    pool = gke.get_node_pool(name=name)
+    assert dict(pool.config.resource_labels) == {"managed-by": "mlworkload", "mlworkload-claim-abc": "b"}
+    assert (list(pool.locations), pool.status) == ([f"{LOCATION}-b"], container_v1.NodePool.Status.RUNNING)
+    assert pool.etag != read.etag
+
+    with pytest.raises(exceptions.Conflict) as stale:  # the etag read before the change
+        gke.update_node_pool(request={"name": name, "resource_labels": labels, "etag": read.etag})
+    assert error_status(stale.value) == "ABORTED"
+    with pytest.raises(exceptions.BadRequest, match="must be zones of cluster"):
+        gke.update_node_pool(request={"name": name, "locations": ["europe-west4-a"], "etag": pool.etag})
+    assert fake.gke.active_operations() == []
+
+
+def test_a_pool_deleted_by_hand_is_stopping_then_gone_and_capacity_can_return(
+    fake: FakeGcp, gke: container_v1.ClusterManagerClient
+) -> None:
+    fake.gke.put_node_pool(CLUSTER, l4_pool_json(), status="RUNNING_WITH_ERROR")
+    name = f"{CLUSTER}/nodePools/mlw-l4x1-spot"
+    fake.gke.capacity_returned(CLUSTER, "mlw-l4x1-spot")
+    assert gke.get_node_pool(name=name).status == container_v1.NodePool.Status.RUNNING
+    op = fake.gke.delete_node_pool_by_hand(CLUSTER, "mlw-l4x1-spot")
+    assert gke.get_node_pool(name=name).status == container_v1.NodePool.Status.STOPPING
+    assert gke.get_operation(name=f"projects/{PROJECT}/locations/{LOCATION}/operations/{op}").operation_type == (
+        container_v1.Operation.Type.DELETE_NODE_POOL
+    )
+    fake.gke.complete_operations()
+    assert fake.gke.node_pool(CLUSTER, "mlw-l4x1-spot") is None
+
+
+def l4_pool_json() -> dict[str, Any]:
+    pool: dict[str, Any] = json_format.MessageToDict(container_v1.NodePool.pb(l4_pool()))
+    return pool
 
 
 def test_operations_can_be_listed_to_find_one_in_flight_and_cancelled(

@@ -8,6 +8,7 @@ calls `fake.gke.complete_operations()`. Nothing sleeps.
 """
 
 import asyncio
+import dataclasses
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,9 +24,9 @@ from mlworkload.gcp.errors import FailureKind, GcpError
 from mlworkload.gcp.iam import BindingManager, BucketPolicies, RoutedPolicies, ServiceAccountPolicies
 from mlworkload.gcp.iap import IapPolicies
 from mlworkload.gcp.live import REASON_BOUND, REASON_PROVISIONED, REASON_PROVISIONING, LiveProvisioner, connect
-from mlworkload.gcp.nodepools import GkeNodePools
+from mlworkload.gcp.nodepools import GkeNodePools, claim_label
 from mlworkload.gcp.plan import GcpPlan, IamBinding, NodePoolPlan
-from mlworkload.gcp.pools import PoolCoordinator
+from mlworkload.gcp.pools import PoolCoordinator, PoolReport
 from mlworkload.gcp.provisioner import NOTHING_RECORDED, GcpState, Recorded
 from mlworkload.gcp.retry import Backoff
 from mlworkload.settings import OperatorSettings
@@ -44,7 +45,7 @@ from tests.support.gcp import (
     storage_permission_denied,
     unavailable,
 )
-from tests.support.gcp.core import Service
+from tests.support.gcp.core import Request, Service
 
 PROJECT, LOCATION, CLUSTER = "my-proj", "us-central1", "ml-cluster"  # what permissive_policy() names
 CLUSTER_PATH = f"projects/{PROJECT}/locations/{LOCATION}/clusters/{CLUSTER}"
@@ -56,8 +57,8 @@ OBJECT_USER = "roles/storage.objectUser"
 TOKEN_CREATOR = "roles/iam.serviceAccountTokenCreator"
 BASE_DELAY, MAX_DELAY = 10.0, 80.0
 GRACE = 100.0
+INSTALLATION = "ml-platform"
 VERIFY = 60.0
-GPU_POOL, CPU_POOL = "mlw-l4x1-spot", "mlw-n2-standard-8-ondemand"
 
 
 def ksa(name: str, namespace: str = "team-nlp") -> str:
@@ -110,16 +111,24 @@ class Rig:
     clock: ManualClock = field(default_factory=ManualClock)
     claims: Claims = field(default_factory=Claims)
 
-    def coordinator(self) -> PoolCoordinator:
-        return PoolCoordinator(self.gke, backoff=Backoff(BASE_DELAY, MAX_DELAY, self.clock), poll_seconds=0)
+    def coordinator(self, installation: str = INSTALLATION) -> PoolCoordinator:
+        return PoolCoordinator(
+            self.gke,
+            backoff=Backoff(BASE_DELAY, MAX_DELAY, self.clock),
+            poll_seconds=0,
+            installation=installation,
+            wall_clock=self.clock,
+        )
 
-    def provisioner(self) -> LiveProvisioner:
+    def provisioner(self, installation: str = INSTALLATION, claims: Claims | None = None) -> LiveProvisioner:
         """Wired like `live.connect`: one backoff for pools and bindings; a new one is a restarted operator."""
         backoff = Backoff(BASE_DELAY, MAX_DELAY, self.clock)
         return LiveProvisioner(
-            PoolCoordinator(self.gke, backoff=backoff, poll_seconds=0),
+            PoolCoordinator(
+                self.gke, backoff=backoff, poll_seconds=0, installation=installation, wall_clock=self.clock
+            ),
             BindingManager(self.policies, backoff=backoff, verify_seconds=VERIFY),
-            self.claims,
+            claims or self.claims,
             grace_seconds=GRACE,
             clusters=[CLUSTER_PATH],
         )
@@ -136,14 +145,16 @@ def plan_of(doc: WorkloadDoc) -> GcpPlan:
 
 def gpu_pool() -> NodePoolPlan:
     (pool,) = plan_of(workload().gpu_group(capacity="Spot")).node_pools
-    assert pool.name == GPU_POOL
     return pool
 
 
 def cpu_pool() -> NodePoolPlan:
     (pool,) = plan_of(workload().group("cpu", machineType="n2-standard-8", capacity="OnDemand")).node_pools
-    assert pool.name == CPU_POOL
     return pool
+
+
+# Names are the builder's to choose (they carry the policy and the shape): never written out here.
+GPU_POOL, CPU_POOL = gpu_pool().name, cpu_pool().name
 
 
 def pools_only(*pools: NodePoolPlan) -> GcpPlan:
@@ -187,8 +198,10 @@ def api_errors(api: str, reason: str) -> float:
     return REGISTRY.get_sample_value("mlworkload_gcp_api_errors_total", {"api": api, "reason": reason}) or 0.0
 
 
-def managed_pool(name: str) -> dict[str, Any]:
-    return {"name": name, "config": {"machineType": "e2-standard-4", "resourceLabels": {"managed-by": "mlworkload"}}}
+def managed_pool(name: str, installation: str | None = INSTALLATION) -> dict[str, Any]:
+    """A pool the operator made earlier: of this installation, another one's, or (None) before installations."""
+    labels = {"managed-by": "mlworkload"} | ({"mlworkload-installation": installation} if installation else {})
+    return {"name": name, "config": {"machineType": "e2-standard-4", "resourceLabels": labels}}
 
 
 # --- node pools: sharing and the one-operation-per-cluster rule -----------------------------------------
@@ -245,21 +258,13 @@ async def test_a_second_shape_queues_behind_the_running_operation(fake: FakeGcp,
     assert rpc_statuses(fake, "container", "CreateNodePool") == [200, 200]  # never answered 400 busy
 
 
-@pytest.mark.parametrize("shape", ["error-info", "message-only", "too-many-operations"])
-async def test_a_busy_cluster_queues_the_create_and_retries_after_the_backoff(
-    shape: str, fake: FakeGcp, rig: Rig
-) -> None:
+@pytest.mark.parametrize("shape", ["error-info", "message-only"])
+async def test_a_busy_cluster_is_waited_on_through_the_operation_gke_names(shape: str, fake: FakeGcp, rig: Rig) -> None:
+    """GKE's busy answer names the operation holding the cluster: polled, and the create goes once it is done."""
     live = rig.provisioner()
     plan = pools_only(gpu_pool())
-    if shape == "too-many-operations":
-        too_many = ApiError(
-            "RESOURCE_EXHAUSTED",
-            f'Too many operations: cluster "{CLUSTER}" hits the concurrent operations quota 5, please try again later.',
-        )
-        fake.fail("container", "CreateNodePool", too_many)
-    else:
-        fake.gke.busy_error_info = shape == "error-info"
-        fake.gke.start_operation(CLUSTER_PATH)  # an auto-upgrade the operator knows nothing about
+    fake.gke.busy_error_info = shape == "error-info"
+    upgrade = fake.gke.start_operation(CLUSTER_PATH)  # an auto-upgrade the operator knows nothing about
 
     state = await live.ensure("team-nlp/a", plan, NOTHING_RECORDED)
     assert states(state) == {GPU_POOL: "Queued"}
@@ -268,23 +273,54 @@ async def test_a_busy_cluster_queues_the_create_and_retries_after_the_backoff(
         REASON_PROVISIONING,
         False,
     )
-    assert rpc_statuses(fake, "container", "CreateNodePool") == [429 if shape == "too-many-operations" else 400]
+    assert upgrade in state.node_pools.message
+    assert rpc_statuses(fake, "container", "CreateNodePool") == [400]
+
+    mark = fake.mark()
+    state = await live.ensure("team-nlp/a", plan, recorded(state))
+    assert states(state) == {GPU_POOL: "Queued"}
+    assert [call.path.rsplit("/", 1)[-1] for call in fake.calls("container", "GetOperation", since=mark)] == [upgrade]
+    assert len(fake.calls("container", "CreateNodePool")) == 1  # not tried while the named operation runs
+
+    fake.gke.complete_operation(upgrade)
+    state = await live.ensure("team-nlp/a", plan, recorded(state))  # no clock advance: no blind backoff
+    assert states(state) == {GPU_POOL: "Provisioning"}
+    assert rpc_statuses(fake, "container", "CreateNodePool")[1:] == [200]
+    fake.gke.complete_operations()
+    state = await live.ensure("team-nlp/a", plan, recorded(state))
+    assert states(state) == {GPU_POOL: "Running"}
+
+
+async def test_too_many_operations_names_none_so_the_create_backs_off(fake: FakeGcp, rig: Rig) -> None:
+    live = rig.provisioner()
+    plan = pools_only(gpu_pool())
+    too_many = ApiError(
+        "RESOURCE_EXHAUSTED",
+        f'Too many operations: cluster "{CLUSTER}" hits the concurrent operations quota 5, please try again later.',
+    )
+    fake.fail("container", "CreateNodePool", too_many)
+
+    state = await live.ensure("team-nlp/a", plan, NOTHING_RECORDED)
+    assert states(state) == {GPU_POOL: "Queued"}
+    assert state.node_pools.reason == REASON_PROVISIONING
+    assert rpc_statuses(fake, "container", "CreateNodePool") == [429]
 
     rig.clock.advance(BASE_DELAY - 1)
     state = await live.ensure("team-nlp/a", plan, recorded(state))
-    assert states(state) == {GPU_POOL: "Queued"}
-    fake.gke.complete_operations()
-    state = await live.ensure("team-nlp/a", plan, recorded(state))
-    assert states(state) == {GPU_POOL: "Queued"}  # free now, but the backoff has not run out
+    assert states(state) == {GPU_POOL: "Queued"}  # the backoff has not run out
     assert len(fake.calls("container", "CreateNodePool")) == 1
 
     rig.clock.advance(1)
     state = await live.ensure("team-nlp/a", plan, recorded(state))
     assert states(state) == {GPU_POOL: "Provisioning"}
     assert rpc_statuses(fake, "container", "CreateNodePool")[1:] == [200]
-    fake.gke.complete_operations()
-    state = await live.ensure("team-nlp/a", plan, recorded(state))
-    assert states(state) == {GPU_POOL: "Running"}
+
+
+def pool_status(report: PoolReport) -> NodePoolStatus:
+    """The status entry a report becomes (what a restarted coordinator is handed back)."""
+    return NodePoolStatus(name=report.name, capacity=Capacity.SPOT, state=report.state, operation=report.operation,
+                          attempts=report.attempts, last_failure=str(report.failure) if report.failure else "",
+                          next_attempt_time=report.next_attempt)  # fmt: skip
 
 
 async def test_a_restarted_coordinator_resumes_the_recorded_operation(fake: FakeGcp, rig: Rig) -> None:
@@ -295,7 +331,7 @@ async def test_a_restarted_coordinator_resumes_the_recorded_operation(fake: Fake
 
     restarted = rig.coordinator()
     mark = fake.mark()
-    after = await restarted.ensure(plan, recorded_operation=before.operation)
+    after = await restarted.ensure(plan, pool_status(before))
     assert (after.state, after.operation) == ("Provisioning", before.operation)
     polled = fake.calls("container", "GetOperation", since=mark)
     assert polled
@@ -303,7 +339,7 @@ async def test_a_restarted_coordinator_resumes_the_recorded_operation(fake: Fake
     assert fake.calls("container", "CreateNodePool", since=mark) == []
 
     fake.gke.complete_operations()
-    done = await restarted.ensure(plan, recorded_operation=before.operation)
+    done = await restarted.ensure(plan, pool_status(before))
     assert done.state == "Running"
     assert len(fake.calls("container", "CreateNodePool")) == 1
 
@@ -322,66 +358,87 @@ async def test_a_restarted_provisioner_resumes_from_the_status_it_wrote(fake: Fa
     assert rpc_statuses(fake, "container", "CreateNodePool") == [200]
 
 
-async def stocked_out(fake: FakeGcp, live: LiveProvisioner, plan: GcpPlan) -> GcpState:
+async def stocked_out(fake: FakeGcp, live: LiveProvisioner, plan: GcpPlan, pool_state: str = "") -> GcpState:
     """The pool's creation ends in a stockout; the state the next pass reports."""
-    fake.gke.fail_operations(stockout())
+    failure = stockout() if not pool_state else dataclasses.replace(stockout(), pool_status=pool_state)
+    fake.gke.fail_operations(failure)
     state = await live.ensure("team-nlp/a", plan, NOTHING_RECORDED)
     fake.gke.complete_operations()
     return await live.ensure("team-nlp/a", plan, recorded(state))
 
 
-async def test_a_stockout_is_reported_then_the_failed_pool_is_replaced(fake: FakeGcp, rig: Rig) -> None:
+async def test_a_stockout_leaves_a_degraded_but_ready_pool_that_is_never_replaced(fake: FakeGcp, rig: Rig) -> None:
+    """GKE keeps a stocked-out pool RUNNING_WITH_ERROR ("partially usable"): the autoscaler retries scale-ups
+    itself, so the workload is not stalled and nothing is deleted to retry (that would hold the cluster)."""
     live = rig.provisioner()
     plan = pools_only(gpu_pool())
     state = await stocked_out(fake, live, plan)
+    assert states(state) == {GPU_POOL: "Running"}
+    assert (state.node_pools.ready, state.node_pools.reason, state.node_pools.permanent) == (
+        True,
+        REASON_PROVISIONED,
+        False,
+    )
+    assert state.degraded is not None
+    assert GPU_POOL in state.degraded
+    assert "does not have enough resources" in state.degraded
+    assert [pool.attempts for pool in state.pools] == [None]
+
+    rig.clock.advance(MAX_DELAY * 10)
+    state = await live.ensure("team-nlp/a", plan, recorded(state))
+    assert state.node_pools.ready
+    fake.gke.capacity_returned(CLUSTER_PATH, GPU_POOL)
+    rig.clock.advance(1)  # past the describe cache (poll_seconds=0: every pass reads)
+    state = await live.ensure("team-nlp/a", plan, recorded(state))
+    assert (state.node_pools.ready, state.degraded) == (True, None)
+    assert deleted_paths(fake) == []
+    assert len(fake.calls("container", "CreateNodePool")) == 1
+
+
+async def test_a_pool_left_in_error_by_its_create_is_replaced_after_the_backoff(fake: FakeGcp, rig: Rig) -> None:
+    """The status hands the operator's own operation back on every pass; finishing it twice doubles the wait."""
+    live = rig.provisioner()
+    plan = pools_only(gpu_pool())
+    state = await stocked_out(fake, live, plan, pool_state="ERROR")
     assert states(state) == {GPU_POOL: "Failed"}
     assert (state.node_pools.ready, state.node_pools.reason, state.node_pools.permanent) == (False, "Stockout", True)
-    assert "does not have enough resources" in state.node_pools.message
+    assert "attempt 1 failed; next attempt at" in state.node_pools.message
+    [pool] = state.pools
+    assert (pool.attempts, (pool.last_failure or "").split(":")[0]) == (1, "Stockout")
 
     rig.clock.advance(BASE_DELAY - 1)
     state = await live.ensure("team-nlp/a", plan, recorded(state))
     assert state.node_pools.reason == "Stockout"
     assert deleted_paths(fake) == []
 
-    rig.clock.advance(MAX_DELAY)  # past the backoff however it counted; the exact delay is the next test's
+    rig.clock.advance(1)
     state = await live.ensure("team-nlp/a", plan, recorded(state))
     assert deleted_paths(fake) == [f"/v1/{CLUSTER_PATH}/nodePools/{GPU_POOL}"]
-    assert len(fake.calls("container", "CreateNodePool")) == 1
+    assert state.node_pools.reason == "Stockout"  # the same series: conditions do not flip while it retries
     fake.gke.complete_operations()  # the deletion
 
     state = await live.ensure("team-nlp/a", plan, recorded(state))
     assert states(state) == {GPU_POOL: "Provisioning"}
+    assert (state.node_pools.reason, state.node_pools.permanent) == ("Stockout", True)
+    assert "attempt 2:" in state.node_pools.message
     assert created_names(fake) == [GPU_POOL, GPU_POOL]
     fake.gke.complete_operations()
     state = await live.ensure("team-nlp/a", plan, recorded(state))
     assert states(state) == {GPU_POOL: "Running"}
     assert state.node_pools.reason == REASON_PROVISIONED
-    assert len(fake.calls("container", "CreateNodePool")) == 2
-    assert len(fake.calls("container", "DeleteNodePool")) == 1
-
-
-async def test_a_failed_operation_counts_once_in_the_backoff(fake: FakeGcp, rig: Rig) -> None:
-    """The status hands the operator's own operation back on every pass; finishing it twice doubles the wait."""
-    live = rig.provisioner()
-    plan = pools_only(gpu_pool())
-    state = await stocked_out(fake, live, plan)
-    assert state.node_pools.reason == "Stockout"
-
-    rig.clock.advance(BASE_DELAY)
-    await live.ensure("team-nlp/a", plan, recorded(state))
-    assert deleted_paths(fake) == [f"/v1/{CLUSTER_PATH}/nodePools/{GPU_POOL}"]
+    assert [(pool.attempts, pool.last_failure, pool.next_attempt_time) for pool in state.pools] == [(None, None, None)]
 
 
 async def test_a_pool_left_failed_is_classified_from_its_status_after_a_restart(fake: FakeGcp, rig: Rig) -> None:
     """The operation is gone (GKE expires them); the pool's status message still says why it failed."""
     plan = gpu_pool()
-    fake.gke.fail_operations(stockout())
+    fake.gke.fail_operations(dataclasses.replace(stockout(), pool_status="ERROR"))
     before = await rig.coordinator().ensure(plan)
     fake.gke.complete_operations()
     expired = ApiError("NOT_FOUND", f"Not found: projects/{PROJECT}/locations/{LOCATION}/operations/x.")
     fake.fail("container", "GetOperation", expired)
 
-    report = await rig.coordinator().ensure(plan, recorded_operation=before.operation)
+    report = await rig.coordinator().ensure(plan, pool_status(before))
     assert report.state == "Failed"
     assert report.failure is not None
     assert report.failure.kind is FailureKind.STOCKOUT
@@ -566,6 +623,266 @@ async def test_after_a_restart_pools_claimed_in_status_are_kept(fake: FakeGcp, r
     rig.clock.advance(GRACE)
     assert await live.collect() == [CPU_POOL]
     assert deleted_paths(fake) == [f"/v1/{CLUSTER_PATH}/nodePools/{CPU_POOL}"]
+
+
+# --- node pools: a fleet shared by installations ---------------------------------------------------------
+
+OTHER = "ml-research"  # a second installation of the operator on the same GKE cluster
+
+
+def pool_labels(fake: FakeGcp, name: str) -> dict[str, str]:
+    pool = fake.gke.node_pool(CLUSTER_PATH, name)
+    assert pool is not None
+    labels: dict[str, str] = pool["config"].get("resourceLabels", {})
+    return labels
+
+
+def updates(fake: FakeGcp, since: int = 0) -> list[Any]:
+    return fake.calls("container", ["UpdateNodePool", "SetNodePoolAutoscaling"], since)
+
+
+async def running(fake: FakeGcp, live: LiveProvisioner, owner: str, plan: GcpPlan) -> GcpState:
+    """Ensure, finishing GKE operations, until the pools run and no operation of this owner's is left."""
+    state = await live.ensure(owner, plan, NOTHING_RECORDED)
+    for _ in range(6):
+        if state.node_pools.ready and not any(pool.operation for pool in state.pools):
+            return state
+        fake.gke.complete_operations()
+        state = await live.ensure(owner, plan, recorded(state))
+    raise AssertionError(f"{owner}: pools not running: {state}")
+
+
+async def test_an_installation_never_deletes_a_pool_another_installation_claims(fake: FakeGcp, rig: Rig) -> None:
+    """The creator labels its pool; a second installation using it adds its claim label; the creator's collector
+    leaves the pool alone until that claim is gone, and only then deletes it, once."""
+    ours, theirs = rig.provisioner(), rig.provisioner(OTHER, claims=Claims())
+    plan = pools_only(gpu_pool())
+    a = await running(fake, ours, "team-nlp/a", plan)
+    assert pool_labels(fake, GPU_POOL)["mlworkload-installation"] == INSTALLATION
+    assert updates(fake) == []  # the creator's own label came with the create: no update needed
+
+    b = await running(fake, theirs, "research/b", plan)
+    assert states(b) == {GPU_POOL: "Running"}
+    [claim] = updates(fake)
+    assert claim.rpc == "UpdateNodePool"
+    assert pool_labels(fake, GPU_POOL)[claim_label(OTHER)] == OTHER
+    assert pool_labels(fake, GPU_POOL)["mlworkload-installation"] == INSTALLATION  # still the creator's
+    assert claim.body["etag"]  # a read-modify-write that a concurrent change makes fail, not overwrite
+
+    await ours.release("team-nlp/a", recorded(a))
+    assert await ours.collect() == []
+    rig.clock.advance(GRACE * 10)
+    assert await ours.collect() == []  # ours, unused by us, but claimed by the other installation
+    assert await theirs.collect() == []  # the other installation still uses it: keeps its claim
+    assert deleted_paths(fake) == []
+
+    await theirs.release("research/b", recorded(b))
+    assert await theirs.collect() == []
+    rig.clock.advance(GRACE)
+    assert await theirs.collect() == []  # never deletes another installation's pool: drops its claim instead
+    fake.gke.complete_operations()
+    assert claim_label(OTHER) not in pool_labels(fake, GPU_POOL)
+    assert deleted_paths(fake) == []
+
+    rig.clock.advance(1)
+    assert await ours.collect() == [GPU_POOL]
+    fake.gke.complete_operations()
+    rig.clock.advance(GRACE * 10)
+    assert await ours.collect() == []
+    assert await theirs.collect() == []
+    assert deleted_paths(fake) == [f"/v1/{CLUSTER_PATH}/nodePools/{GPU_POOL}"]
+
+
+async def test_a_claim_landing_between_the_listing_and_the_delete_keeps_the_pool(fake: FakeGcp, rig: Rig) -> None:
+    """DeleteNodePool has no etag: the collector reads the pool again just before deleting it."""
+    fake.gke.put_node_pool(CLUSTER_PATH, managed_pool(GPU_POOL))
+    ours = rig.provisioner()
+    assert await ours.collect() == []
+    rig.clock.advance(GRACE)
+    claimed = {**pool_labels(fake, GPU_POOL), claim_label(OTHER): OTHER}
+    landed: list[bool] = []
+
+    def claim_lands(_: Request) -> bool:  # runs as the re-read arrives, after the listing was answered
+        if not landed:
+            landed.append(True)
+            with fake.gke.lock:
+                fake.gke.clusters[CLUSTER_PATH].node_pools[GPU_POOL]["config"]["resourceLabels"] = claimed
+        return False
+
+    fake.fail("container", "GetNodePool", ApiError("INTERNAL", "never sent"), times=None, when=claim_lands)
+    assert await ours.collect() == []
+    assert landed == [True]
+    assert deleted_paths(fake) == []
+    rig.clock.advance(GRACE * 10)
+    assert await ours.collect() == []  # and never while the claim stays
+    assert deleted_paths(fake) == []
+
+
+async def test_a_pool_made_before_installations_is_adopted_by_its_user_and_otherwise_never_deleted(
+    fake: FakeGcp, rig: Rig
+) -> None:
+    fake.gke.put_node_pool(CLUSTER_PATH, managed_pool(GPU_POOL, installation=None))
+    fake.gke.put_node_pool(CLUSTER_PATH, managed_pool(CPU_POOL, installation=None))
+    live = rig.provisioner()
+    a = await running(fake, live, "team-nlp/a", pools_only(gpu_pool()))
+    assert pool_labels(fake, GPU_POOL)["mlworkload-installation"] == INSTALLATION  # adopted by its user
+    assert "mlworkload-installation" not in pool_labels(fake, CPU_POOL)
+
+    await live.release("team-nlp/a", recorded(a))
+    assert await live.collect() == []
+    rig.clock.advance(GRACE)
+    assert await live.collect() == [GPU_POOL]  # adopted: ours to release
+    fake.gke.complete_operations()
+    rig.clock.advance(GRACE * 10)
+    assert await live.collect() == []
+    assert fake.gke.node_pool(CLUSTER_PATH, CPU_POOL) is not None  # nobody here used it: never ours to delete
+
+
+async def test_a_policy_change_after_creation_makes_exactly_one_update_and_the_pool_follows(
+    fake: FakeGcp, rig: Rig
+) -> None:
+    live = rig.provisioner()
+    six = pools_only(gpu_pool().model_copy(update={"max_nodes": 6}))
+    state = await running(fake, live, "team-nlp/a", six)
+    assert updates(fake) == []
+
+    two = pools_only(gpu_pool().model_copy(update={"max_nodes": 2}))
+    state = await live.ensure("team-nlp/a", two, recorded(state))
+    assert state.node_pools.ready  # the pool works while it is updated
+    assert "at most 2 node(s)" in state.node_pools.message or any(pool.operation for pool in state.pools)
+    state = await live.ensure("team-nlp/a", two, recorded(state))  # the update still runs: nothing more
+    fake.gke.complete_operations()
+    for _ in range(3):
+        state = await live.ensure("team-nlp/a", two, recorded(state))
+    [update] = updates(fake)
+    assert (update.rpc, update.body["autoscaling"]["totalMaxNodeCount"]) == ("SetNodePoolAutoscaling", 2)
+    pool = fake.gke.node_pool(CLUSTER_PATH, GPU_POOL)
+    assert pool is not None
+    assert pool["autoscaling"]["totalMaxNodeCount"] == 2
+
+
+async def test_the_strictest_workload_wins_and_zones_are_intersected(fake: FakeGcp, rig: Rig) -> None:
+    live = rig.provisioner()
+    zones_ab = gpu_pool().model_copy(update={"max_nodes": 6, "locations": [f"{LOCATION}-a", f"{LOCATION}-b"]})
+    zones_bc = gpu_pool().model_copy(update={"max_nodes": 3, "locations": [f"{LOCATION}-b", f"{LOCATION}-c"]})
+    await running(fake, live, "team-nlp/a", pools_only(zones_ab))
+    state = await live.ensure("team-nlp/b", pools_only(zones_bc), NOTHING_RECORDED)
+    for _ in range(6):
+        fake.gke.complete_operations()
+        state = await live.ensure("team-nlp/b", pools_only(zones_bc), recorded(state))
+        await live.ensure("team-nlp/a", pools_only(zones_ab), NOTHING_RECORDED)
+    pool = fake.gke.node_pool(CLUSTER_PATH, GPU_POOL)
+    assert pool is not None
+    assert (pool["autoscaling"]["totalMaxNodeCount"], pool["locations"]) == (3, [f"{LOCATION}-b"])
+    assert [call.rpc for call in updates(fake)] == ["SetNodePoolAutoscaling", "UpdateNodePool"]
+
+    apart = gpu_pool().model_copy(update={"max_nodes": 3, "locations": [f"{LOCATION}-c"]})  # a wants a or b
+    state = await live.ensure("team-nlp/b", pools_only(apart), recorded(state))
+    assert "no zone in common" in state.node_pools.message
+    assert len(updates(fake)) == 2  # zones kept, and said so
+
+
+async def test_a_pool_deleted_by_hand_makes_its_users_due_at_the_next_poll(fake: FakeGcp, rig: Rig) -> None:
+    """The collector's listing notices at once; the workload is due for a reconcile long before any resync."""
+    live = rig.provisioner()
+    plan = pools_only(gpu_pool())
+    state = await running(fake, live, "team-nlp/a", plan)
+    rig.claims.owners = {"team-nlp/a": recorded(state)}
+    assert await live.collect() == []
+    assert not live.due("team-nlp/a")
+
+    fake.gke.delete_node_pool_by_hand(CLUSTER_PATH, GPU_POOL)
+    assert await live.collect() == []  # one poll later, no clock advance at all
+    assert live.due("team-nlp/a")
+    assert live.lost_users == {"team-nlp/a"}
+    assert not live.due("team-nlp/other")
+
+    state = await live.ensure("team-nlp/a", plan, recorded(state))
+    assert not live.due("team-nlp/a")
+    assert states(state) == {GPU_POOL: "Deleting"}
+    fake.gke.complete_operations()
+    state = await running(fake, live, "team-nlp/a", plan)
+    assert created_names(fake) == [GPU_POOL, GPU_POOL]
+    assert deleted_paths(fake) == []  # the operator deleted nothing itself
+
+
+async def test_a_failed_create_series_survives_a_restart_and_recovers_when_capacity_returns(
+    fake: FakeGcp, rig: Rig
+) -> None:
+    plan = pools_only(gpu_pool())
+    gone = dataclasses.replace(stockout(), keep_pool=False)  # GKE removed the pool it could not fill
+    fake.gke.fail_operations(gone, times=2)
+    before = rig.provisioner()
+    state = await before.ensure("team-nlp/a", plan, NOTHING_RECORDED)
+    fake.gke.complete_operations()
+    state = await before.ensure("team-nlp/a", plan, recorded(state))
+    assert (state.node_pools.reason, state.node_pools.permanent) == ("Stockout", True)
+    [pool] = state.pools
+    assert pool.attempts == 1
+    assert pool.next_attempt_time is not None
+
+    restarted = rig.provisioner()  # fresh memory: only the status knows of the series
+    state = await restarted.ensure("team-nlp/a", plan, recorded(state))
+    assert (state.node_pools.reason, [p.attempts for p in state.pools]) == ("Stockout", [1])
+    assert len(fake.calls("container", "CreateNodePool")) == 1  # the recorded next attempt is honoured
+    rig.clock.advance(BASE_DELAY)
+    state = await restarted.ensure("team-nlp/a", plan, recorded(state))
+    assert state.node_pools.reason == "Stockout"  # the retry runs under the same reason
+    fake.gke.complete_operations()
+    state = await restarted.ensure("team-nlp/a", plan, recorded(state))
+    assert [p.attempts for p in state.pools] == [2]
+    assert "attempt 2 failed" in state.node_pools.message
+
+    rig.clock.advance(2 * BASE_DELAY)  # capacity is back: no failure queued any more
+    state = await restarted.ensure("team-nlp/a", plan, recorded(state))
+    fake.gke.complete_operations()
+    state = await restarted.ensure("team-nlp/a", plan, recorded(state))
+    assert (state.node_pools.ready, [p.attempts for p in state.pools]) == (True, [None])
+    assert len(fake.calls("container", "CreateNodePool")) == 3
+
+
+async def test_a_failed_create_series_keeps_its_reason_through_a_passing_503(fake: FakeGcp, rig: Rig) -> None:
+    """Argo CD must not see Degraded <-> Progressing: NodePoolsReady and Stalled hold still across the retries."""
+    live = rig.provisioner()
+    plan = pools_only(gpu_pool())
+    fake.gke.fail_operations(dataclasses.replace(stockout(), keep_pool=False))
+    state = await live.ensure("team-nlp/a", plan, NOTHING_RECORDED)
+    fake.gke.complete_operations()
+    seen = [await live.ensure("team-nlp/a", plan, recorded(state))]
+    rig.clock.advance(BASE_DELAY)
+    fake.fail("container", "CreateNodePool", unavailable())
+    seen.append(await live.ensure("team-nlp/a", plan, recorded(seen[-1])))  # the retry meets a 503
+    rig.clock.advance(MAX_DELAY)
+    seen.append(await live.ensure("team-nlp/a", plan, recorded(seen[-1])))  # the next retry is under way
+    assert [(s.node_pools.ready, s.node_pools.reason, s.node_pools.permanent) for s in seen] == [
+        (False, "Stockout", True)
+    ] * 3
+    assert "meanwhile GcpUnavailable" in seen[1].node_pools.message
+    assert [p.attempts for s in seen for p in s.pools] == [1, 2, 2]
+    assert states(seen[2]) == {GPU_POOL: "Provisioning"}
+    fake.gke.complete_operations()
+    done = await live.ensure("team-nlp/a", plan, recorded(seen[-1]))
+    assert (done.node_pools.ready, done.node_pools.reason) == (True, REASON_PROVISIONED)
+
+
+async def test_a_forged_failure_record_never_deletes_a_pool_another_workload_ran_on(fake: FakeGcp, rig: Rig) -> None:
+    """Status is writable by users: "my create failed" on a pool in ERROR must not delete one others used."""
+    fake.gke.put_node_pool(CLUSTER_PATH, managed_pool(GPU_POOL), status="ERROR")
+    ran = NodePoolStatus(name=GPU_POOL, capacity=Capacity.SPOT, state="Running")
+    rig.claims.owners = {"team-cv/c": Recorded(pools=[ran])}
+    forged = NodePoolStatus(name=GPU_POOL, capacity=Capacity.SPOT, state="Failed", attempts=5,
+                            last_failure="Stockout: no room", next_attempt_time="1970-01-01T00:00:00Z")  # fmt: skip
+    live = rig.provisioner()
+    for _ in range(3):
+        rig.clock.advance(MAX_DELAY * 2)
+        state = await live.ensure("team-nlp/forger", pools_only(gpu_pool()), Recorded(pools=[forged]))
+        assert states(state) == {GPU_POOL: "Failed"}
+    assert deleted_paths(fake) == []
+
+    rig.claims.owners = {}  # nobody else ever ran there: the record may be believed, the pool never worked
+    rig.clock.advance(MAX_DELAY * 2)
+    await live.ensure("team-nlp/forger", pools_only(gpu_pool()), Recorded(pools=[forged]))
+    assert deleted_paths(fake) == [f"/v1/{CLUSTER_PATH}/nodePools/{GPU_POOL}"]
 
 
 # --- IAM bindings ---------------------------------------------------------------------------------------

@@ -194,25 +194,28 @@ def test_workloads_of_one_shape_share_one_pool_released_after_the_last(
     assert fake.storage.members("ckpt-shared", OBJECT_USER) == ["user:alice@example.com"]  # never ours to remove
 
 
-def test_a_stockout_stalls_the_workload_then_recovers(
+def test_a_stockout_leaves_the_workload_on_a_degraded_but_ready_pool_that_is_never_replaced(
     server: KubeEmulatorServer, fake: FakeGcp, create: Callable[[WorkloadDoc], str]
 ) -> None:
+    """GKE keeps a stocked-out pool RUNNING_WITH_ERROR ("partially usable"); the autoscaler retries scale-ups. The
+    workload is not Stalled, nothing is deleted to retry (that would hold the cluster's one operation slot)."""
     start = fake.mark()
     fake.gke.fail_operations(stockout(), times=1)
     name = create(workload("gcp-stockout", NS).gpu_group(count=4, capacity="Spot"))
     wait_until(lambda: pool_names(server, name), timeout=WAIT, what="pools in status")
     [pool] = pool_names(server, name)
-    stalled = wait_until(completing(fake, lambda: condition(server, name, "Stalled").get("reason") == "Stockout"
-                                    and condition(server, name, "Stalled")),
-                         timeout=WAIT, what="Stalled=True (Stockout)")  # fmt: skip
-    assert stalled["status"] == "True"
-    assert "does not have enough resources" in stalled["message"]
-    assert condition(server, name, "NodePoolsReady")["reason"] == "Stockout"
-    # The retry replaces the failed pool: a delete, then a second create.
-    wait_until(completing(fake, lambda: condition(server, name, "NodePoolsReady").get("reason") == "Provisioned"),
-               timeout=WAIT, what="NodePoolsReady=True after the retry")  # fmt: skip
-    wait_condition(server, name, "Stalled", "False", "UpToDate")
-    assert (deletes(fake, pool, since=start), creates(fake, pool, since=start)) == (1, 2)
+    ready = wait_until(completing(fake, lambda: (c := condition(server, name, "NodePoolsReady")).get("status") == "True"
+                                  and "degraded" in c.get("message", "") and c),
+                       timeout=WAIT, what="NodePoolsReady=True on a degraded pool")  # fmt: skip
+    assert ready["reason"] == "Provisioned"
+    assert (fake.gke.node_pool(CLUSTER_PATH, pool) or {}).get("status") == "RUNNING_WITH_ERROR"
+    assert condition(server, name, "Stalled")["status"] == "False"
+
+    fake.gke.capacity_returned(CLUSTER_PATH, pool)
+    wait_until(lambda: "degraded" not in condition(server, name, "NodePoolsReady").get("message", "degraded"),
+               timeout=WAIT, what="the degradation gone from NodePoolsReady")  # fmt: skip
+    assert condition(server, name, "NodePoolsReady")["status"] == "True"
+    assert (deletes(fake, pool, since=start), creates(fake, pool, since=start)) == (0, 1)
 
 
 def test_a_restarted_operator_resumes_the_operation_instead_of_creating_again(fake: FakeGcp, tmp_path: Path) -> None:

@@ -556,6 +556,11 @@ class NodePoolStatus(ApiModel):
     capacity: Capacity = Field(description="Spot or OnDemand.")
     state: str = Field(default="", description="GKE status of the pool.")
     operation: str = Field(default="", description="A GKE operation in progress on it, by name.")
+    attempts: StrictInt | None = Field(
+        default=None, ge=0, description="Failed attempts to create it (unset once it exists); kept across restarts."
+    )
+    last_failure: str | None = Field(default=None, description="Why the last attempt failed: Reason: GKE's message.")
+    next_attempt_time: str | None = Field(default=None, description="When the next attempt is due (RFC 3339).")
 
 
 class IamBindingStatus(ApiModel):

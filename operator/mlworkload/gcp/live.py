@@ -7,10 +7,11 @@ binding is removed only when the operator added it and no other workload still n
 """
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from typing import Final
+from typing import Any, Final
 
 from mlworkload.api.workload import IamBindingStatus, NodePoolStatus
 from mlworkload.gcp import clients
@@ -18,8 +19,8 @@ from mlworkload.gcp.errors import GcpError
 from mlworkload.gcp.iam import IAP_WEB, BindingManager, BucketPolicies, RoutedPolicies, ServiceAccountPolicies
 from mlworkload.gcp.iap import IapPolicies
 from mlworkload.gcp.nodepools import GkeNodePools
-from mlworkload.gcp.plan import GcpPlan, IamBinding
-from mlworkload.gcp.pools import PoolCoordinator, PoolReport
+from mlworkload.gcp.plan import GcpPlan, IamBinding, NodePoolPlan
+from mlworkload.gcp.pools import PoolCoordinator, PoolReport, PoolTarget
 from mlworkload.gcp.provisioner import NO_IDENTITY, NO_NODE_POOLS, GcpState, Readiness, Recorded, pool_capacity
 from mlworkload.gcp.retry import Backoff
 from mlworkload.settings import OperatorSettings
@@ -71,6 +72,8 @@ def most_urgent(failures: Sequence[tuple[str, GcpError]]) -> Readiness:
 
 
 def pools_readiness(reports: Iterable[PoolReport]) -> Readiness:
+    """Provisioned, Provisioning, or the most urgent failure. A degraded pool (RUNNING_WITH_ERROR) is ready: its
+    nodes serve, and a real scale-up failure shows in the autoscaler's events (controller/scaleup.py)."""
     reports = list(reports)
     if not reports:
         return NO_NODE_POOLS
@@ -78,9 +81,46 @@ def pools_readiness(reports: Iterable[PoolReport]) -> Readiness:
     if failures:
         return most_urgent(failures)
     if all(report.ready for report in reports):
-        return Readiness(True, REASON_PROVISIONED, f"{len(reports)} node pool(s) running")
+        degraded = [report.name for report in reports if report.degraded]
+        note = f" ({', '.join(degraded)} degraded)" if degraded else ""
+        notes = "".join(f"; {report.name}: {report.note}" for report in reports if report.note)
+        return Readiness(True, REASON_PROVISIONED, f"{len(reports)} node pool(s) running{note}{notes}")
     waiting = "; ".join(f"{report.name}: {report.message}" for report in reports if not report.ready)
     return Readiness(False, REASON_PROVISIONING, waiting)
+
+
+def _series(report: PoolReport) -> dict[str, Any]:
+    """A failed-create series for status (left out when there is none, so the status keeps its old shape)."""
+    if not report.attempts or report.failure is None:
+        return {}
+    return {"attempts": report.attempts, "last_failure": str(report.failure), "next_attempt_time": report.next_attempt}
+
+
+def degradation(reports: Iterable[PoolReport]) -> str | None:
+    """The degraded pools and GKE's word on each, for a status condition; None when all is well."""
+    degraded = [f"node pool {report.name}: {report.degraded}" for report in reports if report.degraded]
+    return "; ".join(degraded) or None
+
+
+def strictest(plans: Sequence[NodePoolPlan]) -> PoolTarget:
+    """One pool wanted by several workloads with different limits: the fewest nodes, the zones all allow.
+
+    Zones that do not intersect, or different location policies, keep what the pool has, and say so.
+    """
+    notes = []
+    zone_sets = [set(plan.locations) for plan in plans if plan.locations]
+    locations: tuple[str, ...] | None = None
+    if zone_sets:
+        common = set.intersection(*zone_sets)
+        if common:
+            locations = tuple(sorted(common))
+        else:
+            notes.append("its workloads allow no zone in common, so its zones are kept")
+    policies = {plan.location_policy for plan in plans}
+    if len(policies) > 1:
+        notes.append("its workloads want different location policies, so its policy is kept")
+    policy = policies.pop() if len(policies) == 1 else None
+    return PoolTarget(min(plan.max_nodes for plan in plans), policy, locations, "; ".join(notes))
 
 
 class LiveProvisioner:
@@ -98,7 +138,9 @@ class LiveProvisioner:
         self._claims = claims
         self._grace_seconds = grace_seconds
         self._clusters = set(clusters)
-        self._pools_in_use: dict[str, set[str]] = {}
+        self._pools_in_use: dict[str, dict[str, NodePoolPlan]] = {}  # by owner, by pool name
+        self._due: set[str] = set()  # owners one of whose pools vanished: reconcile them now
+        self.lost_users: set[str] = set()  # the same, not yet announced (run_collector's on_lost)
         self._bindings_in_use: dict[str, set[IamBinding]] = {}
         self._added: dict[str, set[IamBinding]] = {}  # by owner: bindings the operator added for it
         self._preexisting: dict[str, set[IamBinding]] = {}  # by owner: present before the operator looked
@@ -107,15 +149,24 @@ class LiveProvisioner:
     # --- ensure -------------------------------------------------------------------------------
 
     async def ensure(self, owner: str, plan: GcpPlan, recorded: Recorded) -> GcpState:
-        self._pools_in_use[owner] = {pool.name for pool in plan.node_pools}
+        self._pools_in_use[owner] = {pool.name: pool for pool in plan.node_pools}
         self._bindings_in_use[owner] = set(plan.iam_bindings)
-        operations = {pool.name: pool.operation for pool in recorded.pools}
+        self._due.discard(owner)
+        statuses = {pool.name: pool for pool in recorded.pools}
         reports = await asyncio.gather(
-            *(self._pools.ensure(pool, operations.get(pool.name, "")) for pool in plan.node_pools)
+            *(
+                self._pools.ensure(
+                    pool,
+                    statuses.get(pool.name),
+                    target=strictest(self._wanted(pool)),
+                    replaceable=functools.partial(self._never_ran, owner, pool.name),
+                )
+                for pool in plan.node_pools
+            )
         )
         pools = [
             NodePoolStatus(name=pool.name, capacity=pool_capacity(pool.spot), state=report.state,
-                           operation=report.operation)
+                           operation=report.operation, **_series(report))
             for pool, report in zip(plan.node_pools, reports, strict=True)
         ]  # fmt: skip
         failures, bindings = await self._ensure_bindings(owner, plan.iam_bindings, recorded)
@@ -126,7 +177,35 @@ class LiveProvisioner:
             return _bindings_readiness(wanted, [f for f in failures if (IAP_WEB in f[2].resource) is iap])
 
         identity, access = of_kind(iap=False) or NO_IDENTITY, of_kind(iap=True)
-        return GcpState(pools_readiness(reports), identity, pools, bindings, access=access)
+        return GcpState(
+            pools_readiness(reports), identity, pools, bindings, access=access, degraded=degradation(reports)
+        )
+
+    def _wanted(self, pool: NodePoolPlan) -> list[NodePoolPlan]:
+        """The plans of every workload of this installation (this process knows of) for one pool."""
+        return [
+            wanted
+            for plans in self._pools_in_use.values()
+            if (wanted := plans.get(pool.name)) is not None and wanted.cluster_path == pool.cluster_path
+        ] or [pool]
+
+    async def _never_ran(self, owner: str, pool: str) -> bool:
+        """Whether a pool in ERROR, whose failed create only status records, may be deleted to be created again.
+
+        Status is writable by users: a forged failure record alone must not delete a pool others use. So no
+        other workload may record it as ever Running (a pool that once ran may hold their pods).
+        """
+        claims = await self._claims()
+        return not any(
+            status.name == pool and status.state == "Running" and not status.attempts
+            for other, record in claims.items()
+            if other != owner
+            for status in record.pools
+        )
+
+    def due(self, owner: str) -> bool:
+        """A pool `owner` uses vanished or is being deleted by someone else: reconcile it now (cleared by ensure)."""
+        return owner in self._due
 
     async def _ensure_bindings(
         self, owner: str, wanted: list[IamBinding], recorded: Recorded
@@ -211,23 +290,37 @@ class LiveProvisioner:
     # --- unused pools -------------------------------------------------------------------------
 
     async def collect(self) -> list[str]:
-        """One pass over every cluster the operator provisions in: delete pools unclaimed for the grace period."""
+        """One pass over every cluster the operator provisions in (one ListNodePools each): delete pools
+        unclaimed for the grace period, drop claims on others' pools, note claimed pools that vanished."""
         claims = await self._claims()
         claimed = {pool.name for rec in claims.values() if not rec.releasing for pool in rec.pools}
-        claimed |= {name for names in self._pools_in_use.values() for name in names}
+        claimed |= {name for plans in self._pools_in_use.values() for name in plans}
         deleted: list[str] = []
         for cluster in sorted(self._clusters | self._pools.clusters):
             try:
                 deleted += await self._pools.collect(cluster, claimed, self._grace_seconds)
             except GcpError as error:
                 logger.warning("could not check node pools of %s for release: %s", cluster, error)
+        lost = {name for _, name in self._pools.take_lost()}
+        if lost:
+            users = {owner for owner, plans in self._pools_in_use.items() if lost & set(plans)}
+            users |= {owner for owner, rec in claims.items()
+                      if not rec.releasing and lost & {pool.name for pool in rec.pools}}  # fmt: skip
+            self._due |= users
+            self.lost_users.update(users)
         return deleted
 
-    async def run_collector(self, interval_seconds: float) -> None:
-        """Collect unused pools forever, every `interval_seconds` (a background task of the operator)."""
+    async def run_collector(
+        self, interval_seconds: float, on_lost: Callable[[set[str]], Awaitable[None]] | None = None
+    ) -> None:
+        """Collect forever, every `interval_seconds` (a background task of the operator); `on_lost` hears of the
+        workloads whose pool vanished, to have them reconciled at once."""
         while True:
             try:
                 await self.collect()
+                users, self.lost_users = self.lost_users, set()
+                if users and on_lost is not None:
+                    await on_lost(users)
             except Exception:  # the collector must outlive any one failure; the next pass retries
                 logger.exception("node pool collection failed")
             await asyncio.sleep(interval_seconds)
@@ -237,13 +330,18 @@ class LiveProvisioner:
 # workload waiting for its pools does not cost an IAM read on every poll.
 IAM_VERIFY_SECONDS: Final = 60.0
 GCP_RETRY_MAX_SECONDS: Final = 600.0
+RETRY_JITTER: Final = 0.2  # +-20 %: installations and workloads failing together do not retry together
 
 
 def connect(config: OperatorSettings, claims: ClaimSource) -> LiveProvisioner:
     """The live provisioner on real clients, configured from the operator's settings."""
-    backoff = Backoff(config.gcp_poll_seconds, max(GCP_RETRY_MAX_SECONDS, config.gcp_poll_seconds), time.monotonic)
+    retry_max = max(GCP_RETRY_MAX_SECONDS, config.gcp_poll_seconds)
+    backoff = Backoff(config.gcp_poll_seconds, retry_max, time.monotonic, jitter=RETRY_JITTER)
     coordinator = PoolCoordinator(
-        GkeNodePools(clients.gke_client(config.gke_endpoint)), backoff=backoff, poll_seconds=config.gcp_poll_seconds
+        GkeNodePools(clients.gke_client(config.gke_endpoint)),
+        backoff=backoff,
+        poll_seconds=config.gcp_poll_seconds,
+        installation=config.installation,
     )
     policies = RoutedPolicies(
         ServiceAccountPolicies(clients.iam_client(config.iam_endpoint)),

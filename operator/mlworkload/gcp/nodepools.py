@@ -5,13 +5,14 @@ request, and every failure comes out as a classified `GcpError`. Deciding when t
 `PoolCoordinator`'s job.
 """
 
-from collections.abc import Callable
-from dataclasses import dataclass
+import hashlib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Final, Protocol, TypeVar
 
 from google.cloud import container_v1
 
-from mlworkload.constants import GCP_LABEL_MANAGED_BY, MANAGED_BY
+from mlworkload.constants import GCP_LABEL_CLAIM_PREFIX, GCP_LABEL_INSTALLATION, GCP_LABEL_MANAGED_BY, MANAGED_BY
 from mlworkload.gcp.errors import FailureKind, GcpError, classify, classify_message
 from mlworkload.gcp.plan import NodePoolPlan
 from mlworkload.metrics import GCP_API_ERRORS
@@ -36,15 +37,46 @@ class PoolInfo:
     name: str
     status: str  # PROVISIONING, RUNNING, RUNNING_WITH_ERROR, RECONCILING, STOPPING, ERROR
     message: str = ""
-    managed: bool = False  # carries the operator's ownership label
+    labels: Mapping[str, str] = field(default_factory=dict)  # GCP resource labels (config.resourceLabels)
+    etag: str = ""
+    max_nodes: int | None = None  # autoscaling's total maximum, when autoscaling is on
+    location_policy: str = ""  # ANY, BALANCED
+    locations: tuple[str, ...] = ()
+    version: str = ""
+    image_type: str = ""
+
+    @property
+    def managed(self) -> bool:
+        """Carries the operator's ownership label (any installation, or a version before installations)."""
+        return self.labels.get(GCP_LABEL_MANAGED_BY) == MANAGED_BY
+
+    @property
+    def installation(self) -> str:
+        """The installation that created it; "" for a pool made before installations were labelled."""
+        return self.labels.get(GCP_LABEL_INSTALLATION, "")
+
+    def claimed_by_others(self, installation: str) -> list[str]:
+        """Other installations' claim labels on it."""
+        own = claim_label(installation)
+        return sorted(key for key in self.labels if key.startswith(GCP_LABEL_CLAIM_PREFIX) and key != own)
 
     @property
     def usable(self) -> bool:
-        return self.status in ("RUNNING", "RECONCILING")
+        """RUNNING_WITH_ERROR is GKE's "partially usable": its nodes serve, the autoscaler keeps retrying."""
+        return self.status in ("RUNNING", "RECONCILING", "RUNNING_WITH_ERROR")
+
+    @property
+    def degraded(self) -> bool:
+        return self.status == "RUNNING_WITH_ERROR"
 
     @property
     def failed(self) -> bool:
-        return self.status in ("RUNNING_WITH_ERROR", "ERROR")
+        return self.status == "ERROR"
+
+
+def claim_label(installation: str) -> str:
+    """The GCP label key an installation puts on pools it uses but did not create (<= 63 characters)."""
+    return GCP_LABEL_CLAIM_PREFIX + hashlib.sha256(installation.encode()).hexdigest()[:12]
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +102,21 @@ class NodePools(Protocol):
     def delete(self, cluster: str, name: str) -> OperationInfo: ...
 
     def operation(self, cluster: str, name: str, pool: str) -> OperationInfo: ...
+
+    def set_autoscaling(self, cluster: str, name: str, *, max_nodes: int, location_policy: str) -> OperationInfo:
+        """SetNodePoolAutoscaling: on, from 0 to `max_nodes` nodes in total."""
+        ...
+
+    def update(
+        self,
+        cluster: str,
+        pool: PoolInfo,
+        *,
+        locations: Sequence[str] | None = None,
+        resource_labels: Mapping[str, str] | None = None,
+    ) -> OperationInfo:
+        """UpdateNodePool of what is given, guarded by `pool.etag` (ABORTED when the pool changed since)."""
+        ...
 
 
 def node_pool_resource(plan: NodePoolPlan) -> container_v1.NodePool:
@@ -121,11 +168,19 @@ def operations_parent(cluster: str) -> str:
 
 def _pool_info(pool: container_v1.NodePool) -> PoolInfo:
     conditions = "; ".join(condition.message for condition in pool.conditions if condition.message)
+    autoscaling = pool.autoscaling
+    policy = container_v1.NodePoolAutoscaling.LocationPolicy(autoscaling.location_policy).name
     return PoolInfo(
         name=pool.name,
         status=_STATUS(pool.status).name,
         message=pool.status_message or conditions,
-        managed=pool.config.resource_labels.get(GCP_LABEL_MANAGED_BY) == MANAGED_BY,
+        labels=dict(pool.config.resource_labels),
+        etag=pool.etag,
+        max_nodes=autoscaling.total_max_node_count if autoscaling.enabled else None,
+        location_policy="" if policy == "LOCATION_POLICY_UNSPECIFIED" else policy,
+        locations=tuple(pool.locations),
+        version=pool.version,
+        image_type=pool.config.image_type,
     )
 
 
@@ -180,3 +235,36 @@ class GkeNodePools:
     def operation(self, cluster: str, name: str, pool: str) -> OperationInfo:
         path = f"{operations_parent(cluster)}/operations/{name}"
         return _operation_info(self._call(lambda: self._client.get_operation(name=path)), pool)
+
+    def set_autoscaling(self, cluster: str, name: str, *, max_nodes: int, location_policy: str) -> OperationInfo:
+        request = container_v1.SetNodePoolAutoscalingRequest(
+            name=f"{cluster}/nodePools/{name}",
+            autoscaling=container_v1.NodePoolAutoscaling(
+                enabled=True,
+                total_min_node_count=0,
+                total_max_node_count=max_nodes,
+                location_policy=_LOCATION_POLICIES[location_policy],
+            ),
+        )
+        return _operation_info(self._call(lambda: self._client.set_node_pool_autoscaling(request=request)), name)
+
+    def update(
+        self,
+        cluster: str,
+        pool: PoolInfo,
+        *,
+        locations: Sequence[str] | None = None,
+        resource_labels: Mapping[str, str] | None = None,
+    ) -> OperationInfo:
+        # node_version and image_type are "Required" in the proto: the pool's own, so nothing else changes.
+        request = container_v1.UpdateNodePoolRequest(
+            name=f"{cluster}/nodePools/{pool.name}",
+            node_version=pool.version,
+            image_type=pool.image_type,
+            etag=pool.etag,
+        )
+        if locations is not None:
+            request.locations = list(locations)
+        if resource_labels is not None:
+            request.resource_labels = container_v1.ResourceLabels(labels=dict(resource_labels))
+        return _operation_info(self._call(lambda: self._client.update_node_pool(request=request)), pool.name)

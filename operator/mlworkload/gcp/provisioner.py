@@ -61,6 +61,9 @@ class GcpState:
     pools: Sequence[NodePoolStatus] = field(default_factory=tuple)
     bindings: Sequence[IamBindingStatus] = field(default_factory=tuple)
     access: Readiness | None = None  # who may pass IAP: reported on the endpoints, never holding Ready back
+    # Pools GKE reports RUNNING_WITH_ERROR ("partially usable": ready, but e.g. a stockout in a zone), with
+    # GKE's message; None when all is well. Never holds Ready back.
+    degraded: str | None = None
 
 
 class GcpProvisioner(Protocol):

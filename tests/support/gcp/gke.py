@@ -59,9 +59,33 @@ add-on alone. proto3 JSON leaves false and unset fields out, so "disabled" shows
 ``{"networkPolicyConfig": {"disabled": true}}`` and "enabled" as ``{"networkPolicyConfig": {}}``. Approximation:
 a Dataplane V2 cluster's add-on is reported disabled (the add-on is Calico's, unused there).
 
+Updates of an existing pool, as the REST client sends them (``container_v1`` REST transport, ``rest_base.py``):
+
+- ``SetNodePoolAutoscaling`` is ``POST .../nodePools/{pool}:setAutoscaling`` with ``{"autoscaling": {...}}``;
+  ``UpdateNodePool`` is ``PUT .../nodePools/{pool}`` with the whole ``UpdateNodePoolRequest`` as body
+  (``locations``, ``resourceLabels: {"labels": {...}}``, ``etag``, ``nodeVersion``, ``imageType``). Both answer
+  an Operation and take the cluster's operation slot like create and delete (the busy answers above).
+- ``UpdateNodePoolRequest.etag``: "If an etag is provided and does not match the current etag of the node pool,
+  update will be blocked and an ABORTED error will be returned" (the proto's field doc); ``NodePool.etag`` is
+  "computed by the server based on the value of node pool fields" - the fake makes a new one on every change.
+  ``resourceLabels`` replaces the pool's resource labels (``config.resourceLabels``) as a whole.
+- Operation types: an UpdateNodePool is ``UPGRADE_NODES`` ("A node pool is being updated. Despite calling this
+  an upgrade, this includes most forms of updates to node pools", ``Operation.Type``); the pool is
+  ``RECONCILING`` ("Some work is actively being done on the node pool", ``NodePool.Status``) until it ends.
+  SetNodePoolAutoscaling is reported as ``UPDATE_CLUSTER`` here (approximation: no public record of its type).
+  Changes apply when the operation ends.
+- ``nodeVersion``/``imageType`` are "Required" in the proto, but terraform's and gcloud's label and location
+  updates send the changed field alone; the fake accepts either (and the operator sends the pool's own).
+
+Test-facing controls beyond the API: ``delete_node_pool_by_hand`` (someone runs ``gcloud container node-pools
+delete``: a DELETE operation and a STOPPING pool), ``remove_node_pool`` (the pool is gone at once), and
+``capacity_returned`` (a RUNNING_WITH_ERROR pool's instances came up: RUNNING again - an approximation of GKE
+reconciling the pool's status once its managed instance group is whole).
+
 Approximations (no public wording found): the messages for an invalid pool name, bad autoscaling bounds
 and an unknown accelerator type; which check wins when a duplicate create meets a busy cluster (409 here);
-cancel (ends the operation with CANCELLED at once); the canonical code of a stockout (RESOURCE_EXHAUSTED).
+cancel (ends the operation with CANCELLED at once); the canonical code of a stockout (RESOURCE_EXHAUSTED); the
+messages for a stale etag and for zones outside the cluster's.
 While its create operation runs a pool is listed with status PROVISIONING, while deleted STOPPING (as
 gcloud shows during operations; not found in writing), so a restarted adapter that lists pools sees it.
 """
@@ -110,6 +134,7 @@ _BUSY_VERBS: Final = {
     "UPGRADE_MASTER": "upgrading cluster",
     "UPGRADE_NODES": "upgrading a node pool for cluster",
 }
+_UPDATES: Final = frozenset({"UPGRADE_NODES", "UPDATE_CLUSTER"})
 
 _P = r"^/v1/projects/(?P<project>[^/]+)/locations/(?P<location>[^/]+)"
 _C = _P + r"/clusters/(?P<cluster>[^/:]+)"
@@ -229,6 +254,8 @@ class Operation:
     error: Json | None = None
     detail: str = ""
     conditions: list[Json] = field(default_factory=list)
+    changes: Json | None = None  # an update's changes to the pool, applied when the operation ends
+    pool_status: str = ""  # the pool's status before an update, restored when it ends
 
     @property
     def cluster_path(self) -> str:
@@ -345,6 +372,32 @@ class FakeGke:
         with self.lock:
             return copy.deepcopy(list(self.clusters[cluster_path].node_pools.values()))
 
+    def delete_node_pool_by_hand(self, cluster_path: str, name: str) -> str:
+        """Someone deletes the pool outside the operator (gcloud, the console): a DELETE operation, pool STOPPING."""
+        with self.lock:
+            cluster = self.clusters[cluster_path]
+            cluster.node_pools[name]["status"] = "STOPPING"
+            return self._new_operation(cluster, "DELETE_NODE_POOL", pool=name).name
+
+    def remove_node_pool(self, cluster_path: str, name: str) -> None:
+        """The pool is gone at once (its deletion finished between two looks)."""
+        with self.lock:
+            del self.clusters[cluster_path].node_pools[name]
+
+    def clear_queued_failures(self) -> None:
+        """Operations queued to fail (``fail_operations``) will not: capacity or quota is back."""
+        with self.lock:
+            self._failures.clear()
+
+    def capacity_returned(self, cluster_path: str, name: str) -> None:
+        """A RUNNING_WITH_ERROR pool got its instances after all: RUNNING, its error message gone."""
+        with self.lock:
+            pool = self.clusters[cluster_path].node_pools[name]
+            pool["status"] = "RUNNING"
+            pool.pop("statusMessage", None)
+            pool.pop("conditions", None)
+            pool["etag"] = uuid.uuid4().hex[:16]
+
     def operation(self, name: str) -> Json:
         """An operation in canonical REST JSON (string enums), by its short name."""
         with self.lock:
@@ -406,6 +459,13 @@ class FakeGke:
             route("POST", _C + r"/nodePools$", "CreateNodePool", self._create_node_pool),
             route("GET", _C + r"/nodePools/(?P<pool>[^/:]+)$", "GetNodePool", self._get_node_pool),
             route("DELETE", _C + r"/nodePools/(?P<pool>[^/:]+)$", "DeleteNodePool", self._delete_node_pool),
+            route("PUT", _C + r"/nodePools/(?P<pool>[^/:]+)$", "UpdateNodePool", self._update_node_pool),
+            route(
+                "POST",
+                _C + r"/nodePools/(?P<pool>[^/:]+):setAutoscaling$",
+                "SetNodePoolAutoscaling",
+                self._set_autoscaling,
+            ),
             route("GET", _P + r"/operations$", "ListOperations", self._list_operations),
             route("GET", _P + r"/operations/(?P<op>[^/:]+)$", "GetOperation", self._get_operation),
             route("POST", _P + r"/operations/(?P<op>[^/:]+):cancel$", "CancelOperation", self._cancel_operation),
@@ -482,6 +542,53 @@ class FakeGke:
             pool["status"] = "STOPPING"
             op = self._new_operation(cluster, "DELETE_NODE_POOL", pool=pool["name"])
             return self._render(cluster_service.Operation.pb(), self._operation_json(op), request)
+
+    def _update_node_pool(self, request: Request) -> Reply:
+        with self.lock:
+            cluster = self._cluster(request)
+            pool = self._pool(cluster, request.params["pool"])
+            update = self._parse(request.body, cluster_service.UpdateNodePoolRequest)
+            if update.get("etag") and update["etag"] != pool.get("etag"):
+                raise ApiError("ABORTED", f"Node pool {pool['name']} was modified since it was read (etag mismatch); "
+                               "read it again and retry.")  # fmt: skip
+            changes: Json = {}
+            if "locations" in update:
+                outside = sorted(set(update["locations"]) - set(cluster.locations))
+                if not update["locations"] or outside:
+                    raise invalid_argument(f"Node pool locations {outside or '[]'} must be zones of cluster "
+                                           f"{cluster.name}: {', '.join(cluster.locations)}.")  # fmt: skip
+                changes["locations"] = list(update["locations"])
+            if "resourceLabels" in update:
+                changes["resourceLabels"] = dict(update["resourceLabels"].get("labels", {}))
+            self._check_not_busy(cluster, pool["name"])
+            op = self._new_operation(cluster, "UPGRADE_NODES", pool=pool["name"])
+            op.changes, op.pool_status = changes, pool["status"]
+            pool["status"] = "RECONCILING"
+            return self._render(cluster_service.Operation.pb(), self._operation_json(op), request)
+
+    def _set_autoscaling(self, request: Request) -> Reply:
+        with self.lock:
+            cluster = self._cluster(request)
+            pool = self._pool(cluster, request.params["pool"])
+            body = self._parse(request.body, cluster_service.SetNodePoolAutoscalingRequest)
+            autoscaling = body.get("autoscaling", {})
+            self._validate_autoscaling(autoscaling)
+            self._check_not_busy(cluster, pool["name"])
+            op = self._new_operation(cluster, "UPDATE_CLUSTER", pool=pool["name"])
+            op.changes, op.pool_status = {"autoscaling": autoscaling}, pool["status"]
+            return self._render(cluster_service.Operation.pb(), self._operation_json(op), request)
+
+    @staticmethod
+    def _parse(body: Any, message: Any) -> Json:
+        """A request body read with the API's own schema (an unknown field is a 400), in canonical JSON."""
+        if not isinstance(body, dict):
+            raise ApiError("INVALID_ARGUMENT", "Invalid JSON payload received. Expected an object.")
+        try:
+            parsed = json_format.ParseDict(body, message.pb()())
+        except json_format.ParseError as error:
+            raise ApiError("INVALID_ARGUMENT", f"Invalid JSON payload received. {error}") from error
+        canonical: Json = json_format.MessageToDict(parsed)
+        return canonical
 
     def _find_operation(self, request: Request) -> Operation:
         p = request.params
@@ -562,9 +669,14 @@ class FakeGke:
                 raise invalid_argument(f'Invalid accelerator type "{kind}" in zone "{zone}": GCE_NOT_FOUND')
             if int(accelerator.get("acceleratorCount", "0")) < 1:
                 raise invalid_argument(f'Accelerator count for "{kind}" must be at least 1.')
-        autoscaling = pool.get("autoscaling", {})
-        if autoscaling.get("enabled"):
-            low, high = autoscaling.get("minNodeCount", 0), autoscaling.get("maxNodeCount", 0)
+        self._validate_autoscaling(pool.get("autoscaling", {}))
+
+    @staticmethod
+    def _validate_autoscaling(autoscaling: Json) -> None:
+        if not autoscaling.get("enabled"):
+            return
+        for low_key, high_key in (("minNodeCount", "maxNodeCount"), ("totalMinNodeCount", "totalMaxNodeCount")):
+            low, high = int(autoscaling.get(low_key, 0)), int(autoscaling.get(high_key, 0))
             if not 0 <= low <= high or high > 1000:
                 raise invalid_argument(
                     f"Invalid autoscaling bounds: min node count {low} and max node count {high} must satisfy "
@@ -640,7 +752,7 @@ class FakeGke:
             if cluster is not None and pool is not None and op.op_type == "CREATE_NODE_POOL":
                 del cluster.node_pools[pool["name"]]
             elif pool is not None:
-                pool["status"] = "RUNNING"
+                pool["status"] = op.pool_status or "RUNNING"
             return
         if op.failure is not None:
             self._fail(op, op.failure, cluster, pool)
@@ -648,8 +760,22 @@ class FakeGke:
         if cluster is not None and pool is not None:
             if op.op_type == "DELETE_NODE_POOL":
                 del cluster.node_pools[pool["name"]]
+            elif op.op_type in _UPDATES:
+                self._apply(pool, op)
             else:
                 pool["status"] = "RUNNING"
+
+    @staticmethod
+    def _apply(pool: Json, op: Operation) -> None:
+        changes = op.changes or {}
+        if "locations" in changes:
+            pool["locations"] = changes["locations"]
+        if "resourceLabels" in changes:
+            pool.setdefault("config", {})["resourceLabels"] = changes["resourceLabels"]
+        if "autoscaling" in changes:
+            pool["autoscaling"] = changes["autoscaling"]
+        pool["status"] = op.pool_status or "RUNNING"
+        pool["etag"] = uuid.uuid4().hex[:16]
 
     def _fail(self, op: Operation, failure: OperationFailure, cluster: Cluster | None, pool: Json | None) -> None:
         zone = (pool or {}).get("locations", [op.location])[0]

@@ -47,8 +47,8 @@ async def test_first_reconcile_applies_every_child_and_reports_status(
     assert outcome.result == "applied"
     assert sorted(outcome.apply.applied) == sorted([
         "ServiceAccount/demo", "NetworkPolicy/demo-head", "NetworkPolicy/demo-workers-gpu",
-        "ComputeClass/mlw-l4x1-swf", "RayCluster/demo", "Service/demo-dashboard", "BackendConfig/demo-dashboard",
-        "Ingress/demo-dashboard",
+        "ComputeClass/mlw-permissive-l4x1-swf", "RayCluster/demo", "Service/demo-dashboard",
+        "BackendConfig/demo-dashboard", "Ingress/demo-dashboard",
     ])  # fmt: skip
     ray_cluster = kube.objects["RayCluster", "team-nlp", "demo"]
     assert ray_cluster["metadata"]["ownerReferences"][0]["uid"] == body_of(kube)["metadata"]["uid"]
@@ -138,9 +138,11 @@ async def test_gpu_plan_goes_to_the_gcp_provisioner(kube: FakeKubeApi) -> None:
     gcp = DryRunProvisioner()
     created(kube, workload().gpu_group(capacity="Spot"))
     await reconcile(Reconciler(kube=kube, gcp=gcp, clock=lambda: NOW), body_of(kube), VIEW)
-    assert [pool.name for pool in gcp.plans["team-nlp/demo"].node_pools] == ["mlw-l4x1-spot"]
+    assert [pool.name for pool in gcp.plans["team-nlp/demo"].node_pools] == ["mlw-permissive-l4x1-spot"]
     status = kube.status_of("MLWorkload", "team-nlp", "demo")
-    assert status["nodePools"] == [{"name": "mlw-l4x1-spot", "capacity": "Spot", "state": "DryRun", "operation": ""}]
+    assert status["nodePools"] == [
+        {"name": "mlw-permissive-l4x1-spot", "capacity": "Spot", "state": "DryRun", "operation": ""}
+    ]
     assert status["gpus"] == {"requested": 1, "accelerator": "nvidia-l4"}
 
 

@@ -7,6 +7,8 @@ gRPC ones from the status code, so a change in how the library picks classes sho
 """
 
 import json
+import random
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -23,12 +25,21 @@ from google.type import expr_pb2  # type: ignore[import-untyped]
 from mlworkload.builders import build_gcp_plan
 from mlworkload.builders.iam import IAP_ACCESSOR_ROLE, iap_resource
 from mlworkload.builders.nodepools import GKE_POOL_NAME_PATTERN
-from mlworkload.constants import GCP_LABEL_MANAGED_BY, GPU_TAINT_KEY, MANAGED_BY, SPOT_TAINT_KEY
+from mlworkload.constants import (
+    GCP_LABEL_CLAIM_PREFIX,
+    GCP_LABEL_INSTALLATION,
+    GCP_LABEL_MANAGED_BY,
+    GCP_LABEL_POOL_TENANT,
+    GPU_TAINT_KEY,
+    MANAGED_BY,
+    POOL_TENANT_TAINT_KEY,
+    SPOT_TAINT_KEY,
+)
 from mlworkload.gcp import iam
 from mlworkload.gcp.clusters import enforces_network_policies
 from mlworkload.gcp.errors import STALLING, FailureKind, GcpError, classify, classify_message
 from mlworkload.gcp.live import REASON_PROVISIONED, REASON_PROVISIONING, pools_readiness
-from mlworkload.gcp.nodepools import PoolInfo, _operation_info, node_pool_resource, operations_parent
+from mlworkload.gcp.nodepools import PoolInfo, _operation_info, claim_label, node_pool_resource, operations_parent
 from mlworkload.gcp.plan import IamBinding, NodePoolPlan, Taint
 from mlworkload.gcp.pools import PoolReport
 from mlworkload.gcp.provisioner import NO_NODE_POOLS, Readiness
@@ -269,6 +280,36 @@ def test_backoff_doubles_caps_and_resets() -> None:
     assert backoff.failed("k") == 10.0  # starts from the base again
 
 
+def test_backoff_jitter_spreads_each_delay_within_twenty_percent_reproducibly() -> None:
+    def delays(seed: int) -> list[float]:
+        backoff = Backoff(10.0, 600.0, Clock(), jitter=0.2, rng=random.Random(seed))
+        return [backoff.failed(key) for key in range(200) for _ in range(1)]
+
+    first = delays(7)
+    assert first == delays(7)  # a seed replays the same schedule
+    assert first != delays(8)
+    assert all(8.0 <= delay <= 12.0 for delay in first)
+    assert min(first) < 9.0  # spread over the whole band, not a constant offset
+    assert max(first) > 11.0
+    backoff = Backoff(10.0, 45.0, Clock(), jitter=0.2, rng=random.Random(1))
+    capped = [backoff.failed("k") for _ in range(8)][-1]
+    assert 36.0 <= capped <= 54.0  # the cap is jittered too: installations at the cap do not align
+
+
+def test_a_restored_backoff_keeps_the_count_and_bounds_a_forged_delay() -> None:
+    clock = Clock()
+    backoff = Backoff(10.0, 600.0, clock)
+    backoff.restore("k", attempts=3, delay=30.0)
+    assert (backoff.attempts("k"), backoff.next_attempt("k")) == (3, 1030.0)
+    assert backoff.failed("k") == 80.0  # the fourth failure doubles on from the recorded three
+    backoff.restore("far", attempts=1, delay=10.0**9)  # a status written to stop retries for years
+    assert backoff.next_attempt("far") == 1600.0
+    backoff.restore("past", attempts=2, delay=-50.0)
+    assert backoff.due("past")
+    backoff.restore("k", attempts=1, delay=0.0)  # what this process knows wins over a record
+    assert backoff.attempts("k") == 4
+
+
 def test_backoff_delay_counts_from_the_failure_not_from_the_first_attempt() -> None:
     clock = Clock()
     backoff = Backoff(base_seconds=5.0, max_seconds=100.0, clock=clock)
@@ -323,7 +364,7 @@ def test_a_gpu_spot_pool_request() -> None:
     plan = gpu_spot_plan()
     pool = node_pool_resource(plan)
     assert_scales_from_zero(pool, plan)
-    assert pool.name == "mlw-l4x1-spot"
+    assert pool.name == plan.name
     assert pool.config.spot
     assert not pool.config.preemptible
     (accelerator,) = pool.config.accelerators
@@ -332,17 +373,20 @@ def test_a_gpu_spot_pool_request() -> None:
     assert "gpu_driver_version" in driver  # set, so GKE installs the driver instead of leaving it to a DaemonSet
     assert driver.gpu_driver_version == container_v1.GPUDriverInstallationConfig.GPUDriverVersion.DEFAULT
     no_schedule = container_v1.NodeTaint.Effect.NO_SCHEDULE
-    assert taints(pool) == [(GPU_TAINT_KEY, "present", no_schedule), (SPOT_TAINT_KEY, "true", no_schedule)]
+    assert taints(pool) == [(GPU_TAINT_KEY, "present", no_schedule), (SPOT_TAINT_KEY, "true", no_schedule),
+                            (POOL_TENANT_TAINT_KEY, plan.labels[GCP_LABEL_POOL_TENANT], no_schedule)]  # fmt: skip
 
 
 def test_a_cpu_on_demand_pool_request() -> None:
     plan = cpu_on_demand_plan()
     pool = node_pool_resource(plan)
     assert_scales_from_zero(pool, plan)
-    assert pool.name == "mlw-n2-standard-8-ondemand"
+    assert pool.name == plan.name
     assert not pool.config.spot
     assert list(pool.config.accelerators) == []
-    assert taints(pool) == []  # neither a GPU nor a spot taint: nothing would tolerate them
+    # Neither a GPU nor a spot taint: only the policy's, which its pods tolerate.
+    tenant = plan.labels[GCP_LABEL_POOL_TENANT]
+    assert taints(pool) == [(POOL_TENANT_TAINT_KEY, tenant, container_v1.NodeTaint.Effect.NO_SCHEDULE)]
 
 
 def test_the_request_carries_locations_policy_labels_and_every_taint_effect() -> None:
@@ -409,11 +453,35 @@ def test_a_finished_operation_is_classified_from_its_detail() -> None:
 @pytest.mark.parametrize(
     ("status", "usable", "failed"),
     [("RUNNING", True, False), ("RECONCILING", True, False), ("PROVISIONING", False, False),
-     ("STOPPING", False, False), ("RUNNING_WITH_ERROR", False, True), ("ERROR", False, True)],
+     ("STOPPING", False, False), ("RUNNING_WITH_ERROR", True, False), ("ERROR", False, True)],
 )  # fmt: skip
 def test_pool_states(status: str, usable: bool, failed: bool) -> None:
+    """RUNNING_WITH_ERROR is GKE's "partially usable": degraded, but its nodes serve."""
     info = PoolInfo("p", status)
-    assert (info.usable, info.failed) == (usable, failed)
+    assert (info.usable, info.failed, info.degraded) == (usable, failed, status == "RUNNING_WITH_ERROR")
+
+
+def test_pool_ownership_and_claims_are_read_from_its_labels() -> None:
+    labels = {
+        GCP_LABEL_MANAGED_BY: MANAGED_BY,
+        GCP_LABEL_INSTALLATION: "team-a",
+        claim_label("team-a"): "team-a",
+        claim_label("team-b"): "team-b",
+    }
+    info = PoolInfo("p", "RUNNING", labels=labels)
+    assert (info.managed, info.installation) == (True, "team-a")
+    assert info.claimed_by_others("team-a") == [claim_label("team-b")]
+    assert info.claimed_by_others("team-b") == [claim_label("team-a")]
+    legacy = PoolInfo("p", "RUNNING", labels={GCP_LABEL_MANAGED_BY: MANAGED_BY})
+    assert (legacy.managed, legacy.installation, legacy.claimed_by_others("team-a")) == (True, "", [])
+
+
+@pytest.mark.parametrize("installation", ["a", "mlworkload-system", "x" * 63, "team_ml-2"])
+def test_a_claim_label_is_a_valid_gcp_label_key_unique_per_installation(installation: str) -> None:
+    key = claim_label(installation)
+    assert re.fullmatch(r"[a-z][a-z0-9_-]{0,62}", key)
+    assert key.startswith(GCP_LABEL_CLAIM_PREFIX)
+    assert claim_label(installation + "x") != key
 
 
 # --- live.pools_readiness -------------------------------------------------------------------------------
@@ -435,6 +503,8 @@ FLAKY = GcpError(FailureKind.UNAVAILABLE, "503")
                      Readiness(False, "Stockout", "node pool b: no room", True), id="stockout-stalls"),
         pytest.param([PoolReport("a", "Queued", message="w"), PoolReport("b", "Failed", message="503", failure=FLAKY)],
                      Readiness(False, "GcpUnavailable", "node pool b: 503", False), id="transient-does-not-stall"),
+        pytest.param([PoolReport("a", "Running", degraded="GCE_STOCKOUT"), PoolReport("b", "Running")],
+                     Readiness(True, REASON_PROVISIONED, "2 node pool(s) running (a degraded)"), id="degraded-ready"),
         pytest.param([PoolReport("a", "Deleting", message="replacing")],
                      Readiness(False, REASON_PROVISIONING, "a: replacing"), id="deleting"),
     ],
