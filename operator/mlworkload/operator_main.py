@@ -6,7 +6,7 @@ import kopf
 from prometheus_client import start_http_server
 
 from mlworkload.metrics import register_inventory
-from mlworkload.settings import LogFormat, OperatorSettings
+from mlworkload.settings import LogFormat, OperatorSettings, WebhookCertificates
 
 
 def run_operator(settings: OperatorSettings) -> None:
@@ -18,10 +18,12 @@ def run_operator(settings: OperatorSettings) -> None:
     # The handlers module reads its timers' intervals when the decorators run, at import.
     os.environ["MLW_RESYNC_SECONDS"] = str(settings.resync_seconds)
     os.environ["MLW_GCP_POLL_SECONDS"] = str(settings.gcp_poll_seconds)
-    from mlworkload.controller.handlers import REGISTRY  # noqa: PLC0415
+    from mlworkload.controller.handlers import registry_for  # noqa: PLC0415
 
+    # The handlers of this process's role (MLW_ROLE / --role): the chart runs a controller and webhook replicas.
+    keep_certificates = settings.effective_webhook_certificates is WebhookCertificates.OPERATOR
     kopf.run(
-        registry=REGISTRY,
+        registry=registry_for(settings.role, keep_certificates),
         standalone=True,
         clusterwide=not settings.namespaces,
         namespaces=settings.namespaces,

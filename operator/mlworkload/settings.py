@@ -1,6 +1,7 @@
 """Operator settings: environment variables (api.md's table), each also a `mlworkload run` flag."""
 
 import os
+import re
 from collections.abc import Mapping
 from enum import StrEnum
 from typing import Any
@@ -43,6 +44,27 @@ class LogFormat(StrEnum):
     TEXT = "text"
 
 
+class Role(StrEnum):
+    """What one process runs. The chart runs a controller and a webhook Deployment; `all` is both, in one
+    process (a laptop, the tests). Split because kopf pauses every watch of a paused peer, indexes
+    included, so a standby reconciler could never judge admission: the webhook scales out, the
+    controller stays one replica."""
+
+    ALL = "all"
+    CONTROLLER = "controller"  # reconcile handlers and the indexes they read; no webhook server
+    WEBHOOK = "webhook"  # the indexes, the validators, the readiness probe and the certificate; writes no workload
+
+
+class WebhookCertificates(StrEnum):
+    """Where the webhook's serving certificate comes from."""
+
+    OPERATOR = "operator"  # a Secret the webhook keeps (CA, renewal) and the caBundle it patches
+    FILES = "files"  # tls.crt/tls.key in MLW_WEBHOOK_CERT_DIR (cert-manager's Secret, mounted); reloaded on change
+    SELF_SIGNED = "self-signed"  # made at start-up, trusted by hand (a laptop, the tests)
+
+
+GCP_LABEL_VALUE = re.compile(r"[a-z0-9_-]{1,63}")
+
 # Field name -> environment variable; the flag is the field name spelt `--like-this`.
 SETTINGS_VARIABLES: dict[str, str] = {
     "namespaces": "MLW_NAMESPACES",
@@ -60,7 +82,13 @@ SETTINGS_VARIABLES: dict[str, str] = {
     "webhook_port": "MLW_WEBHOOK_PORT",
     "webhook_cert_dir": "MLW_WEBHOOK_CERT_DIR",
     "webhook_service": "MLW_WEBHOOK_SERVICE",
+    "role": "MLW_ROLE",
+    "webhook_certificates": "MLW_WEBHOOK_CERTIFICATES",
+    "webhook_secret": "MLW_WEBHOOK_SECRET",
+    "webhook_configuration": "MLW_WEBHOOK_CONFIGURATION",
+    "webhook_certificate_check_seconds": "MLW_WEBHOOK_CERTIFICATE_CHECK_SECONDS",
     "operator_namespace": "POD_NAMESPACE",
+    "installation": "MLW_INSTALLATION",
     "health_port": "MLW_HEALTH_PORT",
     "resync_seconds": "MLW_RESYNC_SECONDS",
     "log_format": "MLW_LOG_FORMAT",
@@ -118,9 +146,31 @@ class OperatorSettings(BaseModel):
     )
     metrics_port: int = Field(default=8080, ge=0, le=65535, description="0 disables /metrics.")
     webhook_port: int = Field(default=9443, ge=0, le=65535, description="Admission webhook (TLS); 0: any free port.")
-    webhook_cert_dir: str | None = Field(default=None, description="tls.crt/tls.key; none: self-signed.")
+    webhook_cert_dir: str | None = Field(
+        default=None,
+        description="tls.crt/tls.key: read from here (files), written here (operator); none: a temporary directory.",
+    )
     webhook_service: str = Field(default="mlworkload-webhook", description="Service in front of the webhook.")
+    role: Role = Field(default=Role.ALL, description="all, controller (reconcile) or webhook (admission).")
+    webhook_certificates: WebhookCertificates | None = Field(
+        default=None,
+        description="operator, files or self-signed; default files with MLW_WEBHOOK_CERT_DIR, else self-signed.",
+    )
+    webhook_secret: str = Field(
+        default="mlworkload-webhook-ca", description="Secret the webhook keeps its CA and certificate in (operator)."
+    )
+    webhook_configuration: str = Field(
+        default="mlworkload", description="ValidatingWebhookConfiguration whose caBundle the webhook keeps (operator)."
+    )
+    webhook_certificate_check_seconds: float = Field(
+        default=600, gt=0, description="How often the webhook checks its certificate Secret and caBundle (operator)."
+    )
     operator_namespace: str = Field(default="mlworkload-system", description="The operator's own namespace.")
+    installation: str = Field(
+        default="",
+        description="This installation's identity on the GKE node pools it creates (a GCP label value); "
+        "default: the operator namespace.",
+    )
     health_port: int = Field(default=8081, ge=0, le=65535, description="Liveness probe /healthz; 0 disables.")
     resync_seconds: float = Field(default=300, gt=0, description="Periodic reconcile (drift, status refresh).")
     log_format: LogFormat = LogFormat.JSON
@@ -129,6 +179,21 @@ class OperatorSettings(BaseModel):
     @classmethod
     def _labels(cls, labels: dict[str, str]) -> dict[str, str]:
         return valid_labels(labels)
+
+    @field_validator("installation")
+    @classmethod
+    def _installation(cls, value: str) -> str:
+        """Lowercased; then it must be a GCP label value ([a-z0-9_-], at most 63), as it labels node pools."""
+        value = value.strip().lower()
+        if value and not GCP_LABEL_VALUE.fullmatch(value):
+            raise ValueError(f"{value!r} is not a GCP label value: at most 63 lowercase letters, digits, '_' or '-'")
+        return value
+
+    @model_validator(mode="after")
+    def _default_installation(self) -> "OperatorSettings":
+        if not self.installation:  # a namespace name is always a valid label value (DNS-1123, <= 63)
+            object.__setattr__(self, "installation", self.operator_namespace)
+        return self
 
     @field_validator("api_server_cidrs")
     @classmethod
@@ -142,6 +207,12 @@ class OperatorSettings(BaseModel):
                 "live GCP mode needs the GKE cluster: set MLW_GCP_PROJECT, MLW_GCP_LOCATION and MLW_GKE_CLUSTER"
                 " (or MLW_GCP_MODE=dry-run)"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _files_need_a_directory(self) -> "OperatorSettings":
+        if self.webhook_certificates is WebhookCertificates.FILES and not self.webhook_cert_dir:
+            raise ValueError("webhook certificates from files need MLW_WEBHOOK_CERT_DIR (where tls.crt/tls.key are)")
         return self
 
     @property
@@ -158,6 +229,12 @@ class OperatorSettings(BaseModel):
         if self.gcp_mode is not None:
             return self.gcp_mode
         return GcpMode.LIVE if self.gcp is not None else GcpMode.DRY_RUN
+
+    @property
+    def effective_webhook_certificates(self) -> WebhookCertificates:
+        if self.webhook_certificates is not None:
+            return self.webhook_certificates
+        return WebhookCertificates.FILES if self.webhook_cert_dir else WebhookCertificates.SELF_SIGNED
 
     @classmethod
     def load(

@@ -3,10 +3,8 @@
 helm comes from PATH, $MLW_HELM, or the PyPI wheel that ships it (tests/support/helm.py).
 """
 
-import base64
 import json
-import ssl
-import subprocess
+import re
 from pathlib import Path
 from typing import Any
 
@@ -20,16 +18,35 @@ from tests.support.schemas import validate_object
 
 ROOT = Path(__file__).resolve().parents[2]
 FULL = ["-f", str(CHART / "ci" / "full-values.yaml")]
-VALUE_SETS = {"default": [], "full": FULL}
+# The defaults and every values file in ci/ (chart-testing's convention), each rendered by every test below.
+VALUE_SETS = {"default": [], **{path.stem: ["-f", str(path)] for path in sorted((CHART / "ci").glob("*.yaml"))}}
 
 
 def by_kind(manifests: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
     return [manifest for manifest in manifests if manifest["kind"] == kind]
 
 
-def one(manifests: list[dict[str, Any]], kind: str) -> dict[str, Any]:
-    (found,) = by_kind(manifests, kind)
+def one(manifests: list[dict[str, Any]], kind: str, name: str | None = None) -> dict[str, Any]:
+    (found,) = [m for m in by_kind(manifests, kind) if name is None or m["metadata"]["name"] == name]
     return found
+
+
+def controller(manifests: list[dict[str, Any]]) -> dict[str, Any]:
+    return one(manifests, "Deployment", "mlworkload")
+
+
+def webhook(manifests: list[dict[str, Any]]) -> dict[str, Any]:
+    return one(manifests, "Deployment", "mlworkload-webhook")
+
+
+def env_of(deployment: dict[str, Any]) -> dict[str, str | None]:
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    return {item["name"]: item.get("value") for item in container["env"]}
+
+
+def selects(selector: dict[str, str], deployment: dict[str, Any]) -> bool:
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    return all(labels.get(key) == value for key, value in selector.items())
 
 
 @pytest.fixture(scope="module", params=list(VALUE_SETS), ids=list(VALUE_SETS))
@@ -53,7 +70,7 @@ def test_the_full_values_render_every_optional_object() -> None:
     assert kinds == {
         "ServiceAccount", "CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding", "Service", "Deployment",
         "ValidatingWebhookConfiguration", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding",
-        "Certificate", "MLWorkloadPolicy", "PodMonitoring", "ServiceMonitor",
+        "Certificate", "MLWorkloadPolicy", "PodMonitoring", "ServiceMonitor", "PodDisruptionBudget",
     }  # fmt: skip
 
 
@@ -64,6 +81,8 @@ def test_the_full_values_render_every_optional_object() -> None:
         ("operator.gcp.mode=sometimes", "/operator/gcp/mode"),
         ("serviceAccount.gcpServiceAccount=not-an-email", "/serviceAccount/gcpServiceAccount"),
         ("webhook.failurePolicy=Maybe", "/webhook/failurePolicy"),
+        ("webhook.certificates=selfSigned", "/webhook/certificates"),
+        ("webhook.replicas=0", "/webhook/replicas"),
     ],
 )
 def test_bad_values_are_refused_naming_the_field(setting: str, fragment: str) -> None:
@@ -83,19 +102,25 @@ def test_the_chart_ships_the_repository_crds_and_keeps_them_on_uninstall() -> No
     assert by_kind(render("--set", "crds.install=false"), "CustomResourceDefinition") == []
 
 
-def test_every_operator_variable_the_deployment_sets_is_a_setting() -> None:
-    container = one(render(*FULL), "Deployment")["spec"]["template"]["spec"]["containers"][0]
-    names = {env["name"] for env in container["env"]} - {"HTTPS_PROXY"}  # extraEnv in the full values
-    assert names <= set(SETTINGS_VARIABLES.values()) | set(GCP_VARIABLES.values())
-    env = {item["name"]: item.get("value") for item in container["env"]}
-    assert env["MLW_GCP_PROJECT"] == "ml-platform"
-    assert env["MLW_GKE_CLUSTER"] == "ml-prod"
-    assert env["MLW_NAMESPACES"] == "team-nlp,team-vision"
-    assert env["MLW_WEBHOOK_CERT_DIR"] == "/etc/mlworkload/webhook-tls"
+def test_every_operator_variable_the_deployments_set_is_a_setting() -> None:
+    manifests = render(*FULL)
+    for deployment in (controller(manifests), webhook(manifests)):
+        names = set(env_of(deployment)) - {"HTTPS_PROXY"}  # extraEnv in the full values
+        assert names <= set(SETTINGS_VARIABLES.values()) | set(GCP_VARIABLES.values())
+        env = env_of(deployment)
+        assert env["MLW_GCP_PROJECT"] == "ml-platform"  # admission resolves the same defaults as reconcile
+        assert env["MLW_NAMESPACES"] == "team-nlp,team-vision"
+        assert env["MLW_INSTALLATION"] == "ml-prod-platform"
+    assert env_of(controller(manifests))["MLW_ROLE"] == "controller"
+    assert env_of(controller(manifests))["MLW_GKE_CLUSTER"] == "ml-prod"
+    assert env_of(webhook(manifests))["MLW_ROLE"] == "webhook"
+    assert env_of(webhook(manifests))["MLW_WEBHOOK_CERT_DIR"] == "/etc/mlworkload/webhook-tls"  # cert-manager's
+    assert env_of(webhook(manifests))["MLW_WEBHOOK_CERTIFICATES"] == "files"
+    assert "MLW_INSTALLATION" not in env_of(controller(render()))  # passed only when set
 
 
-def test_the_deployment_is_one_hardened_replica() -> None:
-    deployment = one(render(), "Deployment")
+def test_the_controller_is_one_hardened_replica_serving_no_webhook() -> None:
+    deployment = controller(render())
     assert deployment["spec"]["replicas"] == 1
     assert deployment["spec"]["strategy"] == {"type": "Recreate"}  # kopf has no leader election
     pod = deployment["spec"]["template"]["spec"]
@@ -108,53 +133,152 @@ def test_the_deployment_is_one_hardened_replica() -> None:
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert container["readinessProbe"]["httpGet"]["port"] == "health"
     assert container["args"] == ["run"]
+    assert "webhook" not in {port["name"] for port in container["ports"]}
+    assert not any(name.startswith("MLW_WEBHOOK") for name in env_of(deployment))
+    assert all("secret" not in volume for volume in pod["volumes"])
 
 
-def test_the_service_account_carries_the_operators_gcp_identity_only_when_given() -> None:
-    assert "annotations" not in one(render(), "ServiceAccount")["metadata"]
-    annotated = one(render(*FULL), "ServiceAccount")["metadata"]["annotations"]
-    assert annotated["iam.gke.io/gcp-service-account"] == "mlworkload-operator@ml-platform.iam.gserviceaccount.com"
+@pytest.mark.parametrize("values", list(VALUE_SETS.values()), ids=list(VALUE_SETS))
+def test_the_webhook_rolls_one_pod_at_a_time_spread_across_nodes_with_a_budget_when_it_has_several(
+    values: list[str],
+) -> None:
+    manifests = render(*values)
+    deployment = webhook(manifests)
+    replicas = deployment["spec"]["replicas"]
+    assert deployment["spec"]["strategy"] == {"type": "RollingUpdate",
+                                              "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}}  # fmt: skip
+    pod = deployment["spec"]["template"]["spec"]
+    selector = deployment["spec"]["selector"]["matchLabels"]
+    (anti,) = pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+    assert anti["podAffinityTerm"] == {
+        "topologyKey": "kubernetes.io/hostname",
+        "labelSelector": {"matchLabels": selector},
+    }
+    assert pod["topologySpreadConstraints"][0]["labelSelector"] == {"matchLabels": selector}
+    (container,) = pod["containers"]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/healthz"  # fails until the indexes are filled
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    budgets = by_kind(manifests, "PodDisruptionBudget")
+    if replicas > 1:
+        (budget,) = budgets
+        assert budget["spec"] == {"minAvailable": 1, "selector": {"matchLabels": selector}}
+    else:
+        assert budgets == []  # minAvailable 1 of 1 would block every node drain
 
 
-def test_the_chart_made_webhook_certificate_is_trusted_through_the_ca_bundle(tmp_path: Path) -> None:
+def test_replicas_come_from_values_and_user_affinity_is_kept() -> None:
+    assert webhook(render())["spec"]["replicas"] == 2
+    full = webhook(render(*FULL))["spec"]
+    assert full["replicas"] == 3
+    assert "nodeAffinity" in full["template"]["spec"]["affinity"]  # the full values' own, next to the spread
+    assert "podAntiAffinity" in full["template"]["spec"]["affinity"]
+
+
+def test_each_service_selects_its_own_pods() -> None:
     manifests = render()
-    secret = one(manifests, "Secret")
-    webhook = one(manifests, "ValidatingWebhookConfiguration")["webhooks"][0]
-    ca = base64.b64decode(webhook["clientConfig"]["caBundle"])
-    assert ca == base64.b64decode(secret["data"]["ca.crt"])
-    certificate = tmp_path / "tls.crt"
-    certificate.write_bytes(base64.b64decode(secret["data"]["tls.crt"]))
-    (tmp_path / "ca.crt").write_bytes(ca)
-    # The serving certificate verifies against the bundle and names the webhook Service.
-    verified = subprocess.run(["openssl", "verify", "-CAfile", str(tmp_path / "ca.crt"), str(certificate)],
-                              capture_output=True, text=True, check=False)  # fmt: skip
-    assert verified.returncode == 0, verified.stdout + verified.stderr
-    names = ssl._ssl._test_decode_cert(str(certificate))["subjectAltName"]  # type: ignore[attr-defined]
-    assert ("DNS", "mlworkload-webhook.mlworkload-system.svc") in names
-    assert webhook["clientConfig"]["service"] == {
+    service = one(manifests, "Service", "mlworkload-webhook")["spec"]["selector"]
+    assert selects(service, webhook(manifests))
+    assert not selects(service, controller(manifests))
+    assert not selects(controller(manifests)["spec"]["selector"]["matchLabels"], webhook(manifests))
+    metrics = one(manifests, "Service", "mlworkload-metrics")["spec"]["selector"]
+    assert selects(metrics, webhook(manifests))  # admission metrics live in the webhook pods
+    assert selects(metrics, controller(manifests))
+
+
+def test_the_service_accounts_are_separate_and_only_the_controller_carries_the_gcp_identity() -> None:
+    accounts = {account["metadata"]["name"]: account for account in by_kind(render(*FULL), "ServiceAccount")}
+    assert set(accounts) == {"mlworkload-operator", "mlworkload-operator-webhook"}
+    annotated = accounts["mlworkload-operator"]["metadata"]["annotations"]
+    assert annotated["iam.gke.io/gcp-service-account"] == "mlworkload-operator@ml-platform.iam.gserviceaccount.com"
+    assert "annotations" not in accounts["mlworkload-operator-webhook"]["metadata"]
+    assert "annotations" not in one(render(), "ServiceAccount", "mlworkload-operator")["metadata"]
+    manifests = render()
+    assert controller(manifests)["spec"]["template"]["spec"]["serviceAccountName"] == "mlworkload-operator"
+    assert webhook(manifests)["spec"]["template"]["spec"]["serviceAccountName"] == "mlworkload-operator-webhook"
+
+
+@pytest.mark.parametrize("values", list(VALUE_SETS.values()), ids=list(VALUE_SETS))
+def test_helm_template_renders_byte_identical_output_every_time(values: list[str]) -> None:
+    """No lookup, genCA, randAlpha or now: Argo CD (helm template) never sees a diff, never rolls anything."""
+    first = helm("template", "mlworkload", str(CHART), "--namespace", "mlworkload-system", *values)
+    second = helm("template", "mlworkload", str(CHART), "--namespace", "mlworkload-system", *values)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout == second.stdout
+    manifests = [doc for doc in yaml.safe_load_all(first.stdout) if doc]
+    assert by_kind(manifests, "Secret") == []  # no certificate material
+    hooks = one(manifests, "ValidatingWebhookConfiguration")["webhooks"]
+    assert [hook["clientConfig"].get("caBundle") for hook in hooks] == [None, None]
+
+
+def test_templates_use_no_function_that_differs_between_renders() -> None:
+    varying = re.compile(
+        r"\b(lookup|genCA|genSignedCert|genSelfSignedCert|genPrivateKey|randAlpha\w*|randBytes|uuidv4|now)\b"
+    )
+    for template in sorted((CHART / "templates").glob("*")):
+        actions = re.findall(r"\{\{(.*?)\}\}", re.sub(r"/\*.*?\*/", "", template.read_text(), flags=re.S), re.S)
+        assert [varying.findall(action) for action in actions if varying.search(action)] == [], template.name
+
+
+def test_by_default_the_webhook_pods_keep_the_certificate_they_alone_may_touch() -> None:
+    manifests = render()
+    configuration = one(manifests, "ValidatingWebhookConfiguration")
+    env = env_of(webhook(manifests))
+    assert env["MLW_WEBHOOK_CERTIFICATES"] == "operator"
+    assert env["MLW_WEBHOOK_CONFIGURATION"] == configuration["metadata"]["name"]
+    assert env["MLW_WEBHOOK_SERVICE"] == configuration["webhooks"][0]["clientConfig"]["service"]["name"]
+    assert "annotations" not in configuration["metadata"]  # no cert-manager injection
+    for hook in configuration["webhooks"]:
+        assert "caBundle" not in hook["clientConfig"]  # set at run time by the webhook pods
+        assert hook["failurePolicy"] == "Fail"
+    assert configuration["webhooks"][0]["clientConfig"]["service"] == {
         "name": "mlworkload-webhook", "namespace": "mlworkload-system", "path": "/policy", "port": 443,
     }  # fmt: skip
-    assert webhook["failurePolicy"] == "Fail"
-    assert webhook["rules"][0]["resources"] == ["mlworkloads"]
+    role = one(manifests, "Role", "mlworkload-webhook")
+    named = [rule for rule in role["rules"] if rule.get("resourceNames")]
+    assert named == [{"apiGroups": [""], "resources": ["secrets"], "resourceNames": [env["MLW_WEBHOOK_SECRET"]],
+                      "verbs": ["get", "update"]}]  # fmt: skip
+    cluster_role = one(manifests, "ClusterRole", "mlworkload-webhook")
+    (vwc_rule,) = [rule for rule in cluster_role["rules"] if "validatingwebhookconfigurations" in rule["resources"]]
+    assert vwc_rule["resourceNames"] == [configuration["metadata"]["name"]]
+    volumes = {volume["name"]: volume for volume in webhook(manifests)["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["webhook-tls"]["emptyDir"]["medium"] == "Memory"  # written by the pod, never on the node's disk
 
 
-def test_with_cert_manager_the_ca_is_injected_and_no_secret_is_rendered() -> None:
-    manifests = render(*FULL)
+@pytest.mark.parametrize("values", [FULL, ["--set", "webhook.certificates=certManager"],
+                                    ["--set", "webhook.certManager.enabled=true"]],
+                         ids=["full", "certificates", "deprecated-enabled"])  # fmt: skip
+def test_with_cert_manager_the_ca_is_injected_and_the_webhook_touches_no_secret(values: list[str]) -> None:
+    manifests = render(*values)
     assert by_kind(manifests, "Secret") == []
-    webhook = one(manifests, "ValidatingWebhookConfiguration")
-    assert (
-        webhook["metadata"]["annotations"]["cert-manager.io/inject-ca-from"] == "mlworkload-system/mlworkload-webhook"
+    assert by_kind(manifests, "Role") == []
+    configuration = one(manifests, "ValidatingWebhookConfiguration")
+    assert configuration["metadata"]["annotations"]["cert-manager.io/inject-ca-from"] == (
+        "mlworkload-system/mlworkload-webhook"
     )
-    assert "caBundle" not in webhook["webhooks"][0]["clientConfig"]
+    assert "caBundle" not in configuration["webhooks"][0]["clientConfig"]
     certificate = one(manifests, "Certificate")
-    assert certificate["spec"]["issuerRef"] == {
-        "name": "platform-ca",
-        "kind": "ClusterIssuer",
-        "group": "cert-manager.io",
-    }
     assert certificate["spec"]["secretName"] == "mlworkload-webhook-tls"
-    self_signed = render("--set", "webhook.certManager.enabled=true")
-    assert one(self_signed, "Issuer")["spec"] == {"selfSigned": {}}
+    assert certificate["spec"]["dnsNames"] == ["mlworkload-webhook.mlworkload-system.svc",
+                                               "mlworkload-webhook.mlworkload-system.svc.cluster.local"]  # fmt: skip
+    cluster_role = one(manifests, "ClusterRole", "mlworkload-webhook")
+    assert not any("validatingwebhookconfigurations" in rule["resources"] for rule in cluster_role["rules"])
+    volumes = {volume["name"]: volume for volume in webhook(manifests)["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["webhook-tls"]["secret"]["secretName"] == "mlworkload-webhook-tls"
+    assert env_of(webhook(manifests))["MLW_WEBHOOK_CERTIFICATES"] == "files"
+
+
+def test_cert_manager_uses_the_given_issuer_or_makes_a_self_signed_one() -> None:
+    assert one(render(*FULL), "Certificate")["spec"]["issuerRef"] == {
+        "name": "platform-ca", "kind": "ClusterIssuer", "group": "cert-manager.io",
+    }  # fmt: skip
+    assert one(render("--set", "webhook.certificates=certManager"), "Issuer")["spec"] == {"selfSigned": {}}
+
+
+def test_the_workload_webhook_skips_kube_system_and_the_release_namespace() -> None:
+    configuration = one(render(namespace="ml-ops"), "ValidatingWebhookConfiguration")
+    workloads = next(w for w in configuration["webhooks"] if w["name"] == "policy.mlworkload.io")
+    assert workloads["namespaceSelector"] == {"matchExpressions": [
+        {"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": ["kube-system", "ml-ops"]}]}  # fmt: skip
 
 
 def test_the_default_policy_from_values_is_a_valid_mlworkload_policy() -> None:

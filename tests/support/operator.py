@@ -65,9 +65,10 @@ def running_operator(
     with environment(env):
         # The handlers module reads MLW_RESYNC_SECONDS when first imported: the first run in a
         # process fixes the resync interval for the rest (every test uses the same value).
-        from mlworkload.controller.handlers import REGISTRY  # noqa: PLC0415
+        from mlworkload.controller.handlers import registry_for  # noqa: PLC0415
+        from mlworkload.settings import Role  # noqa: PLC0415
 
-        runner = KopfRunner(args, timeout=60, registry=REGISTRY)
+        runner = KopfRunner(args, timeout=60, registry=registry_for(Role(env.get("MLW_ROLE") or Role.ALL)))
     with environment(env), runner:
         yield runner
     assert runner.exception is None, runner.output

@@ -565,7 +565,9 @@ def test_node_pools_match_the_api_md_plan_shape() -> None:
     shared = plan_of(workload("llm-serve").gpu_group(capacity="Spot"), rules.set("nodePools.sharing", "Cluster"))
     (pool,) = shared["nodePools"]
     assert (pool["name"], pool["nodeLabels"], pool["labels"]) == (
-        "mlw-l4x1-spot", {}, {"managed-by": "mlworkload", "mlworkload-shape": "mlw-l4x1"}
+        "mlw-l4x1-spot",
+        {},
+        {"managed-by": "mlworkload", "mlworkload-shape": "mlw-l4x1"},
     )
     assert len(pool["taints"]) == 2
 

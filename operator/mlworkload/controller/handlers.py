@@ -7,6 +7,7 @@ object as separate tasks that may overlap.
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import tempfile
@@ -26,9 +27,12 @@ from mlworkload.api.meta import LabelSelector
 from mlworkload.api.policy import MLWorkloadPolicy
 from mlworkload.api.workload import IamBindingStatus
 from mlworkload.constants import (
+    ANNOTATION_GCP_RECHECK,
     CONDITION_IDENTITY_READY,
     CONDITION_NODE_POOLS_READY,
     CONDITION_POLICY_ADMITTED,
+    CONDITION_RECONCILING,
+    CONDITION_STALLED,
     FINALIZER,
     GROUP,
     LABEL_MANAGED_BY,
@@ -37,15 +41,18 @@ from mlworkload.constants import (
     POLICY_PLURAL,
     REASON_GCP_NOT_CONFIGURED,
     REASON_INVALID_POLICY,
+    REASON_READ_FAILED,
     REASON_UNTRUSTED_STATUS,
     VERSION,
     WORKLOAD_PLURAL,
+    WRITE_FAILURE_REASONS,
 )
 from mlworkload.controller.certificates import write_self_signed
 from mlworkload.controller.kube import WORKLOADS, ClientKubeApi, KubeError
 from mlworkload.controller.reconcile import (
     Outcome,
     Reconciler,
+    WriteRetries,
     live_claims,
     owner_key,
     reconcile,
@@ -56,19 +63,34 @@ from mlworkload.gcp.clusters import connect_inspector
 from mlworkload.gcp.errors import GcpError
 from mlworkload.gcp.live import LiveProvisioner, connect
 from mlworkload.gcp.provisioner import DryRunProvisioner, GcpProvisioner, Recorded
-from mlworkload.metrics import ADMISSION_REFUSALS, INVALID_POLICIES, INVENTORY, RECONCILE_SECONDS, RECONCILES
+from mlworkload.metrics import (
+    ADMISSION_REFUSALS,
+    INVALID_POLICIES,
+    INVENTORY,
+    RECONCILE_API_FAILURES,
+    RECONCILE_SECONDS,
+    RECONCILES,
+)
 from mlworkload.policy import BrokenPolicy, ClusterView, WorkloadGpus, admit_in
 from mlworkload.problems import Refused
-from mlworkload.settings import GcpMode, OperatorSettings
+from mlworkload.settings import GcpMode, OperatorSettings, Role, WebhookCertificates
+from mlworkload.webhook.certificates import service_hosts
+from mlworkload.webhook.keeper import (
+    CertificateKeeper,
+    KubeSecretStore,
+    KubeWebhookConfigurations,
+    served_directory,
+)
 
 logger = logging.getLogger(__name__)
 
-# The operator's own registry, not kopf's process-wide default: handlers registered elsewhere in the
-# same process (tests, plugins) can never run as part of this operator.
-REGISTRY = kopf.OperatorRegistry()
 WORKLOAD = (GROUP, VERSION, WORKLOAD_PLURAL)
 OWNED = {LABEL_MANAGED_BY: MANAGED_BY}
 RETRY_DELAY_SECONDS = 10.0
+WEBHOOK_CONFIGURATIONS = ("admissionregistration.k8s.io", "v1", "validatingwebhookconfigurations")
+# How often kopf's webhook server rereads its certificate files (it restarts its listener when they
+# change): a renewal, or cert-manager's renewal of a mounted Secret, is served within this time.
+CERT_FILE_CHECK_SECONDS = 10.0
 # kopf fixes a timer's interval when the decorator runs, before settings exist: read it from the
 # environment here (the same MLW_RESYNC_SECONDS that `mlworkload run --resync-seconds` sets).
 RESYNC_SECONDS = float(os.environ.get("MLW_RESYNC_SECONDS") or 300)
@@ -90,7 +112,6 @@ def _api_client() -> kubernetes.client.ApiClient:
     return kubernetes.client.ApiClient(configuration)
 
 
-@kopf.on.login(registry=REGISTRY)
 def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
     """kopf's own readers of the service account or $KUBECONFIG, the same sources as `_api_client`."""
     return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
@@ -106,21 +127,47 @@ def _gcp_provisioner(config: OperatorSettings, kube: ClientKubeApi) -> GcpProvis
     return connect(config, lambda: live_claims(kube, config.namespaces))
 
 
-def _webhook_server(config: OperatorSettings) -> kopf.WebhookServer:
-    """TLS from the mounted certificate (cert-manager), else a self-signed one made at start-up."""
-    if config.webhook_cert_dir:
+async def _webhook_server(config: OperatorSettings, kube: ClientKubeApi, memo: kopf.Memo) -> kopf.WebhookServer:
+    """The TLS server for the validators, with its certificate (settings.WebhookCertificates):
+
+    - operator: the certificate Secret and the caBundle are made right before serving, then kept
+      (renewed, restored) by a background task and on every change of the webhook configuration;
+    - files: the mounted tls.crt/tls.key (cert-manager); its renewals change the files;
+    - self-signed: made at start-up, never renewed (a laptop, the tests).
+
+    Whenever the files change, kopf's server restarts its listener with them: no pod restart.
+    """
+    hosts = service_hosts(config.webhook_service, config.operator_namespace)
+    mode = config.effective_webhook_certificates
+    if mode is WebhookCertificates.OPERATOR:
+        keeper = CertificateKeeper(
+            KubeSecretStore(kube, config.operator_namespace, config.webhook_secret),
+            KubeWebhookConfigurations(kube, config.webhook_configuration),
+            served_directory(config.webhook_cert_dir),
+            hosts,
+        )
+        try:
+            await keeper.ensure()  # before serving: the server cannot start without its files
+        except KubeError as error:
+            raise kopf.TemporaryError(f"the webhook certificate: {error}", delay=RETRY_DELAY_SECONDS) from error
+        memo.keeper = keeper
+        memo.keeping = asyncio.create_task(
+            keeper.run(config.webhook_certificate_check_seconds), name="webhook certificate keeper"
+        )
+        certfile, keyfile = keeper.certfile, keeper.keyfile
+    elif mode is WebhookCertificates.FILES:
+        assert config.webhook_cert_dir is not None  # refused when settings load
         certfile, keyfile = Path(config.webhook_cert_dir) / "tls.crt", Path(config.webhook_cert_dir) / "tls.key"
     else:
-        service, namespace = config.webhook_service, config.operator_namespace
-        hosts = [f"{service}.{namespace}.svc", f"{service}.{namespace}.svc.cluster.local", "localhost", "127.0.0.1"]
-        certfile, keyfile = write_self_signed(Path(tempfile.mkdtemp(prefix="mlworkload-webhook-")), hosts)
+        directory = Path(tempfile.mkdtemp(prefix="mlworkload-webhook-"))
+        certfile, keyfile = write_self_signed(directory, [*hosts, "localhost", "127.0.0.1"])
     # Port 0: any free port (tests); the Service in front of the pod fixes what clients use.
     return kopf.WebhookServer(
-        addr="0.0.0.0", port=config.webhook_port or None, certfile=str(certfile), pkeyfile=str(keyfile)
-    )
+        addr="0.0.0.0", port=config.webhook_port or None, certfile=str(certfile), pkeyfile=str(keyfile),
+        file_check_interval=min(CERT_FILE_CHECK_SECONDS, config.webhook_certificate_check_seconds),
+    )  # fmt: skip
 
 
-@kopf.on.startup(registry=REGISTRY)
 async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     config: OperatorSettings = getattr(memo, "config", None) or OperatorSettings.load()
     settings.persistence.finalizer = FINALIZER
@@ -128,34 +175,59 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=GROUP, key="last-handled-configuration"
     )
-    # One replica with a Recreate strategy: no peering needed (kopf has no leader election).
+    # The controller is one replica with a Recreate strategy, and webhook replicas write nothing but their
+    # certificate: no peering needed (kopf has no leader election, and a paused peer stops its indexes).
     settings.peering.standalone = True
     settings.posting.level = logging.INFO
     settings.watching.server_timeout = 300
     # A delete that arrives while the resync timer runs would otherwise wait up to 60 s for kopf to
     # notice that the timer task is gone.
     settings.background.cancellation_polling = 1
-    settings.admission.server = _webhook_server(config)
+    # Only the one webhook configuration is watched (its caBundle is kept): RBAC grants it by name.
+    settings.watching.field_selectors[WEBHOOK_CONFIGURATIONS] = f"metadata.name={config.webhook_configuration}"
     memo.config = config
     kube = ClientKubeApi(_api_client())
+    # Shared by every handler: kopf hands each object a shallow copy of the memo, so state lives in objects.
+    memo.view = ViewState()
+    if config.role is not Role.CONTROLLER:
+        settings.admission.server = await _webhook_server(config, kube, memo)
+    if config.role is Role.WEBHOOK:
+        logger.info("role webhook: admission only, no reconciling")
+        return
     gcp = _gcp_provisioner(config, kube)
     clusters = connect_inspector(config) if isinstance(gcp, LiveProvisioner) else None
     memo.reconciler = Reconciler(kube=kube, gcp=gcp, defaults=config.platform_defaults, clusters=clusters)
     memo.locks = defaultdict(asyncio.Lock)
-    # Shared by every handler: kopf hands each object a shallow copy of the memo, so state lives in objects.
-    memo.view = ViewState()
     if isinstance(gcp, LiveProvisioner):
-        interval = min(max(config.pool_release_grace_seconds / 4, config.gcp_poll_seconds), 60.0)
-        memo.collector = asyncio.create_task(gcp.run_collector(interval), name="node pool collector")
+        # Every GCP poll (one ListNodePools per cluster): a pool deleted by hand is noticed within seconds.
+        recheck = functools.partial(_recheck_workloads, kube)
+        memo.collector = asyncio.create_task(
+            gcp.run_collector(config.gcp_poll_seconds, on_lost=recheck), name="node pool collector"
+        )
 
 
-@kopf.on.cleanup(registry=REGISTRY)
-async def stop_collector(memo: kopf.Memo, **_: Any) -> None:
-    collector: asyncio.Task[None] | None = getattr(memo, "collector", None)
-    if collector is not None:
-        collector.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await collector
+async def _recheck_workloads(kube: ClientKubeApi, owners: set[str]) -> None:
+    """Workloads whose node pool vanished: an annotation change makes kopf reconcile each at once (a timer
+    whose filter turns true only starts at the object's next event)."""
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    for owner in sorted(owners):
+        namespace, _, name = owner.partition("/")
+        patch = {"metadata": {"annotations": {ANNOTATION_GCP_RECHECK: stamp}}}
+        try:
+            await asyncio.to_thread(kube.request, "PATCH", WORKLOADS.path(namespace, name), body=patch,
+                                    content_type="application/merge-patch+json")  # fmt: skip
+        except KubeError as error:  # gone meanwhile, or refused: the gcp_progress timer still polls it
+            logger.warning("could not ask for a reconcile of %s after its node pool vanished: %s", owner, error)
+
+
+async def stop_background(memo: kopf.Memo, **_: Any) -> None:
+    """The node pool collector and the certificate keeper, whichever this role started."""
+    for name in ("collector", "keeping"):
+        task: asyncio.Task[None] | None = getattr(memo, name, None)
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
 
 @dataclass
@@ -169,17 +241,14 @@ class ViewState:
 # --- indexes: the cluster view admission needs, kept in memory by kopf's watches ----------------------
 
 
-@kopf.index(GROUP, VERSION, POLICY_PLURAL, registry=REGISTRY)
 def policy_index(name: str, body: kopf.Body, **_: Any) -> dict[str, Mapping[str, Any]]:
     return {name: dict(body)}
 
 
-@kopf.index("", "v1", "namespaces", registry=REGISTRY)
 def namespace_index(name: str, labels: kopf.Labels, **_: Any) -> dict[str, Mapping[str, str]]:
     return {name: dict(labels)}
 
 
-@kopf.index(*WORKLOAD, registry=REGISTRY)
 def gpu_index(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict[tuple[str, str], int]:
     """GPUs at max scale per workload, for the namespace quota. A workload being deleted, unreadable,
     or refused by its policy holds none: a refused newcomer must not push admitted ones out."""
@@ -242,36 +311,53 @@ def _post_events(body: kopf.Body, outcome: Outcome) -> None:
         kopf.info(body, reason="Pruned", message="deleted " + ", ".join(outcome.apply.deleted))
     if outcome.forged and outcome.status_written:  # once: the rewritten status no longer carries them
         _warn_forged(body, outcome.forged)
-    if outcome.status_written and outcome.status is not None:
+    if outcome.write_failure is not None:  # each attempt: they come with backoff, never in a tight loop
+        RECONCILE_API_FAILURES.labels(reason=outcome.write_failure.reason).inc()
+        kopf.warn(body, reason=outcome.write_failure.reason, message=outcome.write_failure.message)
+    elif outcome.status_written and outcome.status is not None:
         stalled = next((c for c in outcome.status.conditions if c.type == "Stalled" and c.status == "True"), None)
         if stalled is not None:
             kopf.warn(body, reason=stalled.reason, message=stalled.message)
-        if outcome.result == "refused" and outcome.status_written:  # once, when the refusal is first reported
-            rules = {problem.rule or "schema" for problem in outcome.problems} or {"policy"}
-            for rule in sorted(rules):
-                ADMISSION_REFUSALS.labels(reason=rule).inc()
+    if outcome.result == "refused" and outcome.status_written:  # once, when the refusal is first reported
+        rules = {problem.rule or "schema" for problem in outcome.problems} or {"policy"}
+        for rule in sorted(rules):
+            ADMISSION_REFUSALS.labels(reason=rule).inc()
 
 
 async def run_reconcile(body: Mapping[str, Any], memo: kopf.Memo, indexes: Mapping[str, Any]) -> Outcome:
-    """One serialised reconcile of one object; Kubernetes errors are retried by kopf with a delay."""
+    """One serialised reconcile of one object.
+
+    A Kubernetes call the API refuses is reported (a condition when the status can still be written, a
+    Warning Event, a metric) and raises TemporaryError with the workload's backoff delay: kopf runs change
+    handlers and timers again after it; event handlers leave the retry to them (`_retrying_soon`). Until
+    then, other entry points defer.
+    """
     meta = body["metadata"]
+    owner = owner_key(meta["namespace"], meta["name"])
+    retries: WriteRetries = memo.reconciler.write_retries
     started = time.perf_counter()
-    async with memo.locks[owner_key(meta["namespace"], meta["name"])]:
+    async with memo.locks[owner]:
         # Re-read the object and the policies under the lock: another entry point may have just
         # reconciled it against a newer policy, which a view taken before waiting would undo.
         fresh = await memo.reconciler.kube.get(WORKLOADS, meta["namespace"], meta["name"])
         if fresh is None:
             return Outcome("gone")
+        generation = int(fresh["metadata"].get("generation") or 0)
+        if retries.wait(owner, generation) > 0:
+            # A refused write waits for its backoff: the entry point that saw it fail runs again then (kopf
+            # retries it), and the poll timer looks again while the status reports it.
+            return Outcome("deferred")
         try:
             outcome = await reconcile(memo.reconciler, fresh, cluster_view(indexes))
         except KubeError as error:
-            if (
-                error.status == 404
-                and await memo.reconciler.kube.get(WORKLOADS, meta["namespace"], meta["name"]) is None
-            ):
+            if error.status == 404 and not await memo.reconciler.kube.get(WORKLOADS, *owner.split("/", 1)):
                 return Outcome("gone")  # deleted while we worked: nothing left to reconcile
             RECONCILES.labels(result="error").inc()
-            raise kopf.TemporaryError(f"Kubernetes API: {error}", delay=RETRY_DELAY_SECONDS) from error
+            RECONCILE_API_FAILURES.labels(reason=REASON_READ_FAILED).inc()
+            attempt, delay = retries.failed(owner, generation)
+            kopf.warn(kopf.Body(fresh), reason=REASON_READ_FAILED, message=f"Kubernetes API: {error} (attempt"
+                      f" {attempt}, retrying in {delay:.0f}s)")  # fmt: skip
+            raise kopf.TemporaryError(f"Kubernetes API: {error}", delay=delay) from error
     RECONCILES.labels(result=outcome.result).inc()
     RECONCILE_SECONDS.observe(time.perf_counter() - started)
     _post_events(kopf.Body(fresh), outcome)
@@ -279,12 +365,18 @@ async def run_reconcile(body: Mapping[str, Any], memo: kopf.Memo, indexes: Mappi
         INVENTORY.record(outcome.resolved, outcome.status.phase.value)
     elif outcome.result == "refused":
         INVENTORY.forget(meta["namespace"], meta["name"])
+    if outcome.write_failure is not None and outcome.retry_after is not None:
+        raise kopf.TemporaryError(outcome.write_failure.message, delay=outcome.retry_after)
     return outcome
 
 
-@kopf.on.resume(*WORKLOAD, registry=REGISTRY)
-@kopf.on.create(*WORKLOAD, registry=REGISTRY)
-@kopf.on.update(*WORKLOAD, registry=REGISTRY)
+async def _retrying_soon(body: Mapping[str, Any], memo: kopf.Memo, indexes: Mapping[str, Any]) -> None:
+    """For event handlers, which kopf never retries: a refused write is retried by the workload's timers
+    (`_gcp_pending` wakes the poll while a write failure is reported)."""
+    with contextlib.suppress(kopf.TemporaryError):
+        await run_reconcile(body, memo, indexes)
+
+
 async def workload_changed(
     body: kopf.Body,
     memo: kopf.Memo,
@@ -293,7 +385,6 @@ async def workload_changed(
     await run_reconcile(body, memo, indexes)
 
 
-@kopf.timer(*WORKLOAD, interval=RESYNC_SECONDS, initial_delay=RESYNC_SECONDS, registry=REGISTRY)
 async def resync(
     body: kopf.Body,
     memo: kopf.Memo,
@@ -303,20 +394,29 @@ async def resync(
     await run_reconcile(body, memo, indexes)
 
 
-def _gcp_pending(status: kopf.Status, meta: kopf.Meta, **_: Any) -> bool:
-    """Node pools or identity not ready yet (an operation runs, or a retry is due): worth polling soon."""
+def _gcp_pending(status: kopf.Status, meta: kopf.Meta, memo: kopf.Memo, **_: Any) -> bool:
+    """Node pools or identity not ready yet (an operation runs, or a retry is due), or a pool it uses vanished:
+    worth polling soon."""
     if meta.get("deletionTimestamp"):
         return False
+    gcp = getattr(getattr(memo, "reconciler", None), "gcp", None)
+    if isinstance(gcp, LiveProvisioner) and gcp.due(owner_key(meta.get("namespace") or "", meta.get("name") or "")):
+        return True
     waiting = {CONDITION_NODE_POOLS_READY, CONDITION_IDENTITY_READY}
+    conditions = status.get("conditions") or []
     not_ready = any(
         c.get("type") in waiting and c.get("status") == "False" and c.get("reason") != REASON_GCP_NOT_CONFIGURED
-        for c in status.get("conditions") or []
+        for c in conditions
     )
-    return not_ready or any(pool.get("operation") for pool in status.get("nodePools") or [])
+    # A refused Kubernetes write waits for its backoff, whichever entry point saw it fail.
+    write_failed = any(
+        c.get("type") in {CONDITION_RECONCILING, CONDITION_STALLED} and c.get("status") == "True"
+        and c.get("reason") in WRITE_FAILURE_REASONS
+        for c in conditions
+    )  # fmt: skip
+    return not_ready or write_failed or any(pool.get("operation") for pool in status.get("nodePools") or [])
 
 
-@kopf.timer(*WORKLOAD, interval=GCP_POLL_SECONDS, initial_delay=GCP_POLL_SECONDS, when=_gcp_pending,
-            registry=REGISTRY)  # fmt: skip
 async def gcp_progress(
     body: kopf.Body,
     memo: kopf.Memo,
@@ -326,19 +426,14 @@ async def gcp_progress(
     await run_reconcile(body, memo, indexes)
 
 
-@kopf.on.event("ray.io", "v1", "rayclusters", labels=OWNED, registry=REGISTRY)
-@kopf.on.event("ray.io", "v1", "rayjobs", labels=OWNED, registry=REGISTRY)
-@kopf.on.event("ray.io", "v1", "rayservices", labels=OWNED, registry=REGISTRY)
 async def ray_child_changed(namespace: str | None, labels: kopf.Labels, memo: kopf.Memo, **indexes: Any) -> None:
     """KubeRay moved a Ray object: bring its MLWorkload's status along at once, not at the next resync."""
     name = labels.get(LABEL_WORKLOAD)
     if not name or not namespace or not hasattr(memo, "reconciler"):
         return
-    await run_reconcile({"metadata": {"namespace": namespace, "name": name}}, memo, indexes)
+    await _retrying_soon({"metadata": {"namespace": namespace, "name": name}}, memo, indexes)
 
 
-@kopf.on.event("networking.k8s.io", "v1", "ingresses", labels=OWNED, registry=REGISTRY)
-@kopf.on.event("networking.gke.io", "v1", "managedcertificates", labels=OWNED, registry=REGISTRY)
 async def endpoint_changed(
     event: kopf.RawEvent, namespace: str | None, labels: kopf.Labels, memo: kopf.Memo, **indexes: Any
 ) -> None:
@@ -348,7 +443,7 @@ async def endpoint_changed(
     name = labels.get(LABEL_WORKLOAD)
     if event.get("type") not in {"MODIFIED", "DELETED"} or not name or not namespace or not hasattr(memo, "reconciler"):
         return
-    await run_reconcile({"metadata": {"namespace": namespace, "name": name}}, memo, indexes)
+    await _retrying_soon({"metadata": {"namespace": namespace, "name": name}}, memo, indexes)
 
 
 def _report_if_unreadable(change: object, body: kopf.Body, memo: kopf.Memo) -> None:
@@ -369,7 +464,6 @@ def _report_if_unreadable(change: object, body: kopf.Body, memo: kopf.Memo) -> N
     INVALID_POLICIES.set(len(invalid))
 
 
-@kopf.on.event(GROUP, VERSION, POLICY_PLURAL, registry=REGISTRY)
 async def policy_changed(event: kopf.RawEvent, body: kopf.Body, name: str, memo: kopf.Memo, **indexes: Any) -> None:
     """A policy was added, changed or removed: re-admit every workload now rather than at the next resync.
 
@@ -409,7 +503,6 @@ def _warn_forged(body: kopf.Body, forged: Sequence[IamBindingStatus]) -> None:
                   " so it never revokes it")  # fmt: skip
 
 
-@kopf.on.delete(*WORKLOAD, registry=REGISTRY)
 async def workload_deleted(body: kopf.Body, namespace: str | None, name: str, memo: kopf.Memo, **indexes: Any) -> None:
     """Children go with their owner references; GCP resources are released here, behind the finalizer."""
     owner = owner_key(namespace or "", name)
@@ -426,7 +519,6 @@ async def workload_deleted(body: kopf.Body, namespace: str | None, name: str, me
 # --- admission --------------------------------------------------------------------------------------
 
 
-@kopf.on.event("", "v1", "namespaces", registry=REGISTRY)
 def view_filled(memo: kopf.Memo, **_: Any) -> None:
     """kopf runs no handler before every index has its initial listing, and a cluster always has
     namespaces: the first namespace event means policies, namespaces and GPU usage are all known."""
@@ -434,7 +526,6 @@ def view_filled(memo: kopf.Memo, **_: Any) -> None:
         memo.view.ready = True
 
 
-@kopf.on.probe(id="view", registry=REGISTRY)
 def view_probe(memo: kopf.Memo, **_: Any) -> str:
     """Readiness: not ready (and the webhook refuses, asking to retry) until the view is filled."""
     if not _view_ready(memo):
@@ -466,7 +557,6 @@ def _judged(body: kopf.Body, old: kopf.Body | None) -> bool:
     return old.get("spec") != body.get("spec") or labels[0] != labels[1]
 
 
-@kopf.on.validate(*WORKLOAD, id="policy", operations=["CREATE", "UPDATE"], registry=REGISTRY)
 def validate_workload(body: kopf.Body, memo: kopf.Memo, old: kopf.Body | None = None, **indexes: Any) -> None:
     """The same checks as `mlworkload validate`, plus the namespace quota across workloads."""
     if not _judged(body, old):
@@ -494,7 +584,6 @@ def validate_workload(body: kopf.Body, memo: kopf.Memo, old: kopf.Body | None = 
         raise kopf.AdmissionError("\n".join(map(str, verdict.problems)), code=422)
 
 
-@kopf.on.validate(GROUP, VERSION, POLICY_PLURAL, id="policy-spec", operations=["CREATE", "UPDATE"], registry=REGISTRY)
 def validate_policy(body: kopf.Body, **_: Any) -> None:
     """A policy the operator could not read would govern nothing: refused, field by field."""
     try:
@@ -502,3 +591,63 @@ def validate_policy(body: kopf.Body, **_: Any) -> None:
     except Refused as refused:
         ADMISSION_REFUSALS.labels(reason="policy-schema").inc()
         raise kopf.AdmissionError("\n".join(map(str, refused.problems)), code=422) from None
+
+
+async def webhook_configuration_changed(name: str, memo: kopf.Memo, **_: Any) -> None:
+    """Someone (Argo CD, helm, a person) wrote the webhook configuration: put the caBundle back at once,
+    rather than at the next periodic check. Our own patch comes back here too and writes nothing."""
+    keeper: CertificateKeeper | None = getattr(memo, "keeper", None)
+    if keeper is None:
+        return  # certificates from files or self-signed: the caBundle is not ours to keep
+    try:
+        await keeper.ensure()
+    except KubeError as error:  # event handlers are not retried: the periodic check will be
+        logger.warning("restoring the caBundle of %s failed: %s", name, error)
+
+
+# --- registration -------------------------------------------------------------------------------------
+
+
+def registry_for(role: Role, keep_certificates: bool = True) -> kopf.OperatorRegistry:
+    """The handlers one role runs (settings.Role), in the operator's own registry rather than kopf's
+    process-wide default: handlers registered elsewhere in the process (tests, plugins) never run here.
+
+    `keep_certificates`: watch the webhook configuration to keep its caBundle (certificates owned by the
+    operator); without it the webhook role needs no access to that object at all.
+    """
+    registry = kopf.OperatorRegistry()
+    # Every role: start-up, and the cluster view (policies, namespaces, GPU usage) both sides read.
+    kopf.on.login(registry=registry)(login)
+    kopf.on.startup(registry=registry)(configure)
+    kopf.on.cleanup(registry=registry)(stop_background)
+    kopf.index(GROUP, VERSION, POLICY_PLURAL, registry=registry)(policy_index)
+    kopf.index("", "v1", "namespaces", registry=registry)(namespace_index)
+    kopf.index(*WORKLOAD, registry=registry)(gpu_index)
+    kopf.on.event("", "v1", "namespaces", registry=registry)(view_filled)
+    kopf.on.probe(id="view", registry=registry)(view_probe)
+    if role is not Role.WEBHOOK:
+        for on in (kopf.on.resume, kopf.on.create, kopf.on.update):
+            on(*WORKLOAD, registry=registry)(workload_changed)
+        kopf.timer(*WORKLOAD, interval=RESYNC_SECONDS, initial_delay=RESYNC_SECONDS, registry=registry)(resync)
+        kopf.timer(*WORKLOAD, interval=GCP_POLL_SECONDS, initial_delay=GCP_POLL_SECONDS, when=_gcp_pending,
+                   registry=registry)(gcp_progress)  # fmt: skip
+        for plural in ("rayclusters", "rayjobs", "rayservices"):
+            kopf.on.event("ray.io", "v1", plural, labels=OWNED, registry=registry)(ray_child_changed)
+        kopf.on.event("networking.k8s.io", "v1", "ingresses", labels=OWNED, registry=registry)(endpoint_changed)
+        kopf.on.event("networking.gke.io", "v1", "managedcertificates", labels=OWNED, registry=registry)(
+            endpoint_changed
+        )
+        kopf.on.event(GROUP, VERSION, POLICY_PLURAL, registry=registry)(policy_changed)
+        kopf.on.delete(*WORKLOAD, registry=registry)(workload_deleted)
+    if role is not Role.CONTROLLER:
+        kopf.on.validate(*WORKLOAD, id="policy", operations=["CREATE", "UPDATE"], registry=registry)(validate_workload)
+        kopf.on.validate(
+            GROUP, VERSION, POLICY_PLURAL, id="policy-spec", operations=["CREATE", "UPDATE"], registry=registry
+        )(validate_policy)
+        if keep_certificates:
+            kopf.on.event(*WEBHOOK_CONFIGURATIONS, registry=registry)(webhook_configuration_changed)
+    return registry
+
+
+# Both roles in one process, as `mlworkload run` runs by default (and the tests).
+REGISTRY = registry_for(Role.ALL)
