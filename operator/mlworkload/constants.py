@@ -75,6 +75,8 @@ CONDITION_IDENTITY_READY: Final = "IdentityReady"
 CONDITION_RAY_READY: Final = "RayReady"
 CONDITION_ENDPOINTS_READY: Final = "EndpointsReady"
 CONDITION_NETWORK_POLICIES_ENFORCED: Final = "NetworkPoliciesEnforced"
+# Present while a node pool is RUNNING_WITH_ERROR (GKE: "partially usable"): the workload may still be Ready.
+CONDITION_DEGRADED: Final = "Degraded"
 
 REASON_POLICY_VIOLATION: Final = "PolicyViolation"
 REASON_INVALID_SPEC: Final = "InvalidSpec"
@@ -84,6 +86,7 @@ REASON_GCP_NOT_CONFIGURED: Final = "GcpNotConfigured"
 REASON_DELETING: Final = "Deleting"
 REASON_SUSPENDED: Final = "Suspended"
 REASON_UP_TO_DATE: Final = "UpToDate"
+REASON_NODE_POOL_DEGRADED: Final = "NodePoolDegraded"
 # A child's write refused by the Kubernetes API: retried with backoff (ApplyFailed), or Stalled until someone
 # fixes the RBAC (Forbidden) or what the object says (Invalid).
 REASON_APPLY_FAILED: Final = "ApplyFailed"

@@ -308,6 +308,7 @@ async def reconcile(reconciler: Reconciler, body: Mapping[str, Any], view: Clust
         # A failed IAP grant shows on the endpoints it concerns; the Ray workload itself is unaffected.
         endpoints=exposure.readiness if gcp.access is None or gcp.access.ready else gcp.access,
         network_policies=enforcement,
+        degraded=gcp.degraded,
         dashboard_url=exposure.urls.get("dashboard"),
         serve_url=exposure.urls.get("serve"),
     )

@@ -21,6 +21,7 @@ from mlworkload.api.workload import (
     RayObjectStatus,
 )
 from mlworkload.constants import (
+    CONDITION_DEGRADED,
     CONDITION_ENDPOINTS_READY,
     CONDITION_IDENTITY_READY,
     CONDITION_NETWORK_POLICIES_ENFORCED,
@@ -33,6 +34,7 @@ from mlworkload.constants import (
     REASON_ALLOWED,
     REASON_CHILD_CONFLICT,
     REASON_DELETING,
+    REASON_NODE_POOL_DEGRADED,
     REASON_POLICY_VIOLATION,
     REASON_SUSPENDED,
     REASON_UP_TO_DATE,
@@ -65,6 +67,7 @@ class Observation:
     gpus: GpuStatus | None = None
     endpoints: Readiness | None = None  # what GKE has made of the exposed endpoints (never blocks Ready)
     network_policies: Readiness | None = None  # a warning: isolation is not enforced (never blocks Ready)
+    degraded: str | None = None  # GKE's word on node pools that are RUNNING_WITH_ERROR (never blocks Ready)
     dashboard_url: str | None = None
     serve_url: str | None = None
     extra_conditions: Sequence[Condition] = field(default_factory=tuple)
@@ -177,6 +180,8 @@ def compute_status(seen: Observation, previous: MLWorkloadStatus | None, now: da
                             (CONDITION_NETWORK_POLICIES_ENFORCED, seen.network_policies)):  # fmt: skip
         if readiness is not None:
             conditions.append(cond(kind, readiness.ready, readiness.reason, readiness.message))
+    if seen.degraded:
+        conditions.append(cond(CONDITION_DEGRADED, True, REASON_NODE_POOL_DEGRADED, seen.degraded))
     return MLWorkloadStatus(
         observed_generation=seen.generation,
         phase=_phase(seen, ray, ready),

@@ -126,3 +126,14 @@ def test_extra_conditions_are_appended() -> None:
     warning = Condition(type="NetworkPolicyEnforced", status="Unknown", reason="DataplaneUnknown")
     status = compute_status(seen(ray=RUNNING, extra_conditions=[warning]), None, NOW)
     assert status.conditions[-1] == warning
+
+
+def test_a_degraded_node_pool_is_reported_without_taking_ready() -> None:
+    message = "node pool mlw-team-l4x1-spot: [GCE_STOCKOUT] in us-central1-b"
+    status = compute_status(seen(ray=RUNNING, node_pools=Readiness(True, "Provisioned"), degraded=message), None, NOW)
+    state = conditions(status)
+    assert (state["Ready"], state["Stalled"], state["Degraded"]) == (
+        ("True", "RayServiceRunning"), ("False", "UpToDate"), ("True", "NodePoolDegraded")
+    )  # fmt: skip
+    assert next(c for c in status.conditions if c.type == "Degraded").message == message
+    assert "Degraded" not in conditions(compute_status(seen(ray=RUNNING), None, NOW))
