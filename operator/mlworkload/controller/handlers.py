@@ -506,12 +506,17 @@ def _warn_forged(body: kopf.Body, forged: Sequence[IamBindingStatus]) -> None:
 async def workload_deleted(body: kopf.Body, namespace: str | None, name: str, memo: kopf.Memo, **indexes: Any) -> None:
     """Children go with their owner references; GCP resources are released here, behind the finalizer."""
     owner = owner_key(namespace or "", name)
-    fresh = await memo.reconciler.kube.get(WORKLOADS, namespace, name)
-    try:
-        await memo.reconciler.gcp.release(owner, _trusted_record(kopf.Body(fresh) if fresh else body, memo, indexes))
-    except GcpError as error:  # the finalizer stays until GCP has been told
-        kopf.warn(body, reason=error.kind.value, message=f"releasing GCP resources failed, will retry: {error.message}")
-        raise kopf.TemporaryError(f"GCP release: {error}", delay=RETRY_DELAY_SECONDS) from error
+    # Under the workload's lock: a reconcile that read the object just before the deletion would otherwise
+    # grant again what the release revokes (a chaos trial caught exactly that).
+    async with memo.locks[owner]:
+        fresh = await memo.reconciler.kube.get(WORKLOADS, namespace, name)
+        record = _trusted_record(kopf.Body(fresh) if fresh else body, memo, indexes)
+        try:
+            await memo.reconciler.gcp.release(owner, record)
+        except GcpError as error:  # the finalizer stays until GCP has been told
+            message = f"releasing GCP resources failed, will retry: {error.message}"
+            kopf.warn(body, reason=error.kind.value, message=message)
+            raise kopf.TemporaryError(f"GCP release: {error}", delay=RETRY_DELAY_SECONDS) from error
     kopf.info(body, reason="GcpReleased", message=f"released the GCP resources of {owner}")
     INVENTORY.forget(namespace or "", name)
 

@@ -6,6 +6,7 @@ Level-triggered and idempotent: it reads the world, compares with the desired st
 only differences, so running it twice in a row writes nothing the second time.
 """
 
+import dataclasses
 import datetime
 import logging
 import time
@@ -13,7 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from mlworkload.api.load import parse_workload
+from mlworkload.api.load import parse_policy, parse_workload
 from mlworkload.api.workload import GpuStatus, IamBindingStatus, Isolation, MLWorkload, MLWorkloadStatus, WorkloadType
 from mlworkload.builders import build_gcp_plan, build_objects
 from mlworkload.builders.iam import WORKLOAD_IDENTITY_USER, could_have_granted, is_identity_of
@@ -27,7 +28,7 @@ from mlworkload.constants import (
 )
 from mlworkload.controller.apply import ApplyResult, apply_children, delete_stale, observe_children
 from mlworkload.controller.exposure import observe_exposure
-from mlworkload.controller.kube import RESOURCES, WORKLOADS, KubeApi, Resource
+from mlworkload.controller.kube import RESOURCES, WORKLOADS, KubeApi, KubeError, Resource
 from mlworkload.controller.raystatus import RayState, observe_ray
 from mlworkload.controller.scaleup import observe_scale_up
 from mlworkload.controller.status import Observation, compute_status
@@ -42,6 +43,7 @@ from mlworkload.problems import Problem, Refused
 
 logger = logging.getLogger(__name__)
 
+POLICIES = RESOURCES["mlworkload.io/v1alpha1", "MLWorkloadPolicy"]
 # The namespaced kinds a workload may own; stale ones are pruned by label. ComputeClasses are
 # cluster-scoped and shared by shape: their lifecycle follows the node pools, not one workload.
 PRUNED_KINDS: tuple[Resource, ...] = tuple(
@@ -188,6 +190,19 @@ def trusted(resolved: ResolvedWorkload, recorded: Recorded) -> tuple[Recorded, l
     )
 
 
+async def _still_refused(reconciler: Reconciler, view: ClusterView, workload: MLWorkload) -> bool:
+    """Whether the policies as stored now refuse the workload too. The view comes from watches, which may be a
+    moment behind a policy just fixed; revoking an identity is not undone by re-granting it (running pods lose
+    their tokens meanwhile), so a refusal is confirmed against a fresh read first. Anything unreadable there
+    confirms nothing: the revocation waits for the next reconcile."""
+    try:
+        stored = await reconciler.kube.list(POLICIES, None, {})
+        policies = [parse_policy(document) for document in stored]
+    except (KubeError, Refused):
+        return False
+    return not admit_in(dataclasses.replace(view, policies=policies, broken=()), workload, reconciler.defaults).allowed
+
+
 async def _release_refused(reconciler: Reconciler, owner: str, recorded: Recorded) -> Recorded:
     """A workload its policy now refuses loses its GCP identity at once; what could not be revoked stays recorded.
 
@@ -264,7 +279,8 @@ async def reconcile(reconciler: Reconciler, body: Mapping[str, Any], view: Clust
         # An unreadable policy refuses new workloads but takes nothing from running ones: it may be a typo.
         unreadable = any(problem.rule == UNREADABLE_POLICY_RULE for problem in admission.problems)
         owner = owner_key(workload.namespace, workload.name)
-        kept = recorded if unreadable else await _release_refused(reconciler, owner, recorded)
+        confirmed = not unreadable and await _still_refused(reconciler, view, workload)
+        kept = await _release_refused(reconciler, owner, recorded) if confirmed else recorded
         seen = Observation(**base, refusal=admission.problems, refusal_reason=REASON_POLICY_VIOLATION,
                            gpus=_gpus(workload), pools=kept.pools, bindings=kept.bindings)  # fmt: skip
         outcome_refused = Outcome("refused", problems=admission.problems, forged=forged)
