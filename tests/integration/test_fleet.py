@@ -27,7 +27,7 @@ from mlworkload.gcp.nodepools import claim_label
 from tests.support.documents import GSA, permissive_policy, workload
 from tests.support.gcp import FakeGcp, stockout
 from tests.support.kube import KubeEmulatorServer, wait_until
-from tests.support.operator import OPERATOR_ENV, emulated_cluster, environment
+from tests.support.operator import OPERATOR_ENV, emulated_cluster, environment, live_gcp_settings
 
 MLW = "mlworkload.io/v1alpha1"
 PROJECT, LOCATION, CLUSTER = "my-proj", "us-central1", "ml-cluster"  # what the emulated policy "all" names
@@ -54,15 +54,7 @@ def installation(kubeconfig: Path, fake: FakeGcp, name: str, namespace: str) -> 
         "KUBECONFIG": str(kubeconfig),
         "MLW_RESYNC_SECONDS": RESYNC_SECONDS,
         "MLW_WEBHOOK_PORT": "0",
-        "MLW_GCP_MODE": "live",
-        "MLW_GCP_PROJECT": PROJECT,
-        "MLW_GCP_LOCATION": LOCATION,
-        "MLW_GKE_CLUSTER": CLUSTER,
-        "MLW_GKE_ENDPOINT": fake.endpoint,
-        "MLW_IAM_ENDPOINT": f"http://{fake.grpc_target}",
-        "MLW_IAP_ENDPOINT": fake.endpoint,
-        "MLW_STORAGE_ENDPOINT": fake.endpoint,
-        "MLW_POOL_RELEASE_GRACE_SECONDS": "1",
+        **live_gcp_settings(fake, PROJECT, LOCATION, CLUSTER),
         "MLW_NAMESPACES": namespace,
         "MLW_INSTALLATION": name,
     }

@@ -9,11 +9,15 @@ import socket
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from kopf.testing import KopfRunner
 
 from tests.support.documents import permissive_policy
 from tests.support.kube import KubeEmulatorServer
+
+if TYPE_CHECKING:
+    from tests.support.gcp import FakeGcp
 
 OPERATOR_ENV = {
     "MLW_GCP_MODE": "dry-run",
@@ -23,6 +27,23 @@ OPERATOR_ENV = {
     "MLW_HEALTH_PORT": "0",
     "MLW_LOG_FORMAT": "text",
 }
+
+
+def live_gcp_settings(
+    fake: "FakeGcp", project: str = "my-proj", location: str = "us-central1", cluster: str = "ml-cluster"
+) -> dict[str, str]:
+    """MLW_* variables for live GCP mode against `fake` (pools released 1 s after their last user)."""
+    return {
+        "MLW_GCP_MODE": "live",
+        "MLW_GCP_PROJECT": project,
+        "MLW_GCP_LOCATION": location,
+        "MLW_GKE_CLUSTER": cluster,
+        "MLW_GKE_ENDPOINT": fake.endpoint,
+        "MLW_IAM_ENDPOINT": f"http://{fake.grpc_target}",
+        "MLW_IAP_ENDPOINT": fake.endpoint,
+        "MLW_STORAGE_ENDPOINT": fake.endpoint,
+        "MLW_POOL_RELEASE_GRACE_SECONDS": "1",
+    }
 
 
 @contextmanager

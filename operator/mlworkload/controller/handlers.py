@@ -47,7 +47,6 @@ from mlworkload.constants import (
     WORKLOAD_PLURAL,
     WRITE_FAILURE_REASONS,
 )
-from mlworkload.controller.certificates import write_self_signed
 from mlworkload.controller.kube import WORKLOADS, ClientKubeApi, KubeError
 from mlworkload.controller.reconcile import (
     Outcome,
@@ -74,7 +73,7 @@ from mlworkload.metrics import (
 from mlworkload.policy import BrokenPolicy, ClusterView, WorkloadGpus, admit_in
 from mlworkload.problems import Refused
 from mlworkload.settings import GcpMode, OperatorSettings, Role, WebhookCertificates
-from mlworkload.webhook.certificates import service_hosts
+from mlworkload.webhook.certificates import service_hosts, write_self_signed
 from mlworkload.webhook.keeper import (
     CertificateKeeper,
     KubeSecretStore,

@@ -17,9 +17,11 @@ is still trusted. Keys are random, so "pure" means: no clock, no network, no fil
 import base64
 import binascii
 import datetime
+import ipaddress
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from pathlib import Path
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -185,7 +187,7 @@ def issue_serving(
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - BACKDATE)
         .not_valid_after(min(now + validity, ca_cert.not_valid_after_utc))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(host) for host in hosts]), critical=False)
+        .add_extension(x509.SubjectAlternativeName([_alt_name(host) for host in hosts]), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(_usage(cert_sign=False), critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
@@ -194,6 +196,28 @@ def issue_serving(
         .sign(ca_key, hashes.SHA256())
     )
     return KeyPair(_pem(certificate), _key_pem(key))
+
+
+def _alt_name(host: str) -> x509.GeneralName:
+    try:
+        return x509.IPAddress(ipaddress.ip_address(host))
+    except ValueError:
+        return x509.DNSName(host)
+
+
+def write_self_signed(directory: Path, hosts: Sequence[str]) -> tuple[Path, Path]:
+    """A throwaway CA and a serving certificate for `hosts` (DNS names or IPs) in `directory`, for a webhook whose
+    caller trusts it by other means (a laptop, a test): tls.crt, tls.key and the CA as ca.crt."""
+    now = datetime.datetime.now(datetime.UTC)
+    ca = issue_ca(now)
+    serving = issue_serving(ca, hosts, now)
+    directory.mkdir(parents=True, exist_ok=True)
+    certfile, keyfile = directory / CERT, directory / KEY
+    certfile.write_bytes(serving.cert)
+    keyfile.write_bytes(serving.key)
+    keyfile.chmod(0o600)
+    (directory / BUNDLE).write_bytes(ca.cert)
+    return certfile, keyfile
 
 
 def service_hosts(service: str, namespace: str) -> list[str]:
