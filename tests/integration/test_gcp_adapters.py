@@ -23,7 +23,14 @@ from mlworkload.gcp import clients
 from mlworkload.gcp.errors import FailureKind, GcpError
 from mlworkload.gcp.iam import BindingManager, BucketPolicies, RoutedPolicies, ServiceAccountPolicies
 from mlworkload.gcp.iap import IapPolicies
-from mlworkload.gcp.live import REASON_BOUND, REASON_PROVISIONED, REASON_PROVISIONING, LiveProvisioner, connect
+from mlworkload.gcp.live import (
+    REASON_BOUND,
+    REASON_PROVISIONED,
+    REASON_PROVISIONING,
+    STARTUP_SETTLE_SECONDS,
+    LiveProvisioner,
+    connect,
+)
 from mlworkload.gcp.nodepools import GkeNodePools, claim_label
 from mlworkload.gcp.plan import GcpPlan, IamBinding, NodePoolPlan
 from mlworkload.gcp.pools import PoolCoordinator, PoolReport
@@ -131,6 +138,7 @@ class Rig:
             claims or self.claims,
             grace_seconds=GRACE,
             clusters=[CLUSTER_PATH],
+            clock=self.clock,
         )
 
 
@@ -621,8 +629,28 @@ async def test_after_a_restart_pools_claimed_in_status_are_kept(fake: FakeGcp, r
     live = rig.provisioner()  # fresh memory: nothing ensured in this process
     assert await live.collect() == []
     rig.clock.advance(GRACE)
+    assert await live.collect() == []  # team-nlp/a has not been reconciled since the start: nothing goes yet
+    rig.clock.advance(STARTUP_SETTLE_SECONDS)  # one that never reaches GCP must not keep unused pools forever
     assert await live.collect() == [CPU_POOL]
     assert deleted_paths(fake) == [f"/v1/{CLUSTER_PATH}/nodePools/{CPU_POOL}"]
+
+
+async def test_a_pool_made_just_before_a_crash_survives_until_its_workload_is_heard_from(
+    fake: FakeGcp, rig: Rig
+) -> None:
+    """The process that created the pool died before the status write: the status records nothing, and only the
+    workload's next reconcile claims the pool. The collector waits for it (a chaos trial lost pools this way)."""
+    fake.gke.put_node_pool(CLUSTER_PATH, managed_pool(GPU_POOL))
+    rig.claims.owners = {"team-nlp/a": NOTHING_RECORDED}
+    live = rig.provisioner()
+    assert await live.collect() == []
+    rig.clock.advance(GRACE * 1.1)
+    assert await live.collect() == []
+    state = await live.ensure("team-nlp/a", pools_only(gpu_pool()), NOTHING_RECORDED)
+    assert states(state) == {GPU_POOL: "Running"}
+    rig.clock.advance(STARTUP_SETTLE_SECONDS)
+    assert await live.collect() == []
+    assert deleted_paths(fake) == []
 
 
 # --- node pools: a fleet shared by installations ---------------------------------------------------------

@@ -9,6 +9,7 @@ binding is removed only when the operator added it and no other workload still n
 import asyncio
 import functools
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, Final
@@ -132,11 +133,14 @@ class LiveProvisioner:
         *,
         grace_seconds: float,
         clusters: Iterable[str] = (),
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._pools = pools
         self._bindings = bindings
         self._claims = claims
         self._grace_seconds = grace_seconds
+        self._clock = clock
+        self._started = clock()
         self._clusters = set(clusters)
         self._pools_in_use: dict[str, dict[str, NodePoolPlan]] = {}  # by owner, by pool name
         self._due: set[str] = set()  # owners one of whose pools vanished: reconcile them now
@@ -295,10 +299,16 @@ class LiveProvisioner:
         claims = await self._claims()
         claimed = {pool.name for rec in claims.values() if not rec.releasing for pool in rec.pools}
         claimed |= {name for plans in self._pools_in_use.values() for name in plans}
+        # After a start, a workload not reconciled yet may use a pool its status never recorded (the process
+        # that created it died before the status write): nothing is deleted until every workload has been
+        # heard from, or for STARTUP_SETTLE_SECONDS at most (one that never reaches GCP must not block it).
+        unheard = [owner for owner, rec in claims.items() if not rec.releasing and owner not in self._pools_in_use]
+        settling = bool(unheard) and self._clock() - self._started < STARTUP_SETTLE_SECONDS
+        grace = math.inf if settling else self._grace_seconds
         deleted: list[str] = []
         for cluster in sorted(self._clusters | self._pools.clusters):
             try:
-                deleted += await self._pools.collect(cluster, claimed, self._grace_seconds)
+                deleted += await self._pools.collect(cluster, claimed, grace)
             except GcpError as error:
                 logger.warning("could not check node pools of %s for release: %s", cluster, error)
         lost = {name for _, name in self._pools.take_lost()}
@@ -326,6 +336,7 @@ class LiveProvisioner:
             await asyncio.sleep(interval_seconds)
 
 
+STARTUP_SETTLE_SECONDS: Final = 120.0
 # A verified binding is re-read at most this often: drift is repaired within a minute, and a
 # workload waiting for its pools does not cost an IAM read on every poll.
 IAM_VERIFY_SECONDS: Final = 60.0
