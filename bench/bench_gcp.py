@@ -4,12 +4,15 @@
 
 The live provisioner (the production adapters and real Google client libraries) ensures N workloads
 that all need the same GPU pool and the same bucket binding, concurrently, in three passes:
-  create   first sight: the pool is created, the bindings are made
-  running  after the operation finished: every workload sees the pool Running
+  create   first sight: the pool is created; each binding is read, and the absent ones are recorded in
+           status as the operator's (the intent) without being granted yet
+  running  after the operation finished: every workload sees the pool Running; the recorded bindings
+           are granted (N workloads of one GSA: about two read-modify-writes of its policy)
   steady   the next pass (as a resync would): what an unchanged workload costs GCP
-Each row prints the wall time of the pass, the calls by RPC, and calls per workload. The fake
-answers on loopback, so times are the operator's and the client libraries' overhead, not GCP's.
-Nothing is asserted; the test suite checks the counts that matter (one create per shape).
+Each row prints the wall time of the pass, the calls by RPC, and calls per workload; the last line the
+IAM calls (getIamPolicy and setIamPolicy, all APIs) of the three passes. The fake answers on loopback,
+so times are the operator's and the client libraries' overhead, not GCP's. Nothing is asserted; the test
+suite checks the counts that matter (one create per shape, a few writes per shared policy).
 """
 
 import argparse
@@ -77,11 +80,19 @@ async def one_pass(live: LiveProvisioner, workloads: int, recorded: list[Recorde
     return list(await asyncio.gather(*(live.ensure(f"team/w{i}", plan(i), recorded[i]) for i in range(workloads))))
 
 
+IAM_RPCS = ("GetIamPolicy", "SetIamPolicy")
+
+
 def report(label: str, fake: FakeGcp, mark: int, seconds: float, workloads: int) -> None:
     calls = Counter(call.rpc for call in fake.calls(since=mark) if call.rpc != "GetBucket")
     total = sum(calls.values())
     listing = ", ".join(f"{rpc} {count}" for rpc, count in sorted(calls.items())) or "none"
     print(f"  {label:<8} {seconds * 1000:8.1f} ms   {total / workloads:5.2f} calls/workload   {listing}")
+
+
+def iam_calls(fake: FakeGcp, since: int) -> str:
+    calls = Counter(f"{call.service}.{call.rpc}" for call in fake.calls(None, list(IAM_RPCS), since))
+    return f"{sum(calls.values())} ({', '.join(f'{rpc} {count}' for rpc, count in sorted(calls.items()))})"
 
 
 async def run(workloads: int) -> None:
@@ -93,6 +104,7 @@ async def run(workloads: int) -> None:
         live = provisioner(fake, clock)
         recorded = [Recorded()] * workloads
         print(f"{workloads} workloads of one shape, one bucket:")
+        first = fake.mark()
         for label in ("create", "running", "steady"):
             mark, started = fake.mark(), time.perf_counter()
             states = await one_pass(live, workloads, recorded)
@@ -102,6 +114,8 @@ async def run(workloads: int) -> None:
             clock[0] += POLL_SECONDS  # the next pass comes one poll interval later, as the timer runs it
         states_seen = {pool.state for state in states for pool in state.pools}
         print(f"  pool states after the last pass: {sorted(states_seen)}")
+        print(f"  identity after the last pass: {sorted({state.identity.reason for state in states})}")
+        print(f"  IAM calls over the three passes: {iam_calls(fake, first)}")
 
 
 def main() -> None:

@@ -6,6 +6,7 @@ a `ManualClock` the test advances, so every verification interval and backoff is
 
 import asyncio
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from prometheus_client import REGISTRY
@@ -16,7 +17,7 @@ from mlworkload.gcp import clients
 from mlworkload.gcp.errors import FailureKind, GcpError
 from mlworkload.gcp.iam import BindingManager, BucketPolicies, RoutedPolicies, ServiceAccountPolicies
 from mlworkload.gcp.iap import IapPolicies
-from mlworkload.gcp.live import REASON_BOUND, connect
+from mlworkload.gcp.live import REASON_BOUND, REASON_RECORDING_GRANT, connect
 from mlworkload.gcp.plan import GcpPlan, IamBinding
 from mlworkload.gcp.provisioner import NOTHING_RECORDED, Recorded
 from mlworkload.gcp.retry import Backoff
@@ -167,7 +168,7 @@ async def test_removing_one_accessor_keeps_every_other_member_role_and_condition
     fake: FakeGcp, manager: BindingManager
 ) -> None:
     condition = {"title": "until-2030", "expression": 'request.time < timestamp("2030-01-01T00:00:00Z")'}
-    before = [
+    before: list[dict[str, Any]] = [
         {"role": IAP_ACCESSOR_ROLE, "members": ["user:ana@example.com", "group:ml@example.com"]},
         {"role": ADMIN, "members": ["user:ana@example.com"]},
         {"role": IAP_ACCESSOR_ROLE, "members": ["user:ana@example.com"], "condition": condition},
@@ -245,8 +246,74 @@ async def test_connect_wires_iap_from_its_endpoint_setting(fake: FakeGcp) -> Non
     plan = GcpPlan(iam_bindings=[accessor("group:team-nlp@example.com")])
     state = await live.ensure("team-nlp/demo", plan, NOTHING_RECORDED)
     assert state.access is not None
+    # The intent first: reported on the endpoints, polled soon (no condition the poll timer watches says so).
+    assert (state.access.ready, state.access.reason) == (False, REASON_RECORDING_GRANT)
+    assert state.identity.reason == "NotRequired"
+    assert live.due("team-nlp/demo")
+    assert fake.iap.members(RESOURCE, IAP_ACCESSOR_ROLE) == []
+    state = await live.ensure("team-nlp/demo", plan, Recorded(bindings=tuple(state.bindings)))
+    assert state.access is not None
     assert (state.access.ready, state.access.reason) == (True, REASON_BOUND)  # who may pass IAP: not identity
     assert state.identity.reason == "NotRequired"
     assert fake.iap.members(RESOURCE, IAP_ACCESSOR_ROLE) == ["group:team-nlp@example.com"]
     await live.release("team-nlp/demo", Recorded(bindings=tuple(state.bindings)))
     assert fake.iap.members(RESOURCE, IAP_ACCESSOR_ROLE) == []
+
+
+# --- reading before recording the intent ------------------------------------------------------------------
+
+
+def test_present_reads_the_unconditional_role_only(fake: FakeGcp, iap: IapPolicies) -> None:
+    condition = {"title": "until-2030", "expression": 'request.time < timestamp("2030-01-01T00:00:00Z")'}
+    policy: list[dict[str, Any]] = [
+        {"role": IAP_ACCESSOR_ROLE, "members": ["user:ana@example.com"]},
+        {"role": IAP_ACCESSOR_ROLE, "members": ["user:bo@example.com"], "condition": condition},
+        {"role": ADMIN, "members": ["group:ml@example.com"]},
+    ]
+    fake.iap.set_bindings(RESOURCE, policy)
+    bindings = [accessor(member) for member in ("user:ana@example.com", "user:bo@example.com", "group:ml@example.com")]
+    assert iap.present(bindings) == {bindings[0]}  # the conditional and the other role are not what we grant
+    assert [call.rpc for call in fake.calls("iap")] == ["GetIamPolicy"]
+
+
+def test_present_on_a_backend_gke_has_not_made_is_not_found_like_a_grant(fake: FakeGcp, iap: IapPolicies) -> None:
+    late = accessor("user:ana@example.com", iap_resource(PROJECT, "k8s-be-31000--01177f64ec764488", None))
+    with pytest.raises(GcpError) as info:
+        iap.present([late])
+    assert (info.value.kind, info.value.stalls) == (FailureKind.NOT_FOUND, False)
+
+
+async def test_a_check_reads_once_for_all_who_ask_and_caches_only_a_present_member(
+    fake: FakeGcp, manager: BindingManager, clock: ManualClock
+) -> None:
+    fake.iap.set_bindings(RESOURCE, [{"role": IAP_ACCESSOR_ROLE, "members": ["user:u0@example.com"]}])
+    members = [f"user:u{i}@example.com" for i in range(10)]
+    results = await asyncio.gather(*(manager.check(accessor(member)) for member in members))
+    assert results == [(True, None)] + [(False, None)] * 9
+    assert 1 <= len(fake.calls("iap", "GetIamPolicy")) <= 2  # the first read alone, then all that queued
+    mark = fake.mark()
+    assert await manager.check(accessor("user:u0@example.com")) == (True, None)  # verified: no call
+    assert await manager.check(accessor("user:u1@example.com")) == (False, None)  # absent: read again
+    assert [call.rpc for call in fake.calls("iap", since=mark)] == ["GetIamPolicy"]
+    assert fake.calls("iap", "SetIamPolicy") == []
+
+
+async def test_an_intent_for_a_backend_gke_deleted_meanwhile_is_released_without_error(fake: FakeGcp) -> None:
+    """A crash before the grant, then the Ingress went: the IAP policy went with it, nothing to revoke."""
+    settings = OperatorSettings(
+        gcp=PolicyGcp(project=PROJECT, location=LOCATION, cluster=CLUSTER),
+        gke_endpoint=fake.endpoint,
+        iam_endpoint=f"http://{fake.grpc_target}",
+        storage_endpoint=fake.endpoint,
+        iap_endpoint=fake.endpoint,
+    )
+
+    async def no_claims() -> dict[str, Recorded]:
+        return {}
+
+    plan = GcpPlan(iam_bindings=[accessor("group:team-nlp@example.com")])
+    intent = await connect(settings, no_claims).ensure("team-nlp/demo", plan, NOTHING_RECORDED)
+    assert [status.added_by_operator for status in intent.bindings] == [True]
+    fake.iap.delete_backend_service(RESOURCE)
+    await connect(settings, no_claims).release("team-nlp/demo", Recorded(bindings=tuple(intent.bindings)))
+    assert fake.calls("iap", "SetIamPolicy") == []

@@ -48,7 +48,11 @@ API: Final = "iap"  # label in mlworkload_gcp_api_errors_total
 
 
 class IapPolicies(StandardPolicies):
-    """IAM policies of IAP-secured backend services (google-cloud-iap, REST transport)."""
+    """IAM policies of IAP-secured backend services (google-cloud-iap, REST transport).
+
+    `present` (inherited) reads as `update` does and classifies its errors the same way: a backend not synced
+    yet is NOT_FOUND there too, retried with backoff, so no grant is recorded for a backend GKE has not made.
+    """
 
     def __init__(self, client: iap_v1.IdentityAwareProxyAdminServiceClient) -> None:
         super().__init__(client, API)

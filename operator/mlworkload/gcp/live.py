@@ -4,6 +4,12 @@ Who uses what is read from Kubernetes (each live MLWorkload's status records its
 plus what this process handed out since it started, so it survives restarts and is never ahead of
 reality: a pool is deleted only when no workload claims it for the whole grace period, and a
 binding is removed only when the operator added it and no other workload still needs it.
+
+A binding is granted only once status records it as the operator's (`addedByOperator: true`): the first
+reconcile that finds the member absent reports that intent and grants nothing, the next one (the poll runs
+while the grant waits, `due`) grants. A process killed between the grant and a status write therefore never
+leaves a member it added looking like someone else's: the record was there before the grant. A crash before
+the grant leaves only the intent, and revoking an absent member is a read that writes nothing.
 """
 
 import asyncio
@@ -34,6 +40,8 @@ ClaimSource = Callable[[], Awaitable[Mapping[str, Recorded]]]
 REASON_PROVISIONED: Final = "Provisioned"
 REASON_PROVISIONING: Final = "Provisioning"
 REASON_BOUND: Final = "Bound"
+# The member is absent and status now records that the operator will add it; the next reconcile grants.
+REASON_RECORDING_GRANT: Final = "RecordingGrant"
 
 
 def _binding(status: IamBindingStatus) -> IamBinding:
@@ -56,10 +64,16 @@ def _added(recorded: Recorded) -> set[IamBinding]:
 Failure = tuple[str, GcpError, IamBinding]
 
 
-def _bindings_readiness(wanted: Sequence[IamBinding], failures: Sequence[Failure]) -> Readiness | None:
-    """Bound, failing (the most urgent failure), or None when nothing of the kind is wanted or held."""
+def _bindings_readiness(
+    wanted: Sequence[IamBinding], failures: Sequence[Failure], intents: Sequence[IamBinding] = ()
+) -> Readiness | None:
+    """Bound, failing (the most urgent failure), waiting for the status to record grants about to be made, or
+    None when nothing of the kind is wanted or held."""
     if failures:
         return most_urgent([(message, error) for message, error, _ in failures])
+    if intents:
+        return Readiness(False, REASON_RECORDING_GRANT, f"recording the grant before making it: {len(intents)} of"
+                         f" {len(wanted)} IAM binding(s) are granted at the next reconcile")  # fmt: skip
     if not wanted:
         return None
     return Readiness(True, REASON_BOUND, f"{len(wanted)} IAM binding(s) in place")
@@ -149,6 +163,7 @@ class LiveProvisioner:
         self._added: dict[str, set[IamBinding]] = {}  # by owner: bindings the operator added for it
         self._preexisting: dict[str, set[IamBinding]] = {}  # by owner: present before the operator looked
         self._handed_over: set[IamBinding] = set()  # added for a workload since released, kept for others
+        self._granting: set[str] = set()  # owners with a grant recorded in status but not made yet: poll them
 
     # --- ensure -------------------------------------------------------------------------------
 
@@ -173,12 +188,20 @@ class LiveProvisioner:
                            operation=report.operation, **_series(report))
             for pool, report in zip(plan.node_pools, reports, strict=True)
         ]  # fmt: skip
-        failures, bindings = await self._ensure_bindings(owner, plan.iam_bindings, recorded)
+        failures, intents, bindings = await self._ensure_bindings(owner, plan.iam_bindings, recorded)
+        if intents:
+            self._granting.add(owner)
+        else:
+            self._granting.discard(owner)
 
         # Who may pass IAP is reported apart from the workload's own identity: it never holds Ready back.
         def of_kind(iap: bool) -> Readiness | None:
             wanted = [b for b in plan.iam_bindings if (IAP_WEB in b.resource) is iap]
-            return _bindings_readiness(wanted, [f for f in failures if (IAP_WEB in f[2].resource) is iap])
+            return _bindings_readiness(
+                wanted,
+                [f for f in failures if (IAP_WEB in f[2].resource) is iap],
+                [b for b in intents if (IAP_WEB in b.resource) is iap],
+            )
 
         identity, access = of_kind(iap=False) or NO_IDENTITY, of_kind(iap=True)
         return GcpState(
@@ -208,24 +231,42 @@ class LiveProvisioner:
         )
 
     def due(self, owner: str) -> bool:
-        """A pool `owner` uses vanished or is being deleted by someone else: reconcile it now (cleared by ensure)."""
-        return owner in self._due
+        """Reconcile `owner` soon: a pool it uses vanished or is being deleted by someone else (cleared by ensure),
+        or a grant its status now records waits for the next reconcile (an IAP accessor too, which holds no
+        condition the poll timer watches)."""
+        return owner in self._due or owner in self._granting
 
     async def _ensure_bindings(
         self, owner: str, wanted: list[IamBinding], recorded: Recorded
-    ) -> tuple[list[Failure], list[IamBindingStatus]]:
-        """Make the wanted bindings present and revoke the dropped ones; the failures, and what is held."""
+    ) -> tuple[list[Failure], list[IamBinding], list[IamBindingStatus]]:
+        """Make the wanted bindings present and revoke the dropped ones; the failures, the grants recorded but not
+        made yet (intents), and what is held.
+
+        Only a binding status already records as the operator's is granted. Any other is read first: present,
+        it is someone else's (or another workload's, `_adopt_or_leave`); absent, it is reported as the
+        operator's and granted by the next reconcile, once that record is durable.
+        """
+        durable = _added(recorded)
         ours = self._added.setdefault(owner, set())
-        ours |= _added(recorded)
+        ours |= durable
         failures: list[Failure] = []
+        intents: list[IamBinding] = []
         for binding in wanted:
-            added, failure = await self._bindings.ensure(binding)
+            if binding in durable:
+                _, failure = await self._bindings.ensure(binding)
+            else:
+                present, failure = await self._bindings.check(binding)
+                if failure is None and present:
+                    if binding not in ours and binding not in self._preexisting.get(owner, set()):
+                        await self._adopt_or_leave(owner, binding)
+                elif failure is None:
+                    # Absent now, whoever held it before (a pre-existing member someone removed included): the
+                    # operator will add it, so it is the operator's to revoke from here on.
+                    self._preexisting.get(owner, set()).discard(binding)
+                    ours.add(binding)
+                    intents.append(binding)
             if failure is not None:
                 failures.append((_failed(binding, failure), failure, binding))
-            elif added:
-                ours.add(binding)
-            elif binding not in ours and binding not in self._preexisting.get(owner, set()):
-                await self._adopt_or_leave(owner, binding)
         # Bindings the workload no longer wants (it dropped its bucket) go as on release.
         dropped = ours - set(wanted)
         if dropped:
@@ -239,7 +280,7 @@ class LiveProvisioner:
             IamBindingStatus(resource=b.resource, role=b.role, member=b.member, added_by_operator=b in ours)
             for b in held
         ]
-        return failures, statuses
+        return failures, intents, statuses
 
     async def _adopt_or_leave(self, owner: str, binding: IamBinding) -> None:
         """A member already present: the operator's (added for another workload), or someone else's to keep.
@@ -286,6 +327,7 @@ class LiveProvisioner:
             self._pools_in_use.pop(owner, None)
         self._bindings_in_use.pop(owner, None)
         self._preexisting.pop(owner, None)
+        self._granting.discard(owner)
         ours = self._added.get(owner, set()) | _added(recorded)
         if ours:
             await self._revoke(owner, ours)

@@ -35,7 +35,8 @@ class Recorded:
     """What a workload's status says it holds: pools (with running operations) and IAM bindings.
 
     Status is the operator's memory across restarts: the operation to resume polling, and which
-    bindings the operator added (and may therefore remove).
+    bindings the operator added (and may therefore remove). A binding is recorded as added before it is
+    granted (`live.py`), so such an entry may name a member that is not there yet: removing it is a no-op.
     """
 
     pools: Sequence[NodePoolStatus] = ()

@@ -613,10 +613,15 @@ def test_edit_proto(
 class Recording:
     def __init__(self) -> None:
         self.calls: list[list[iam.Change]] = []
+        self.reads: list[list[IamBinding]] = []
 
     def update(self, changes: Sequence[iam.Change]) -> set[IamBinding]:
         self.calls.append(list(changes))
         return {binding for binding, _ in changes}
+
+    def present(self, bindings: Sequence[IamBinding]) -> set[IamBinding]:
+        self.reads.append(list(bindings))
+        return set(bindings)
 
 
 def test_buckets_go_to_storage_backend_services_to_iap_and_everything_else_to_iam() -> None:
@@ -636,6 +641,10 @@ def test_buckets_go_to_storage_backend_services_to_iap_and_everything_else_to_ia
     assert buckets.calls == [[(BINDING, True)]]
     assert accounts.calls == [[(account, False)]]
     assert iap.calls == [[(backend, True)] for backend in backends]
+    # Reads go the same way as writes: the look before an intent is recorded asks the API that grants.
+    for binding in (BINDING, account, *backends):
+        assert routed.present([binding]) == {binding}
+    assert (buckets.reads, accounts.reads, iap.reads) == ([[BINDING]], [[account]], [[backend] for backend in backends])
 
 
 def test_one_update_is_for_one_resource() -> None:
