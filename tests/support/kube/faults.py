@@ -300,13 +300,11 @@ def build_status(
 # --- bookkeeping ---------------------------------------------------------------------------------------
 
 
-class FaultHandle:
-    """A registered ``KubeFault``: how often it fired, and a way to remove it."""
+class _Handle:
+    """What every registered fault has: the request ids it answered, and a way to remove it."""
 
-    def __init__(self, table: FaultTable, fault: KubeFault) -> None:
+    def __init__(self, table: FaultTable) -> None:
         self._table = table
-        self.fault = fault
-        self._matched = 0
         self._hits: list[int] = []  # request ids answered by this fault
 
     @property
@@ -319,13 +317,22 @@ class FaultHandle:
         with self._table.lock:
             return list(self._hits)
 
+    def remove(self) -> None:
+        self._table.remove(self)  # type: ignore[arg-type]  # every _Handle is one of `Handle`
+
+
+class FaultHandle(_Handle):
+    """A registered ``KubeFault``: how often it fired, and a way to remove it."""
+
+    def __init__(self, table: FaultTable, fault: KubeFault) -> None:
+        super().__init__(table)
+        self.fault = fault
+        self._matched = 0
+
     @property
     def exhausted(self) -> bool:
         with self._table.lock:
             return self.fault.times is not None and len(self._hits) >= self.fault.times
-
-    def remove(self) -> None:
-        self._table.remove(self)
 
     def _decide(self, call: KubeCall, request_id: int) -> Status | None:
         fault = self.fault
@@ -344,15 +351,14 @@ class FaultHandle:
         )
 
 
-class RandomFaultHandle:
+class RandomFaultHandle(_Handle):
     """Registered ``RandomFaults``: what they injected (count by status), for the chaos suite's figures."""
 
     def __init__(self, table: FaultTable, faults: RandomFaults) -> None:
-        self._table = table
+        super().__init__(table)
         self.faults = faults
         self._seen = 0
         self._injected: Counter[int] = Counter()
-        self._hits: list[int] = []
 
     @property
     def seen(self) -> int:
@@ -364,19 +370,6 @@ class RandomFaultHandle:
     def injected(self) -> Counter[int]:
         with self._table.lock:
             return Counter(self._injected)
-
-    @property
-    def hits(self) -> int:
-        with self._table.lock:
-            return len(self._hits)
-
-    @property
-    def request_ids(self) -> list[int]:
-        with self._table.lock:
-            return list(self._hits)
-
-    def remove(self) -> None:
-        self._table.remove(self)
 
     def _decide(self, call: KubeCall, request_id: int) -> Status | None:
         faults = self.faults
