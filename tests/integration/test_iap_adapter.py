@@ -17,7 +17,7 @@ from mlworkload.gcp import clients
 from mlworkload.gcp.errors import FailureKind, GcpError
 from mlworkload.gcp.iam import BindingManager, BucketPolicies, RoutedPolicies, ServiceAccountPolicies
 from mlworkload.gcp.iap import IapPolicies
-from mlworkload.gcp.live import REASON_BOUND, REASON_RECORDING_GRANT, connect
+from mlworkload.gcp.live import REASON_BOUND, REASON_RECORDING_GRANT, LiveProvisioner, connect
 from mlworkload.gcp.plan import GcpPlan, IamBinding
 from mlworkload.gcp.provisioner import NOTHING_RECORDED, Recorded
 from mlworkload.gcp.retry import Backoff
@@ -230,7 +230,8 @@ def test_routed_policies_send_each_kind_to_its_api(fake: FakeGcp) -> None:
         iap.transport.close()  # type: ignore[no-untyped-call]
 
 
-async def test_connect_wires_iap_from_its_endpoint_setting(fake: FakeGcp) -> None:
+def connected(fake: FakeGcp) -> LiveProvisioner:
+    """The live provisioner as `mlworkload run` wires it, every endpoint on the fake, no other workload's claims."""
     settings = OperatorSettings(
         gcp=PolicyGcp(project=PROJECT, location=LOCATION, cluster=CLUSTER),
         gke_endpoint=fake.endpoint,
@@ -242,7 +243,12 @@ async def test_connect_wires_iap_from_its_endpoint_setting(fake: FakeGcp) -> Non
     async def no_claims() -> dict[str, Recorded]:
         return {}
 
-    live = connect(settings, no_claims)
+    return connect(settings, no_claims)
+
+
+async def test_connect_wires_iap_from_its_endpoint_setting(fake: FakeGcp) -> None:
+
+    live = connected(fake)
     plan = GcpPlan(iam_bindings=[accessor("group:team-nlp@example.com")])
     state = await live.ensure("team-nlp/demo", plan, NOTHING_RECORDED)
     assert state.access is not None
@@ -300,20 +306,10 @@ async def test_a_check_reads_once_for_all_who_ask_and_caches_only_a_present_memb
 
 async def test_an_intent_for_a_backend_gke_deleted_meanwhile_is_released_without_error(fake: FakeGcp) -> None:
     """A crash before the grant, then the Ingress went: the IAP policy went with it, nothing to revoke."""
-    settings = OperatorSettings(
-        gcp=PolicyGcp(project=PROJECT, location=LOCATION, cluster=CLUSTER),
-        gke_endpoint=fake.endpoint,
-        iam_endpoint=f"http://{fake.grpc_target}",
-        storage_endpoint=fake.endpoint,
-        iap_endpoint=fake.endpoint,
-    )
-
-    async def no_claims() -> dict[str, Recorded]:
-        return {}
 
     plan = GcpPlan(iam_bindings=[accessor("group:team-nlp@example.com")])
-    intent = await connect(settings, no_claims).ensure("team-nlp/demo", plan, NOTHING_RECORDED)
+    intent = await connected(fake).ensure("team-nlp/demo", plan, NOTHING_RECORDED)
     assert [status.added_by_operator for status in intent.bindings] == [True]
     fake.iap.delete_backend_service(RESOURCE)
-    await connect(settings, no_claims).release("team-nlp/demo", Recorded(bindings=tuple(intent.bindings)))
+    await connected(fake).release("team-nlp/demo", Recorded(bindings=tuple(intent.bindings)))
     assert fake.calls("iap", "SetIamPolicy") == []
