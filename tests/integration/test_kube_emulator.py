@@ -835,6 +835,30 @@ def test_kmock_reactions_inject_faults_before_emulation(server: KubeEmulatorServ
     assert call(server, "PATCH", f"{path}/c", {"data": {"k": "v"}}, content_type=merge).status == 200  # only once
 
 
+def test_a_plain_kmock_filter_judges_each_request_once(server: KubeEmulatorServer, ns: str) -> None:
+    """kmock itself replays the whole request journal through a reaction's filters on every request (the cost
+    grows with every request served); the emulator asks a plain filter chain about the new request only, in
+    kmock's order (inner filters first), with kmock's answers."""
+    path = f"/api/v1/namespaces/{ns}/configmaps"
+    created(server, path, configmap("judged"))
+    seen: list[str] = []
+
+    def judge(request: kmock.Request) -> bool:
+        seen.append(str(request.url.path))
+        return False
+
+    target = kmock.resource("", "v1", "configmaps")
+    server.call(lambda: server.emulator[kmock.action.FETCH, target, kmock.namespace(ns)][judge] << 503)
+    server.call(lambda: server.emulator[kmock.action.UPDATE, target, kmock.name("judged")] << 409)
+    for _ in range(5):
+        assert call(server, "GET", f"{path}/judged").status == 200
+    assert seen == [f"{path}/judged"] * 5  # once per GET of the namespace's configmaps, never for earlier ones
+    merge = "application/merge-patch+json"
+    for _ in range(2):  # a plain reaction without a slice answers every request it sees
+        assert call(server, "PATCH", f"{path}/judged", {"data": {"k": "v"}}, content_type=merge).status == 409
+    assert len(seen) == 5  # the filters inside `judge` (FETCH) turned the PATCHes away before it was asked
+
+
 # --- 7b. injected Kubernetes API faults ---------------------------------------------------------------
 
 

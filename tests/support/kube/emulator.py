@@ -27,7 +27,11 @@ import aiohttp.web
 import attrs
 import kmock
 import yaml
-from kmock._internal.rendering import Response  # exported as kmock.Response, but missing from kmock.__all__
+from kmock._internal import dsl
+from kmock._internal.rendering import (
+    ReactionMismatchError,
+    Response,  # exported as kmock.Response, but missing from kmock.__all__
+)
 from typing_extensions import override
 
 from tests.support.kube.faults import APPLY_PATCH, WRITES, FaultTable, KubeCall, Status, verb_of
@@ -134,6 +138,41 @@ class KubeEmulator(kmock.KubernetesScaffold):
         except Exception as error:  # an emulator bug: answer 500 and keep it for the test to see
             self.internal_errors.append(error)
             return await self._render_error(error)
+
+    @override
+    async def _handle(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
+        """kmock's routing (the first enabled reaction, by priority, whose view sees the request), without
+        its cost: kmock decides whether a view sees a request by replaying the whole request journal through
+        the view's filters, so every request costs more than the last (a chaos run spent 90 % of the server's
+        time there). `_sees` answers for the request alone wherever the view allows it."""
+        priorities = [payload.priorities for payload in self._payloads]
+        width = max((len(priority) for priority in priorities), default=0)
+        ranks = [tuple(-p for p in priority) + (0,) * (width - len(priority)) for priority in priorities]
+        for index in sorted(range(len(ranks)), key=ranks.__getitem__):
+            payload = self._payloads[index]
+            if payload._disabled.is_set() or not self._sees(payload._source, request):
+                continue
+            try:
+                return await payload(request)
+            except ReactionMismatchError:  # a mismatch or a depleted reaction, as in kmock
+                payload._disabled.set()
+            except NotImplementedError:  # matched, but nothing to respond with
+                pass
+        raise NotImplementedError("no reaction matches the request")
+
+    def _sees(self, view: dsl.View, request: kmock.Request) -> bool:
+        """`request in view`, for the request alone when the view is a chain of plain filters and priorities
+        over this emulator (its filters run from the root outwards, as kmock runs them); any other view
+        (slices, groups, exclusions: they depend on earlier requests) the way kmock decides it."""
+        chain: list[dsl.Filter] = []
+        node: dsl.View = view
+        while node is not self:
+            if type(node) is dsl.Filter:
+                chain.append(node)
+            elif type(node) is not dsl.Priority:
+                return request in view
+            node = node._source  # type: ignore[attr-defined]  # Filter and Priority are Chained
+        return all(link.criteria(request) for link in reversed(chain))
 
     async def _parse(self, raw_request: aiohttp.web.BaseRequest) -> kmock.Request:
         body = await raw_request.read()
