@@ -41,7 +41,7 @@ FINALIZER: Final = f"{GROUP}/cleanup"
 ANNOTATION_PREFIX: Final = GROUP
 # Set by the node pool collector on a workload whose pool vanished or is being deleted by someone else:
 # the change makes kopf reconcile it at once, not at the next resync.
-ANNOTATION_GCP_RECHECK: Final = f"{GROUP}/gcp-recheck"
+ANNOTATION_RECHECK: Final = f"{GROUP}/recheck"  # a watch event for kopf: see controller/watchdog.py
 
 # KubeRay's own labels on the pods it creates.
 RAY_LABEL_NODE_TYPE: Final = "ray.io/node-type"

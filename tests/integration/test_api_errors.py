@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from tests.support.documents import WorkloadDoc, created_workloads, workload
-from tests.support.kube import KubeEmulatorServer, KubeFault, wait_until
+from tests.support.kube import KubeCall, KubeEmulatorServer, KubeFault, wait_until
 from tests.support.operator import emulated_cluster, running_operator
 
 NS = "api-errors"
@@ -85,3 +85,29 @@ def test_transient_conflicts_and_server_errors_retry_and_converge(
     assert (conflict.hits, failure.hits) == (2, 1)
     assert condition(server, "flaky", "Stalled").get("status") == "False"
     wait_until(lambda: warnings(server, "flaky", "ApplyFailed"), timeout=WAIT, what="ApplyFailed Warning Events")
+
+
+def _releases_the_finalizer(call: KubeCall) -> bool:
+    """kopf's PATCH that removes the operator's finalizer from a deleted workload (a JSON patch that tests the
+    resourceVersion first, then removes the finalizers)."""
+    ops = call.request.data if call.request is not None else None
+    return isinstance(ops, list) and any(
+        op.get("op") == "remove" and str(op.get("path", "")).startswith("/metadata/finalizers") for op in ops
+    )
+
+
+def test_a_deletion_whose_finalizer_patch_is_refused_still_completes(
+    server: KubeEmulatorServer, create: Callable[[WorkloadDoc], str]
+) -> None:
+    """kopf does not retry a 409 on its own PATCH and waits for the object's next event, which a deleted
+    workload never gets by itself: the deletion watchdog gives it one (controller/watchdog.py)."""
+    create(workload("stuck", NS).gpu_group())
+    wait_until(lambda: server.get_object("ray.io/v1", "RayCluster", "stuck", NS), timeout=WAIT, what="reconciled")
+    refusal = server.inject(
+        KubeFault(status=409, methods={"PATCH"}, resource="mlworkloads", when=_releases_the_finalizer, times=1)
+    )
+    server.delete_object(MLW, "MLWorkload", "stuck", NS)
+    wait_until(lambda: refusal.hits == 1, timeout=WAIT, what="the finalizer's removal refused once")
+    wait_until(lambda: server.get_object(MLW, "MLWorkload", "stuck", NS) is None, timeout=WAIT,
+               what="the deletion completed after the refusal")  # fmt: skip
+    assert server.get_object("ray.io/v1", "RayCluster", "stuck", NS) is None  # its children went with it

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 from kopf.testing import KopfRunner
 
-from mlworkload.constants import ANNOTATION_GCP_RECHECK
+from mlworkload.constants import ANNOTATION_RECHECK
 from mlworkload.gcp.nodepools import claim_label
 from tests.support.documents import GSA, permissive_policy, workload
 from tests.support.gcp import FakeGcp, stockout
@@ -255,6 +255,6 @@ def test_a_pool_deleted_by_hand_is_noticed_and_comes_back(fake: FakeGcp, tmp_pat
                                   and pools_ready(server, "kept", "fleet-d")),
                        timeout=WAIT, what="the pool created again")  # fmt: skip
             workload_now = server.get_object(MLW, "MLWorkload", "kept", "fleet-d") or {}
-            assert ANNOTATION_GCP_RECHECK in workload_now["metadata"].get("annotations", {})  # the collector asked
+            assert ANNOTATION_RECHECK in workload_now["metadata"].get("annotations", {})  # the collector asked
             assert creates(fake, pool) == 2
             assert deletes(fake, pool) == 0  # the operator deleted nothing itself

@@ -27,7 +27,6 @@ from mlworkload.api.meta import LabelSelector
 from mlworkload.api.policy import MLWorkloadPolicy
 from mlworkload.api.workload import IamBindingStatus
 from mlworkload.constants import (
-    ANNOTATION_GCP_RECHECK,
     CONDITION_IDENTITY_READY,
     CONDITION_NODE_POOLS_READY,
     CONDITION_POLICY_ADMITTED,
@@ -47,6 +46,7 @@ from mlworkload.constants import (
     WORKLOAD_PLURAL,
     WRITE_FAILURE_REASONS,
 )
+from mlworkload.controller import watchdog
 from mlworkload.controller.kube import WORKLOADS, ClientKubeApi, KubeError
 from mlworkload.controller.reconcile import (
     Outcome,
@@ -199,29 +199,18 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     memo.locks = defaultdict(asyncio.Lock)
     if isinstance(gcp, LiveProvisioner):
         # Every GCP poll (one ListNodePools per cluster): a pool deleted by hand is noticed within seconds.
-        recheck = functools.partial(_recheck_workloads, kube)
+        lost = functools.partial(watchdog.recheck, kube, why="its node pool vanished")
         memo.collector = asyncio.create_task(
-            gcp.run_collector(config.gcp_poll_seconds, on_lost=recheck), name="node pool collector"
+            gcp.run_collector(config.gcp_poll_seconds, on_lost=lost), name="node pool collector"
         )
-
-
-async def _recheck_workloads(kube: ClientKubeApi, owners: set[str]) -> None:
-    """Workloads whose node pool vanished: an annotation change makes kopf reconcile each at once (a timer
-    whose filter turns true only starts at the object's next event)."""
-    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    for owner in sorted(owners):
-        namespace, _, name = owner.partition("/")
-        patch = {"metadata": {"annotations": {ANNOTATION_GCP_RECHECK: stamp}}}
-        try:
-            await asyncio.to_thread(kube.request, "PATCH", WORKLOADS.path(namespace, name), body=patch,
-                                    content_type="application/merge-patch+json")  # fmt: skip
-        except KubeError as error:  # gone meanwhile, or refused: the gcp_progress timer still polls it
-            logger.warning("could not ask for a reconcile of %s after its node pool vanished: %s", owner, error)
+    memo.deletions = asyncio.create_task(
+        watchdog.watch_deletions(kube, config.namespaces, config.resync_seconds), name="deletion watchdog"
+    )
 
 
 async def stop_background(memo: kopf.Memo, **_: Any) -> None:
     """The node pool collector and the certificate keeper, whichever this role started."""
-    for name in ("collector", "keeping"):
+    for name in ("collector", "deletions", "keeping"):
         task: asyncio.Task[None] | None = getattr(memo, name, None)
         if task is not None:
             task.cancel()

@@ -155,12 +155,18 @@ def recorded_of(body: Mapping[str, Any]) -> Recorded:
     return _recorded(body, _previous_status(body))
 
 
-async def live_claims(kube: KubeApi, namespaces: Sequence[str]) -> dict[str, Recorded]:
-    """What every workload holds, from its status: who still uses which pool and binding."""
+async def list_workloads(kube: KubeApi, namespaces: Sequence[str]) -> list[Mapping[str, Any]]:
+    """Every workload in the watched namespaces (all of them when none are named)."""
     workloads: list[Mapping[str, Any]] = []
     scopes: Sequence[str | None] = namespaces or [None]
     for namespace in scopes:
         workloads += await kube.list(WORKLOADS, namespace, {})
+    return workloads
+
+
+async def live_claims(kube: KubeApi, namespaces: Sequence[str]) -> dict[str, Recorded]:
+    """What every workload holds, from its status: who still uses which pool and binding."""
+    workloads = await list_workloads(kube, namespaces)
     return {owner_key(item["metadata"]["namespace"], item["metadata"]["name"]): _claims_of(item) for item in workloads}
 
 
