@@ -10,8 +10,8 @@ and planning code (`admit`, `build_gcp_plan`, what `mlworkload plan` prints), ap
 the policy as the test wrote them. The checks compare that with the fakes' own state (GKE node pools, IAM
 and bucket policies, the emulator's objects), never with what the operator says in status alone.
 
-Nothing here talks to a server: the trials (tests/integration/chaos_trials.py) takes snapshots
-and feeds them in, and tests/unit/test_chaos_support.py feeds in violating states to show each check fails.
+Nothing here talks to a server: the trials (tests/integration/test_chaos.py) take snapshots
+and feed them in, and tests/unit/test_chaos_support.py feeds in violating states to show each check fails.
 """
 
 from __future__ import annotations
