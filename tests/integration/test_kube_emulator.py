@@ -1188,3 +1188,109 @@ def test_a_kopf_operator_reconciles_against_the_emulator(
     assert runner.exception is None
     assert deleted == ["w"]
     assert "Handler 'on_create' succeeded" in runner.output
+
+
+# --- 11. the store's indexes: a request costs what it touches ------------------------------------------
+
+
+def test_a_namespace_list_answers_its_own_objects_in_name_order_among_many_elsewhere(
+    server: KubeEmulatorServer, ns: str
+) -> None:
+    names = ["m", "b", "z", "a-1", "a"]  # created out of order, as a controller would
+    for index in range(200):  # neighbours on both sides of ns in key order, with the same names and labels
+        namespace = f"{ns}-{index % 4}" if index % 2 else f"0{ns}-{index % 4}"
+        obj = configmap(f"n{index}", {"app": "web"})
+        server.put_object({**obj, "metadata": {**obj["metadata"], "namespace": namespace}})
+    for name in [*names, "n1", "n2"]:
+        created(server, f"/api/v1/namespaces/{ns}/configmaps", configmap(name, {"app": "web"}))
+
+    listed = call(server, "GET", f"/api/v1/namespaces/{ns}/configmaps").body["items"]
+    assert [i["metadata"]["name"] for i in listed] == ["a", "a-1", "b", "m", "n1", "n2", "z"]
+    assert {i["metadata"]["namespace"] for i in listed} == {ns}
+    selected = call(server, "GET", f"/api/v1/namespaces/{ns}/configmaps", labelSelector="app=web").body["items"]
+    assert [i["metadata"]["name"] for i in selected] == ["a", "a-1", "b", "m", "n1", "n2", "z"]
+
+    everywhere = call(server, "GET", "/api/v1/configmaps", labelSelector="app=web").body["items"]
+    keys = [(i["metadata"]["namespace"], i["metadata"]["name"]) for i in everywhere]
+    assert keys == sorted(keys)  # namespace, then name
+    ours = [key for key in keys if key[0] == ns or key[0].startswith((f"{ns}-", f"0{ns}-"))]
+    assert len(ours) == 207
+
+
+def test_label_and_name_lookups_follow_relabels_deletes_and_other_terms(server: KubeEmulatorServer, ns: str) -> None:
+    path = f"/api/v1/namespaces/{ns}/configmaps"
+    merge = "application/merge-patch+json"
+    for name, labels in [("one", {"app": "web", "tier": "prod"}), ("two", {"app": "web"}), ("three", {"app": "db"})]:
+        created(server, path, configmap(name, labels))
+
+    def names(**query: str) -> list[str]:
+        reply = call(server, "GET", path, **query)
+        assert reply.status == 200, reply.body
+        return [item["metadata"]["name"] for item in reply.body["items"]]
+
+    assert names(labelSelector="app=web") == ["one", "two"]
+    assert names(labelSelector="app=web,tier!=prod") == ["two"]  # the index proposes, every term decides
+    assert names(labelSelector="app=web,tier=prod,app=db") == []
+    call(server, "PATCH", f"{path}/two", {"metadata": {"labels": {"app": "db"}}}, content_type=merge)
+    call(server, "PATCH", f"{path}/one", {"metadata": {"labels": None}}, content_type=merge)
+    assert names(labelSelector="app=web") == []
+    assert names(labelSelector="app=db") == ["three", "two"]
+    assert call(server, "DELETE", f"{path}/three").status == 200
+    assert names(labelSelector="app=db") == ["two"]
+    assert names(fieldSelector="metadata.name=two") == ["two"]
+    assert names(fieldSelector="metadata.name=three") == []
+    assert names(fieldSelector=f"metadata.namespace={ns}") == ["one", "two"]
+    assert names(fieldSelector="metadata.namespace=elsewhere") == []
+    everywhere = call(server, "GET", "/api/v1/configmaps", fieldSelector=f"metadata.namespace={ns},metadata.name=one")
+    assert [(i["metadata"]["namespace"], i["metadata"]["name"]) for i in everywhere.body["items"]] == [(ns, "one")]
+
+
+def test_garbage_collection_follows_owner_references_changed_after_creation(
+    server: KubeEmulatorServer, ns: str
+) -> None:
+    path = f"/api/v1/namespaces/{ns}/configmaps"
+    merge = "application/merge-patch+json"
+    owner = created(server, f"{MLW}/namespaces/{ns}/mlworkloads", workload("owner"))
+    created(server, path, {"metadata": {"name": "released", "ownerReferences": owned_by(owner)}})
+    created(server, path, configmap("adopted"))
+    created(server, path, {"metadata": {"name": "owned", "ownerReferences": owned_by(owner)}})
+    call(server, "PATCH", f"{path}/released", {"metadata": {"ownerReferences": None}}, content_type=merge)
+    call(server, "PATCH", f"{path}/adopted", {"metadata": {"ownerReferences": owned_by(owner)}}, content_type=merge)
+
+    assert call(server, "DELETE", f"{MLW}/namespaces/{ns}/mlworkloads/owner").status == 200
+    wait_until(lambda: not exists(server, "v1", "ConfigMap", "adopted", ns), what="the adopted configmap to go")
+    wait_until(lambda: not exists(server, "v1", "ConfigMap", "owned", ns), what="the owned configmap to go")
+    assert exists(server, "v1", "ConfigMap", "released", ns)
+
+
+def test_server_side_apply_takes_json_and_yaml_bodies(server: KubeEmulatorServer, ns: str) -> None:
+    path = f"/api/v1/namespaces/{ns}/configmaps/c"
+    as_json = json.dumps({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"a": "1"}})
+    first = call(server, "PATCH", path, as_json, content_type=APPLY_PATCH, fieldManager="op")
+    assert (first.status, first.body["data"]) == (200, {"a": "1"})
+    as_yaml = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c\ndata:\n  a: '1'\n  b: two\n"
+    second = call(server, "PATCH", path, as_yaml, content_type=APPLY_PATCH, fieldManager="op")
+    assert (second.status, second.body["data"]) == (200, {"a": "1", "b": "two"})
+    assert rv(second.body) > rv(first.body)
+    broken = call(server, "PATCH", path, "data: [unclosed", content_type=APPLY_PATCH, fieldManager="op")
+    assert (broken.status, broken.body["reason"]) == (400, "BadRequest")
+    yaml_elsewhere = call(server, "PATCH", path, "data: {}", content_type="application/merge-patch+json")
+    assert (yaml_elsewhere.status, yaml_elsewhere.body["reason"]) == (400, "BadRequest")
+
+
+def test_a_resumed_watch_replays_its_kinds_changes_among_many_of_other_kinds(
+    server: KubeEmulatorServer, api: kubernetes.client.ApiClient, ns: str
+) -> None:
+    core = kubernetes.client.CoreV1Api(api)
+    start = core.create_namespaced_config_map(ns, configmap("first")).metadata.resource_version
+    for index in range(30):
+        server.put_object({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": f"s{index}", "namespace": ns}})
+        if index == 10:
+            core.create_namespaced_config_map(ns, configmap("second"))
+        if index == 20:
+            core.delete_namespaced_config_map("first", ns)
+    replay = watch_events(core.list_namespaced_config_map, ns, resource_version=start, count=2)
+    assert replay == [("ADDED", "second"), ("DELETED", "first")]
+    changes = server.call(lambda: server.store.changes.since(int(start)))
+    assert [c.rv for c in changes] == sorted(c.rv for c in changes)  # all kinds, oldest first
+    assert {c.spec.plural for c in changes if c.obj["metadata"].get("namespace") == ns} == {"configmaps", "secrets"}

@@ -171,7 +171,7 @@ class KubeEmulator(kmock.KubernetesScaffold):
                 chain.append(node)
             elif type(node) is not dsl.Priority:
                 return request in view
-            node = node._source  # type: ignore[attr-defined]  # Filter and Priority are Chained
+            node = node._source  # Filter and Priority are Chained: both have a source
         return all(link.criteria(request) for link in reversed(chain))
 
     async def _parse(self, raw_request: aiohttp.web.BaseRequest) -> kmock.Request:
@@ -434,7 +434,7 @@ class KubeEmulator(kmock.KubernetesScaffold):
             raise bad_request(f"invalid resourceVersion {since!r}")
         return [
             {"type": event_type, "object": present(change.obj, spec, version)}
-            for change in self.store.changes.since(int(since))
+            for change in self.store.changes.since(int(since), spec.key)
             if (event_type := watch_filter.event_type(change)) is not None
         ]
 
@@ -478,16 +478,20 @@ class KubeEmulator(kmock.KubernetesScaffold):
             raise bad_request(f"the request body is not valid JSON: {error}") from error
 
     def _body(self, request: kmock.Request) -> Obj:
-        """A JSON object, or a YAML one for apply patches and YAML content types."""
+        """A JSON object, or a YAML one for apply patches and YAML content types.
+
+        A YAML body is tried as JSON first: kubectl and the Python client send apply patches as JSON
+        (valid YAML) under ``application/apply-patch+yaml``, and YAML parsing is many times slower.
+        """
         try:
-            loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-            body = (
-                yaml.load(request.body, Loader=loader)
-                if "yaml" in self._content_type(request)
-                else json.loads(request.body)
-            )
-        except (ValueError, yaml.YAMLError) as error:
-            raise bad_request(f"the request body could not be decoded: {error}") from error
+            body = json.loads(request.body)
+        except ValueError as error:
+            if "yaml" not in self._content_type(request):
+                raise bad_request(f"the request body could not be decoded: {error}") from error
+            try:
+                body = yaml.load(request.body, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+            except yaml.YAMLError as yaml_error:
+                raise bad_request(f"the request body could not be decoded: {yaml_error}") from yaml_error
         if not isinstance(body, dict):
             raise bad_request("the request body must be an object")
         return body

@@ -65,16 +65,30 @@ def _parse_label_term(term: str, selector: str) -> Requirement:
     return lambda labels: key in labels
 
 
+def _equality(term: str) -> tuple[str, str] | None:
+    """``(key, value)`` of a ``k=v`` / ``k==v`` term (already validated by ``_parse_label_term``), else None."""
+    if _SET_RE.match(term) or "!=" in term or "=" not in term:
+        return None
+    operator = "==" if "==" in term else "="
+    key, _, value = (part.strip() for part in term.partition(operator))
+    return key, value
+
+
 @dataclass(frozen=True)
 class LabelSelector:
-    """A parsed ``labelSelector``; all requirements must hold (they are AND-ed, as in Kubernetes)."""
+    """A parsed ``labelSelector``; all requirements must hold (they are AND-ed, as in Kubernetes).
+
+    ``equalities`` repeats the ``k=v`` terms as data, so the store can answer from its label index
+    instead of testing every object of a namespace (the requirements still decide)."""
 
     requirements: tuple[Requirement, ...] = ()
+    equalities: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def parse(cls, selector: str | None) -> LabelSelector:
         terms = _split_terms(selector or "")
-        return cls(tuple(_parse_label_term(term, selector or "") for term in terms))
+        requirements = tuple(_parse_label_term(term, selector or "") for term in terms)
+        return cls(requirements, tuple(pair for term in terms if (pair := _equality(term)) is not None))
 
     def matches(self, obj: Mapping[str, Any]) -> bool:
         labels = (obj.get("metadata") or {}).get("labels") or {}
@@ -106,6 +120,10 @@ class FieldSelector:
             path, _, value = (part.strip() for part in term.partition(operator))
             terms.append((path, operator != "!=", value))
         return cls(tuple(terms))
+
+    def required(self, path: str) -> str | None:
+        """The value an equality term demands of ``path`` (the first, if several), else None."""
+        return next((value for term_path, equal, value in self.terms if equal and term_path == path), None)
 
     def matches(self, obj: Mapping[str, Any]) -> bool:
         # An absent field compares as the empty string, like the server's field label conversion.

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Final, TypeVar, overload
 
 import aiohttp.web
+import kmock
 import kubernetes.client
 import kubernetes.config
 import yaml
@@ -192,10 +193,15 @@ class KubeEmulatorServer(LoopbackServer):
 
     # --- request log --------------------------------------------------------------------------------
 
+    def _journal(self) -> list[kmock.Request]:
+        """kmock's request journal itself: iterating the emulator (``list(emulator)``, kmock's public way)
+        copies all of it through a generator, so a mark or a short tail would cost every past request."""
+        return self.emulator._requests
+
     @property
     def request_count(self) -> int:
         """A mark for ``requests(since=...)`` / ``writes(since=...)``."""
-        return self.call(lambda: len(list(self.emulator)))
+        return self.call(lambda: len(self._journal()))
 
     def requests(self, since: int = 0) -> list[RequestRecord]:
         def collect() -> list[RequestRecord]:
@@ -208,7 +214,7 @@ class KubeEmulatorServer(LoopbackServer):
                     content_type=next((v for k, v in request.headers.items() if k.lower() == "content-type"), None),
                     injected=self.emulator.injected.get(request.id),
                 )
-                for request in list(self.emulator)[since:]
+                for request in self._journal()[since:]
             ]
 
         return self.call(collect)

@@ -14,12 +14,13 @@ Foreground and Orphan propagation; deleting a Namespace deletes what is in it; a
 
 from __future__ import annotations
 
+import bisect
 import copy
 import datetime
 import random
 import string
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Final
 
 import kmock
@@ -103,6 +104,104 @@ def meta(obj: Mapping[str, Any]) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+def _label_pairs(obj: Obj) -> set[tuple[str, str]]:
+    # Values as text: the index only proposes candidates, and LabelSelector.matches has the last word.
+    labels = meta(obj).get("labels")
+    return {(str(key), str(value)) for key, value in labels.items()} if isinstance(labels, dict) else set()
+
+
+def _owner_uids(obj: Obj) -> set[str]:
+    references = meta(obj).get("ownerReferences")
+    if not isinstance(references, list):
+        return set()
+    return {str(ref["uid"]) for ref in references if isinstance(ref, dict) and ref.get("uid")}
+
+
+class _Namespace:
+    """One kind's objects in one namespace: by name, the names in list order, the names by label."""
+
+    __slots__ = ("by_label", "names", "objects")
+
+    def __init__(self) -> None:
+        self.objects: dict[str, Obj] = {}
+        self.names: list[str] = []  # sorted: a LIST answers in name order without sorting
+        self.by_label: dict[tuple[str, str], dict[str, None]] = {}  # (key, value) -> names (an ordered set)
+
+    def put(self, name: str, obj: Obj) -> None:
+        old = self.objects.get(name)
+        if old is None:
+            bisect.insort(self.names, name)
+        labels = _label_pairs(obj)
+        stale = _label_pairs(old) if old is not None else set()
+        self._unlabel(name, stale - labels)
+        for pair in labels - stale:
+            self.by_label.setdefault(pair, {})[name] = None
+        self.objects[name] = obj
+
+    def pop(self, name: str) -> None:
+        old = self.objects.pop(name, None)
+        if old is None:
+            return
+        del self.names[bisect.bisect_left(self.names, name)]
+        self._unlabel(name, _label_pairs(old))
+
+    def _unlabel(self, name: str, pairs: Iterable[tuple[str, str]]) -> None:
+        for pair in pairs:
+            names = self.by_label.get(pair)
+            if names is not None:
+                names.pop(name, None)
+                if not names:
+                    del self.by_label[pair]
+
+    def candidates(self, labels: LabelSelector, fields: FieldSelector) -> Iterator[Obj]:
+        """Objects that may match, in name order: every one, or only those a name or label term allows."""
+        name = fields.required("metadata.name")
+        if name is not None:
+            names: Iterable[str] = [name] if name in self.objects else []
+        elif labels.equalities:
+            postings: list[dict[str, None]] = [self.by_label.get(pair, {}) for pair in labels.equalities]
+            rarest = min(postings, key=len)
+            names = sorted(rarest)
+        else:
+            names = self.names
+        for candidate in names:
+            yield self.objects[candidate]
+
+
+class _Kind:
+    """All objects of one resource, by namespace (None for cluster-scoped kinds), namespaces in order."""
+
+    __slots__ = ("namespaces", "order")
+
+    def __init__(self) -> None:
+        self.namespaces: dict[str | None, _Namespace] = {}
+        self.order: list[str | None] = []  # sorted; a kind is all namespaced or all cluster-scoped
+
+    def get(self, namespace: str | None, name: str) -> Obj | None:
+        bucket = self.namespaces.get(namespace)
+        return bucket.objects.get(name) if bucket is not None else None
+
+    def put(self, namespace: str | None, name: str, obj: Obj) -> None:
+        bucket = self.namespaces.get(namespace)
+        if bucket is None:
+            bucket = self.namespaces[namespace] = _Namespace()
+            bisect.insort(self.order, namespace, key=lambda ns: ns or "")
+        bucket.put(name, obj)
+
+    def pop(self, namespace: str | None, name: str) -> None:
+        bucket = self.namespaces.get(namespace)
+        if bucket is None:
+            return
+        bucket.pop(name)
+        if not bucket.objects:  # no empty buckets: namespaces come and go with tests
+            del self.namespaces[namespace]
+            self.order.remove(namespace)
+
+    def in_namespace(self, namespace: str | None) -> list[Obj]:
+        bucket = self.namespaces.get(namespace)
+        return list(bucket.objects.values()) if bucket is not None else []
+
+
 class ObjectStore:
     """All objects of the emulated cluster, keyed by (group, plural, namespace, name)."""
 
@@ -110,8 +209,11 @@ class ObjectStore:
         self.registry = registry
         self.changes = ChangeLog(history_limit)
         self._schedule = schedule
-        self._objects: dict[Key, Obj] = {}
+        # Indexed so that a request costs what it touches, not what is stored: a LIST walks one
+        # namespace (or one label's objects), GC finds dependents by their owner's uid.
+        self._kinds: dict[tuple[str, str], _Kind] = {}
         self._uids: dict[str, Key] = {}
+        self._dependents_of: dict[str, dict[Key, None]] = {}  # owner uid -> keys of objects it owns
         self._rv = 0
         self._cluster_ips = 0
 
@@ -125,7 +227,12 @@ class ObjectStore:
         return spec.group, spec.plural, namespace if spec.namespaced else None, name
 
     def find(self, spec: ResourceSpec, namespace: str | None, name: str) -> Obj | None:
-        return self._objects.get(self.key(spec, namespace, name))
+        kind = self._kinds.get(spec.key)
+        return kind.get(namespace if spec.namespaced else None, name) if kind is not None else None
+
+    def _find_key(self, key: Key) -> Obj | None:
+        kind = self._kinds.get(key[:2])
+        return kind.get(key[2], key[3]) if kind is not None else None
 
     def get(self, spec: ResourceSpec, namespace: str | None, name: str) -> Obj:
         obj = self.find(spec, namespace, name)
@@ -140,12 +247,24 @@ class ObjectStore:
         labels: LabelSelector | None = None,
         fields: FieldSelector | None = None,
     ) -> list[Obj]:
-        """Matching objects in key order (namespace, then name), as etcd returns them."""
+        """Matching objects in key order (namespace, then name), as etcd returns them.
+
+        Costs the objects of the namespaces asked for, or fewer: only the candidates of a name
+        (``metadata.name=``) or of the rarest ``k=v`` label term are tested."""
         labels, fields = labels or LabelSelector(), fields or FieldSelector()
+        kind = self._kinds.get(spec.key)
+        if kind is None:
+            return []
+        wanted = fields.required("metadata.namespace") or None  # "=" alone: cluster-scoped objects match it
+        if namespace is not None and wanted is not None and wanted != namespace:
+            return []
+        namespace = namespace if namespace is not None else wanted
+        namespaces = kind.order if namespace is None else [namespace] if spec.namespaced else []
         return [
             obj
-            for (group, plural, obj_namespace, _), obj in sorted(self._objects.items(), key=lambda kv: str(kv[0]))
-            if (group, plural) == spec.key and namespace in (None, obj_namespace)
+            for obj_namespace in namespaces
+            if (bucket := kind.namespaces.get(obj_namespace)) is not None
+            for obj in bucket.candidates(labels, fields)
             if labels.matches(obj) and fields.matches(obj)
         ]
 
@@ -165,7 +284,7 @@ class ObjectStore:
         name = metadata.get("name") or self._generate_name(spec, metadata)
         namespace = self._namespace_for(spec, namespace, metadata)
         key = self.key(spec, namespace, name)
-        if key in self._objects:
+        if self._find_key(key) is not None:
             raise already_exists(spec, name)
         for field in SERVER_OWNED_METADATA:
             metadata.pop(field, None)
@@ -183,7 +302,7 @@ class ObjectStore:
             return obj
         self._rv += 1
         metadata["resourceVersion"] = str(self._rv)
-        self._objects[key] = obj
+        self._put(key, obj)
         self._uids[metadata["uid"]] = key
         self.changes.record(Change(self._rv, "ADDED", spec, obj))
         self._after_store(spec, obj)
@@ -353,7 +472,7 @@ class ObjectStore:
             return self._remove(spec, new)
         self._rv += 1
         new["metadata"]["resourceVersion"] = str(self._rv)
-        self._objects[self.key(spec, meta(new).get("namespace"), meta(new)["name"])] = new
+        self._put(self.key(spec, meta(new).get("namespace"), meta(new)["name"]), new)
         self.changes.record(Change(self._rv, "MODIFIED", spec, new, old))
         self._after_store(spec, new)
         return new
@@ -363,11 +482,38 @@ class ObjectStore:
         final = copy.deepcopy(obj)
         self._rv += 1
         final["metadata"]["resourceVersion"] = str(self._rv)
-        self._objects.pop(self.key(spec, meta(final).get("namespace"), meta(final)["name"]), None)
+        self._pop(self.key(spec, meta(final).get("namespace"), meta(final)["name"]))
         self._uids.pop(meta(final)["uid"], None)
         self.changes.record(Change(self._rv, "DELETED", spec, final, obj))
         self._schedule(lambda: self._collect_garbage(spec, final))
         return final
+
+    def _put(self, key: Key, obj: Obj) -> None:
+        """Store an object under its key and keep the dependents index in step with its ownerReferences."""
+        kind = self._kinds.get(key[:2])
+        if kind is None:
+            kind = self._kinds[key[:2]] = _Kind()
+        previous = kind.get(key[2], key[3])
+        kind.put(key[2], key[3], obj)
+        before, after = (_owner_uids(previous) if previous is not None else set()), _owner_uids(obj)
+        self._unlink(key, before - after)
+        for uid in after - before:
+            self._dependents_of.setdefault(uid, {})[key] = None
+
+    def _pop(self, key: Key) -> None:
+        obj = self._find_key(key)
+        if obj is None:
+            return
+        self._kinds[key[:2]].pop(key[2], key[3])
+        self._unlink(key, _owner_uids(obj))
+
+    def _unlink(self, key: Key, uids: Iterable[str]) -> None:
+        for uid in uids:
+            dependents = self._dependents_of.get(uid)
+            if dependents is not None:
+                dependents.pop(key, None)
+                if not dependents:
+                    del self._dependents_of[uid]
 
     def _patched(self, old: Obj, patch_type: str, body: Any) -> Obj:
         if patch_type == "json":
@@ -507,10 +653,9 @@ class ObjectStore:
     def _dependents(self, owner: Obj) -> Iterator[tuple[ResourceSpec, Obj]]:
         """Objects listing the owner's uid in ownerReferences, in a namespace the owner can own."""
         uid, namespace = meta(owner).get("uid"), meta(owner).get("namespace")
-        for (group, plural, obj_namespace, _), obj in list(self._objects.items()):
-            spec = self.registry.get((group, plural))
-            owned = any(ref.get("uid") == uid for ref in meta(obj).get("ownerReferences") or [])
-            if spec is not None and owned and (namespace is None or obj_namespace == namespace):
+        for key in list(self._dependents_of.get(str(uid), ())):  # a copy: GC deletes while iterating
+            obj, spec = self._find_key(key), self.registry.get(key[:2])
+            if obj is not None and spec is not None and (namespace is None or key[2] == namespace):
                 yield spec, obj
 
     def _collect_if_orphaned(self, spec: ResourceSpec, obj: Obj) -> None:
@@ -533,14 +678,15 @@ class ObjectStore:
             if owner_key and owner_spec:
                 self._run_gc_finalizers(owner_spec, owner_key)
         if spec.key == ("", "namespaces"):
-            for (group, plural, namespace, _), obj in list(self._objects.items()):
-                obj_spec = self.registry.get((group, plural))
-                if namespace == meta(removed)["name"] and obj_spec and not meta(obj).get("deletionTimestamp"):
-                    self._delete_quietly(obj_spec, obj)
+            for kind_key, kind in list(self._kinds.items()):
+                obj_spec = self.registry.get(kind_key)
+                for obj in kind.in_namespace(meta(removed)["name"]):
+                    if obj_spec and not meta(obj).get("deletionTimestamp"):
+                        self._delete_quietly(obj_spec, obj)
 
     def _run_gc_finalizers(self, spec: ResourceSpec, key: Key) -> None:
         """Foreground: delete dependents, release when none remain. Orphan: unlink dependents, release."""
-        owner = self._objects.get(key)
+        owner = self._find_key(key)
         finalizers = list(meta(owner or {}).get("finalizers") or [])
         if owner is None or not meta(owner).get("deletionTimestamp"):
             return
@@ -555,7 +701,7 @@ class ObjectStore:
                     self._delete_quietly(dep_spec, dep)
             if not any(self._dependents(owner)):
                 finalizers.remove(FOREGROUND)
-        owner = self._objects.get(key)
+        owner = self._find_key(key)
         if owner is not None and finalizers != meta(owner).get("finalizers"):
             self._update(spec, owner, {**owner, "metadata": {**meta(owner), "finalizers": finalizers}})
 

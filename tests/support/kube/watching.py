@@ -10,6 +10,7 @@ leaving it as DELETED, like the real watch cache.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import collections
 from dataclasses import dataclass, field
 
@@ -69,41 +70,90 @@ class Subscription:
     queue: asyncio.Queue[Change | None]
 
 
+class _Window:
+    """The retained changes of one kind, oldest first, in resourceVersion order: appends and drops are O(1),
+    and finding where a resourceVersion falls is a bisection."""
+
+    def __init__(self) -> None:
+        self._changes: list[Change] = []
+        self._start = 0  # changes before this index were dropped; compacted once they are half the list
+
+    def append(self, change: Change) -> None:
+        self._changes.append(change)
+
+    def drop_oldest(self) -> Change:
+        dropped = self._changes[self._start]
+        self._start += 1
+        if self._start * 2 >= len(self._changes):
+            del self._changes[: self._start]
+            self._start = 0
+        return dropped
+
+    def after(self, rv: int) -> list[Change]:
+        index = bisect.bisect_right(self._changes, rv, lo=self._start, key=lambda change: change.rv)
+        return self._changes[index:]
+
+
 class ChangeLog:
-    """Bounded history of changes plus the set of live subscriptions (used only on the server loop)."""
+    """Bounded history of changes plus the set of live subscriptions (used only on the server loop).
+
+    Indexed by kind, so a write costs the watches of its kind (not every open watch) and a watch that
+    resumes from a resourceVersion reads only its kind's changes since then; the history bound and
+    its 410 floor stay global, as before."""
 
     def __init__(self, limit: int) -> None:
         self._limit = limit
-        self._changes: collections.deque[Change] = collections.deque()
-        self._subscriptions: set[Subscription] = set()
+        self._order: collections.deque[tuple[str, str]] = collections.deque()  # the kind of each retained change
+        self._windows: dict[tuple[str, str], _Window] = {}
+        self._subscriptions: dict[tuple[str, str], dict[Subscription, None]] = {}  # ordered sets, per kind
         self.floor = 0  # the newest resourceVersion whose change was dropped from the history
 
     def record(self, change: Change) -> None:
-        self._changes.append(change)
-        while len(self._changes) > self._limit:
-            self.floor = self._changes.popleft().rv
-        for subscription in list(self._subscriptions):
+        key = change.spec.key
+        window = self._windows.get(key)
+        if window is None:
+            window = self._windows[key] = _Window()
+        window.append(change)
+        self._order.append(key)
+        while len(self._order) > self._limit:
+            self.floor = self._windows[self._order.popleft()].drop_oldest().rv
+        for subscription in list(self._subscriptions.get(key, ())):
             if subscription.filter.event_type(change) is not None:
                 subscription.queue.put_nowait(change)
 
-    def since(self, rv: int) -> list[Change]:
+    def since(self, rv: int, key: tuple[str, str] | None = None) -> list[Change]:
+        """The retained changes after ``rv`` (of one kind, given its key), oldest first; GoneError when
+        changes after ``rv`` were already dropped."""
         if rv < self.floor:
             raise GoneError(f"too old resource version: {rv} ({self.floor + 1})")
-        return [change for change in self._changes if change.rv > rv]
+        if key is not None:
+            window = self._windows.get(key)
+            return window.after(rv) if window is not None else []
+        return sorted((change for window in self._windows.values() for change in window.after(rv)), key=_rv)
 
     def subscribe(self, watch_filter: WatchFilter) -> Subscription:
         subscription = Subscription(watch_filter, asyncio.Queue())
-        self._subscriptions.add(subscription)
+        self._subscriptions.setdefault(watch_filter.key, {})[subscription] = None
         return subscription
 
     def unsubscribe(self, subscription: Subscription) -> None:
-        self._subscriptions.discard(subscription)
+        subscriptions = self._subscriptions.get(subscription.filter.key, {})
+        subscriptions.pop(subscription, None)
+        if not subscriptions:
+            self._subscriptions.pop(subscription.filter.key, None)
 
     def close(self) -> None:
         """End every live watch stream (used at shutdown so connections do not hold the server open)."""
-        for subscription in list(self._subscriptions):
+        for subscription in self._all():
             subscription.queue.put_nowait(None)
 
     def watched(self) -> list[tuple[str, str, str | None]]:
         """(group, plural, namespace or None for all) of every open watch."""
-        return sorted(((*s.filter.key, s.filter.namespace) for s in self._subscriptions), key=str)
+        return sorted(((*s.filter.key, s.filter.namespace) for s in self._all()), key=str)
+
+    def _all(self) -> list[Subscription]:
+        return [subscription for subscriptions in self._subscriptions.values() for subscription in subscriptions]
+
+
+def _rv(change: Change) -> int:
+    return change.rv
