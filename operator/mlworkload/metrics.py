@@ -1,12 +1,16 @@
 """Prometheus metrics, all prefixed `mlworkload_`, in one module (as Kueue keeps them)."""
 
+import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from mlworkload.policy import ResolvedWorkload
+if TYPE_CHECKING:  # the type only: the inventory keeps labels and counts, never the resolved workload
+    from mlworkload.policy import ResolvedWorkload
 
 RECONCILES = Counter("mlworkload_reconciles_total", "Reconciles by result.", ["result"])
 RECONCILE_SECONDS = Histogram(
@@ -31,14 +35,34 @@ GCP_API_ERRORS = Counter(
 )
 
 
+@dataclass(frozen=True, slots=True)
+class _Counted:
+    """What the inventory exports of one workload: its type and phase, and its GPUs at max scale by
+    (accelerator, capacity). Label strings are interned: thousands of workloads share a handful of them."""
+
+    type: str
+    phase: str
+    gpus: tuple[tuple[str, str, int], ...]
+
+
 class WorkloadInventory(Collector):
     """Workloads by type and phase, and GPUs requested, from what the reconciler last saw."""
 
     def __init__(self) -> None:
-        self._workloads: dict[tuple[str, str], tuple[ResolvedWorkload, str]] = {}
+        self._workloads: dict[tuple[str, str], _Counted] = {}
 
-    def record(self, workload: ResolvedWorkload, phase: str) -> None:
-        self._workloads[workload.namespace, workload.name] = (workload, phase)
+    def record(self, workload: "ResolvedWorkload", phase: str) -> None:
+        gpus: dict[tuple[str, str], int] = {}
+        for group in workload.groups:
+            if group.spec.accelerator is not None:
+                key = (sys.intern(group.spec.accelerator.type), sys.intern(group.capacity.value))
+                gpus[key] = gpus.get(key, 0) + group.spec.gpus_at_max_scale
+        counted = _Counted(
+            sys.intern(workload.type.value),
+            sys.intern(phase),
+            tuple((accelerator, capacity, count) for (accelerator, capacity), count in gpus.items()),
+        )
+        self._workloads[sys.intern(workload.namespace), workload.name] = counted
 
     def forget(self, namespace: str, name: str) -> None:
         self._workloads.pop((namespace, name), None)
@@ -47,14 +71,12 @@ class WorkloadInventory(Collector):
         by_phase = GaugeMetricFamily("mlworkload_workloads", "MLWorkloads by type and phase.", labels=["type", "phase"])
         counts: dict[tuple[str, str], int] = {}
         gpus: dict[tuple[str, str, str], int] = {}
-        for workload, phase in self._workloads.values():
-            key = (workload.type.value, phase)
+        for (namespace, _), counted in list(self._workloads.items()):
+            key = (counted.type, counted.phase)
             counts[key] = counts.get(key, 0) + 1
-            for group in workload.groups:
-                if group.spec.accelerator is None:
-                    continue
-                gpu_key = (workload.namespace, group.spec.accelerator.type, group.capacity.value)
-                gpus[gpu_key] = gpus.get(gpu_key, 0) + group.spec.gpus_at_max_scale
+            for accelerator, capacity, count in counted.gpus:
+                gpu_key = (namespace, accelerator, capacity)
+                gpus[gpu_key] = gpus.get(gpu_key, 0) + count
         for (kind, phase), count in sorted(counts.items()):
             by_phase.add_metric([kind, phase], count)
         yield by_phase

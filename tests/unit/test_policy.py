@@ -413,7 +413,7 @@ def test_quota_counts_gpus_at_max_scale_across_governed_namespaces() -> None:
     labels = {"nlp-1": {"team": "nlp"}, "nlp-2": {"team": "nlp"}, "cv": {"team": "cv"}}
     new = workload("d", "nlp-1").gpu_group(count=4, maxReplicas=2).obj()  # 8: 12 + 8 > 16
     view = ClusterView([rules.obj()], labels, usage=[WorkloadGpus.of(w) for w in [*others, new]])
-    assert gpus_in_use(view.usage, rules.obj(), view, excluding=new) == 12
+    assert gpus_in_use(view, rules.obj(), excluding=new) == 12
     verdict = admit_in(view, new)
     assert [str(problem) for problem in verdict.problems] == [
         "spec.workerGroups: the workload needs 8 GPUs at max scale and the namespaces governed by policy permissive"

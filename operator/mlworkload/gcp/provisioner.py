@@ -5,6 +5,7 @@ dry-run provisioner here logs the plan, touches nothing and reports it in status
 default whenever no GCP project is configured, and whenever `MLW_GCP_MODE=dry-run`.
 """
 
+import hashlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -85,15 +86,20 @@ def pool_capacity(spot: bool) -> Capacity:
 
 
 class DryRunProvisioner:
-    """Logs each plan once per change and reports it; creates and deletes nothing."""
+    """Logs each plan once per change and reports it; creates and deletes nothing.
+
+    Per workload it keeps only a digest of the last plan logged (to log the next one only if it differs):
+    what status reports comes from the plan at hand, so the plans themselves need not stay in memory.
+    """
 
     def __init__(self) -> None:
-        self.plans: dict[str, GcpPlan] = {}
+        self.digests: dict[str, bytes] = {}
 
     async def ensure(self, owner: str, plan: GcpPlan, recorded: Recorded) -> GcpState:
-        if self.plans.get(owner) != plan:
+        digest = plan_digest(plan)
+        if self.digests.get(owner) != digest:
             logger.info("dry-run GCP plan for %s: %s", owner, plan.to_dict())
-            self.plans[owner] = plan
+            self.digests[owner] = digest
         pools = len(plan.node_pools)
         bindings = len(plan.iam_bindings)
         return GcpState(
@@ -110,5 +116,10 @@ class DryRunProvisioner:
         )
 
     async def release(self, owner: str, recorded: Recorded, *, keep_pools: bool = False) -> None:
-        if self.plans.pop(owner, None) is not None:
+        if self.digests.pop(owner, None) is not None:
             logger.info("dry-run GCP release for %s", owner)
+
+
+def plan_digest(plan: GcpPlan) -> bytes:
+    """16 bytes that change whenever the plan does (its canonical JSON, hashed)."""
+    return hashlib.blake2b(plan.model_dump_json().encode(), digest_size=16).digest()
