@@ -17,6 +17,7 @@ from typing import Any
 import kopf
 import pytest
 
+from mlworkload.controller.view import policy_entry
 from mlworkload.settings import OperatorSettings
 from mlworkload.yamlio import load_all
 from tests.support.mutations import FIELD, mutate
@@ -50,9 +51,11 @@ def memo() -> kopf.Memo:
 
 
 def indexes(*policies: dict[str, Any]) -> dict[str, Any]:
-    """kopf's indexes as the handlers read them: key -> a store of values (here a list of one)."""
+    """kopf's indexes as the handlers read them: key -> a store of values (here a list of one), each policy's
+    value made by the operator's own indexing step, as kopf stores it."""
+    named = {str(p.get("metadata", {}).get("name")): p for p in policies if isinstance(p, dict)}
     return {
-        "policy_index": {str(p.get("metadata", {}).get("name")): [p] for p in policies if isinstance(p, dict)},
+        "policy_index": {name: [policy_entry(name, p)] for name, p in named.items()},
         "namespace_index": {"team-nlp": [{"team": "nlp", "kubernetes.io/metadata.name": "team-nlp"}]},
         "gpu_index": {},
     }

@@ -3,18 +3,19 @@
 Each child carries the hash of what the operator last applied. A child whose hash matches and
 whose live state still contains every desired field is left alone, so an unchanged workload
 causes no writes at all; anything else is applied with the operator's field manager, which also
-removes fields the operator set before and no longer wants.
+removes fields the operator set before and no longer wants. Children seen through the watch
+cache are sketches, judged without a read by what this process applied (observe.AppliedMemory).
 """
 
+import contextlib
 import copy
 import hashlib
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 from mlworkload.constants import (
-    ANNOTATION_PREFIX,
     LABEL_MANAGED_BY,
     LABEL_WORKLOAD,
     MANAGED_BY,
@@ -23,9 +24,19 @@ from mlworkload.constants import (
     REASON_INVALID,
 )
 from mlworkload.controller.kube import KubeApi, KubeError, Manifest, Resource, resource_of
+from mlworkload.controller.observe import (
+    HASH_ANNOTATION,
+    RAY_CLUSTER_SPEC,
+    SHARED_SCOPE,
+    AppliedMemory,
+    ChildKey,
+    Verdict,
+    WorkloadKey,
+    is_sketch,
+)
 from mlworkload.problems import Problem
 
-HASH_ANNOTATION = f"{ANNOTATION_PREFIX}/applied-hash"
+__all__ = ["HASH_ANNOTATION", "ApplyResult", "ChildKey", "WriteFailure", "apply_children", "delete_stale"]
 
 
 @dataclass
@@ -74,13 +85,10 @@ def with_hash(manifest: Manifest) -> Manifest:
     return {**manifest, "metadata": {**manifest["metadata"], "annotations": annotations}}
 
 
-_RAY_CLUSTER_SPEC = {"RayCluster": (), "RayJob": ("rayClusterSpec",), "RayService": ("rayClusterConfig",)}
-
-
 def with_autoscaled_replicas(desired: Manifest, live: Manifest | None) -> Manifest:
     """Once a Ray object exists and its autoscaler runs, worker replicas are the autoscaler's to set:
     the live counts are kept (within the groups' bounds) instead of being forced back."""
-    path = _RAY_CLUSTER_SPEC.get(desired["kind"])
+    path = RAY_CLUSTER_SPEC.get(desired["kind"])
     if live is None or path is None or not desired["apiVersion"].startswith("ray.io/"):
         return desired
     merged = copy.deepcopy(desired)
@@ -121,35 +129,34 @@ def _describe(manifest: Manifest) -> str:
     return f"{manifest['kind']}/{manifest['metadata']['name']}"
 
 
-ChildKey = tuple[str, str]  # (kind, name)
-
-
-async def observe_children(
-    api: KubeApi, namespace: str, workload: str, kinds: Sequence[Resource]
-) -> dict[ChildKey, Manifest]:
-    """The workload's children, one LIST per kind by ownership labels (a steady state costs no GETs)."""
-    selector = {LABEL_MANAGED_BY: MANAGED_BY, LABEL_WORKLOAD: workload}
-    observed: dict[ChildKey, Manifest] = {}
-    for resource in kinds:
-        for live in await api.list(resource, namespace, selector):
-            observed[resource.kind, live["metadata"]["name"]] = live
-    return observed
+SharedLookup = Callable[[Resource, str], Manifest | None]
 
 
 async def apply_children(
-    api: KubeApi, workload: str, desired: Iterable[Manifest], observed: dict[ChildKey, Manifest]
+    api: KubeApi,
+    workload: WorkloadKey,
+    desired: Iterable[Manifest],
+    observed: dict[ChildKey, Manifest],
+    *,
+    memory: AppliedMemory,
+    shared: SharedLookup = lambda resource, name: None,
 ) -> ApplyResult:
     """Bring every desired child to its desired state, in order; report conflicts, never overwrite them.
 
     Children come in dependency order (no Ray pods without their identity and isolation): the first
-    conflict or refused write stops the rest until the next attempt.
+    conflict or refused write stops the rest until the next attempt. A cluster-scoped child shared by
+    workloads (a ComputeClass) is judged under its own lock: many workloads of one shape apply it once.
     """
     result = ApplyResult()
     for manifest in desired:
         stamped = with_hash(manifest)
         key = (stamped["kind"], stamped["metadata"]["name"])
+        resource = resource_of(stamped)
+        scope = workload if resource.namespaced else SHARED_SCOPE
+        live = observed.get(key) if resource.namespaced else shared(resource, key[1])
         try:
-            live, applied = await _apply_one(api, workload, stamped, observed.get(key))
+            async with contextlib.nullcontext() if resource.namespaced else memory.lock(key):
+                live, applied = await _apply_one(api, workload[1], stamped, live, memory=memory, scope=scope)
         except KubeError as error:
             result.failure = WriteFailure(_describe(stamped), "apply", error)
             break
@@ -166,19 +173,35 @@ class _Conflict(Exception):
         self.problem = problem
 
 
-async def _apply_one(api: KubeApi, workload: str, stamped: Manifest, live: Manifest | None) -> tuple[Manifest, bool]:
-    """Apply one child unless it is already right: the live object, and whether it was written."""
+async def _apply_one(
+    api: KubeApi, workload: str, stamped: Manifest, live: Manifest | None, *, memory: AppliedMemory, scope: WorkloadKey
+) -> tuple[Manifest, bool]:
+    """Apply one child unless it is already right: the live object (or its sketch), and whether it was written."""
     meta, resource = stamped["metadata"], resource_of(stamped)
-    if live is None:  # not ours by label: make sure nobody else's object has that name
+    key = (stamped["kind"], meta["name"])
+    if live is not None and is_sketch(live) and owned_by(live, _owner(resource, workload)):
+        verdict = memory.judge(scope, key, live, meta["annotations"][HASH_ANNOTATION])
+        if verdict is Verdict.UNCHANGED:
+            return live, False
+        if verdict is Verdict.REREAD:  # someone edited it since: compare the whole object
+            live = await api.get(resource, meta.get("namespace"), meta["name"])
+    elif live is None:  # not in the cache as ours: make sure nobody else's object has that name
         live = await api.get(resource, meta.get("namespace"), meta["name"])
     stamped = with_autoscaled_replicas(stamped, live)
-    shared = not resource.namespaced  # cluster-scoped children (ComputeClass) are shared by workloads
-    if live is not None and not owned_by(live, None if shared else workload):
+    if live is not None and not owned_by(live, _owner(resource, workload)):
         raise _Conflict(Problem(_describe(stamped), "exists and is not managed by this workload; the operator leaves"
                                 " it alone: delete or rename it"))  # fmt: skip
-    if live is not None and contains(live, stamped):
+    if live is not None and not is_sketch(live) and contains(live, stamped):
+        memory.remember(scope, key, live)
         return live, False
-    return await api.apply(stamped), True
+    applied = await api.apply(stamped)
+    memory.remember(scope, key, applied)
+    return applied, True
+
+
+def _owner(resource: Resource, workload: str) -> str | None:
+    """Cluster-scoped children (ComputeClass) are shared by workloads: any of the operator's is fine."""
+    return workload if resource.namespaced else None
 
 
 def controlled_by(live: Manifest, owner_uid: str) -> bool:
@@ -190,20 +213,28 @@ def controlled_by(live: Manifest, owner_uid: str) -> bool:
 
 async def delete_stale(
     api: KubeApi,
+    workload: WorkloadKey,
     observed: dict[ChildKey, Manifest],
     keep: set[ChildKey],
+    *,
     owner_uid: str,
     result: ApplyResult,
+    memory: AppliedMemory,
 ) -> None:
     """Delete the workload's children that are no longer desired (a removed Ingress, a group's policy):
-    only objects this workload controls, never what KubeRay or anyone else made from them."""
+    only objects this workload controls, never what KubeRay or anyone else made from them. A child this
+    process deleted that the cache still shows is not deleted twice."""
+    memory.still_cached(workload, {str(live["metadata"].get("uid")) for live in observed.values()})
     for (kind, name), live in observed.items():
         meta = live["metadata"]
         if (kind, name) in keep or not controlled_by(live, owner_uid) or meta.get("deletionTimestamp"):
+            continue
+        if memory.was_deleted(workload, meta["uid"]):
             continue
         try:
             await api.delete(resource_of(live), meta.get("namespace"), name, meta["uid"])
         except KubeError as error:
             result.failure = WriteFailure(f"{kind}/{name}", "delete", error)
             return
+        memory.deleted(workload, (kind, name), meta["uid"])
         result.deleted.append(f"{kind}/{name}")

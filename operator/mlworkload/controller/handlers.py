@@ -13,7 +13,7 @@ import os
 import tempfile
 import time
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,8 +23,6 @@ import kubernetes.client
 import kubernetes.config
 
 from mlworkload.api.load import parse_policy, parse_workload
-from mlworkload.api.meta import LabelSelector
-from mlworkload.api.policy import MLWorkloadPolicy
 from mlworkload.api.workload import IamBindingStatus
 from mlworkload.constants import (
     CONDITION_IDENTITY_READY,
@@ -47,7 +45,18 @@ from mlworkload.constants import (
     WRITE_FAILURE_REASONS,
 )
 from mlworkload.controller import watchdog
-from mlworkload.controller.kube import WORKLOADS, ClientKubeApi, KubeError
+from mlworkload.controller.kube import CLIENT_THREADS, WORKLOADS, ClientKubeApi, KubeError, Resource
+from mlworkload.controller.observe import (
+    OWNED_KINDS,
+    OWNED_SELECTOR,
+    SHARED_KINDS,
+    IndexedChildren,
+    child_index,
+    index_name,
+    ray_fingerprint,
+    shared_index,
+)
+from mlworkload.controller.persistence import MemoryDiffBaseStorage, ProgressAnnotations
 from mlworkload.controller.reconcile import (
     Outcome,
     Reconciler,
@@ -58,6 +67,8 @@ from mlworkload.controller.reconcile import (
     recorded_of,
     trusted,
 )
+from mlworkload.controller.view import PolicyEntry, kept_for, policy_entry
+from mlworkload.controller.view import cluster_view as indexed_view
 from mlworkload.gcp.clusters import connect_inspector
 from mlworkload.gcp.errors import GcpError
 from mlworkload.gcp.live import LiveProvisioner, connect
@@ -70,7 +81,7 @@ from mlworkload.metrics import (
     RECONCILE_SECONDS,
     RECONCILES,
 )
-from mlworkload.policy import BrokenPolicy, ClusterView, WorkloadGpus, admit_in
+from mlworkload.policy import ClusterView, admit_in
 from mlworkload.problems import Refused
 from mlworkload.settings import GcpMode, OperatorSettings, Role, WebhookCertificates
 from mlworkload.webhook.certificates import service_hosts, write_self_signed
@@ -94,6 +105,11 @@ CERT_FILE_CHECK_SECONDS = 10.0
 # environment here (the same MLW_RESYNC_SECONDS that `mlworkload run --resync-seconds` sets).
 RESYNC_SECONDS = float(os.environ.get("MLW_RESYNC_SECONDS") or 300)
 GCP_POLL_SECONDS = float(os.environ.get("MLW_GCP_POLL_SECONDS") or 10)
+# Reconciles running at once: one per thread of the Kubernetes client, so calls never queue behind each
+# other inside a started reconcile and workloads finish roughly in the order they arrived. kopf's own
+# `settings.queueing.worker_limit` cannot do it: it deadlocks the initial indexing when a kind has more
+# objects than the limit (nolar/kopf#1243), and the workloads are indexed (gpu_index).
+RECONCILE_SLOTS = CLIENT_THREADS
 
 
 # --- start-up -------------------------------------------------------------------------------------
@@ -108,6 +124,7 @@ def _api_client() -> kubernetes.client.ApiClient:
         kubernetes.config.load_kube_config(  # type: ignore[no-untyped-call]
             config_file=os.environ.get("KUBECONFIG"), client_configuration=configuration
         )
+    configuration.connection_pool_maxsize = CLIENT_THREADS  # one connection per thread of the client
     return kubernetes.client.ApiClient(configuration)
 
 
@@ -170,10 +187,10 @@ async def _webhook_server(config: OperatorSettings, kube: ClientKubeApi, memo: k
 async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     config: OperatorSettings = getattr(memo, "config", None) or OperatorSettings.load()
     settings.persistence.finalizer = FINALIZER
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=GROUP, key="last-handled-configuration"
-    )
+    settings.persistence.progress_storage = ProgressAnnotations(prefix=GROUP)
+    # Level-triggered reconciles only need to know whether the spec changed since this process handled it:
+    # kept in memory, not as an annotation patched onto every workload (controller/persistence.py).
+    settings.persistence.diffbase_storage = MemoryDiffBaseStorage()
     # The controller is one replica with a Recreate strategy, and webhook replicas write nothing but their
     # certificate: no peering needed (kopf has no leader election, and a paused peer stops its indexes).
     settings.peering.standalone = True
@@ -184,6 +201,9 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.background.cancellation_polling = 1
     # Only the one webhook configuration is watched (its caBundle is kept): RBAC grants it by name.
     settings.watching.field_selectors[WEBHOOK_CONFIGURATIONS] = f"metadata.name={config.webhook_configuration}"
+    # Children are watched for the cache (controller/observe.py): only the operator's, filtered by the server.
+    for resource in (*OWNED_KINDS, *SHARED_KINDS):
+        settings.watching.label_selectors[_selector(resource)] = OWNED_SELECTOR
     memo.config = config
     kube = ClientKubeApi(_api_client())
     # Shared by every handler: kopf hands each object a shallow copy of the memo, so state lives in objects.
@@ -197,6 +217,9 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     clusters = connect_inspector(config) if isinstance(gcp, LiveProvisioner) else None
     memo.reconciler = Reconciler(kube=kube, gcp=gcp, defaults=config.platform_defaults, clusters=clusters)
     memo.locks = defaultdict(asyncio.Lock)
+    memo.slots = asyncio.Semaphore(RECONCILE_SLOTS)  # FIFO: waiting reconciles start in arrival order
+    memo.ray_fingerprints = {}  # Ray object uid -> ray_fingerprint as last seen (ray_child_changed)
+    memo.diffbase = settings.persistence.diffbase_storage
     if isinstance(gcp, LiveProvisioner):
         # Every GCP poll (one ListNodePools per cluster): a pool deleted by hand is noticed within seconds.
         lost = functools.partial(watchdog.recheck, kube, why="its node pool vanished")
@@ -218,6 +241,17 @@ async def stop_background(memo: kopf.Memo, **_: Any) -> None:
                 await task
 
 
+def _group_version(resource: Resource) -> tuple[str, str]:
+    group, _, version = resource.api_version.rpartition("/")
+    return group, version
+
+
+def _selector(resource: Resource) -> Callable[[kopf.Resource], bool]:
+    """kopf's selector of exactly one kind (group and plural; "" is the core group)."""
+    group = _group_version(resource)[0]
+    return lambda candidate: candidate.group == group and candidate.plural == resource.plural
+
+
 @dataclass
 class ViewState:
     """What the handlers learn about the cluster view beyond kopf's indexes."""
@@ -229,64 +263,44 @@ class ViewState:
 # --- indexes: the cluster view admission needs, kept in memory by kopf's watches ----------------------
 
 
-def policy_index(name: str, body: kopf.Body, **_: Any) -> dict[str, Mapping[str, Any]]:
-    return {name: dict(body)}
+async def policy_index(name: str, body: kopf.Body, **indexes: Any) -> dict[str, PolicyEntry]:
+    """The parsed policy, or why it cannot be read: parsed once per resourceVersion (the value kopf holds is
+    reused while the version is unchanged), never its body. Async, as the other indexing functions: kopf
+    runs them on the event loop instead of handing every watch event to its thread pool."""
+    held: PolicyIndex | None = indexes.get("policy_index")
+    return {name: policy_entry(name, body, held.get(name, ()) if held is not None else ())}
 
 
-def namespace_index(name: str, labels: kopf.Labels, **_: Any) -> dict[str, Mapping[str, str]]:
+async def namespace_index(name: str, labels: kopf.Labels, **_: Any) -> dict[str, Mapping[str, str]]:
     return {name: dict(labels)}
 
 
-def gpu_index(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict[tuple[str, str], int]:
+async def gpu_index(namespace: str | None, name: str, body: kopf.Body, **indexes: Any) -> dict[tuple[str, str], int]:
     """GPUs at max scale per workload, for the namespace quota. A workload being deleted, unreadable,
-    or refused by its policy holds none: a refused newcomer must not push admitted ones out."""
+    or refused by its policy holds none: a refused newcomer must not push admitted ones out.
+
+    The value is also added to its namespace's sum (controller/view.py), last: nothing after it may fail,
+    or kopf would drop the workload from its index while the sum counts it."""
     key = (namespace or "", name)
     conditions = (body.get("status") or {}).get("conditions") or []
     refused = any(c.get("type") == CONDITION_POLICY_ADMITTED and c.get("status") == "False" for c in conditions)
-    if body.get("metadata", {}).get("deletionTimestamp") or refused:
-        return {key: 0}
-    try:
-        return {key: parse_workload(dict(body)).spec.gpus_at_max_scale}
-    except Refused:
-        return {key: 0}
+    gpus = 0
+    if not body.get("metadata", {}).get("deletionTimestamp") and not refused:
+        with contextlib.suppress(Refused):
+            gpus = parse_workload(dict(body)).spec.gpus_at_max_scale
+    kept_for(indexes["gpu_index"]).gpus.put(key, gpus)
+    return {key: gpus}
 
 
-def _single(store: kopf.Store[Any]) -> Any:
-    return next(iter(store))
-
-
-PolicyIndex = kopf.Index[str, Mapping[str, Any]]
+PolicyIndex = kopf.Index[str, PolicyEntry]
 NamespaceIndex = kopf.Index[str, Mapping[str, str]]
 GpuIndex = kopf.Index[tuple[str, str], int]
 
 
 def cluster_view(indexes: Mapping[str, Any]) -> ClusterView:
-    """The view from the handler's index keyword arguments (kopf passes each index by its name)."""
-    policy_index: PolicyIndex = indexes["policy_index"]
-    namespace_index: NamespaceIndex = indexes["namespace_index"]
-    gpu_index: GpuIndex = indexes["gpu_index"]
-    policies: list[MLWorkloadPolicy] = []
-    broken: list[BrokenPolicy] = []
-    for name, store in policy_index.items():
-        try:
-            policies.append(parse_policy(_single(store)))
-        except Refused as refused:
-            broken.append(broken_policy(name, _single(store), refused))
-    labels = {name: _single(store) for name, store in namespace_index.items()}
-    usage = [WorkloadGpus(ns, name, _single(store)) for (ns, name), store in gpu_index.items()]
-    return ClusterView(policies=policies, namespace_labels=labels, default_labels={}, usage=usage, broken=broken)
-
-
-def broken_policy(name: str, body: Mapping[str, Any], refused: Refused) -> BrokenPolicy:
-    selector_doc = (body.get("spec") or {}).get("namespaceSelector") if isinstance(body.get("spec"), dict) else None
-    try:
-        selector = LabelSelector.model_validate(selector_doc or {}, by_alias=True, by_name=False)
-    except ValueError:
-        selector = None  # cannot tell which namespaces it governs: it may govern any
-    priority = (body.get("spec") or {}).get("priority", 0) if isinstance(body.get("spec"), dict) else None
-    readable_priority = priority if type(priority) is int else None  # bool is an int, and no priority
-    problem = str(refused.problems[0]) if refused.problems else "unreadable"
-    return BrokenPolicy(name, problem, selector, readable_priority)
+    """The view from the handler's index keyword arguments (kopf passes each index by its name): O(policies)
+    to build, and O(1) in the number of workloads to judge one (controller/view.py)."""
+    return indexed_view(indexes["policy_index"], indexes["namespace_index"], indexes["gpu_index"])
 
 
 # --- reconcile --------------------------------------------------------------------------------------
@@ -323,10 +337,13 @@ async def run_reconcile(body: Mapping[str, Any], memo: kopf.Memo, indexes: Mappi
     meta = body["metadata"]
     owner = owner_key(meta["namespace"], meta["name"])
     retries: WriteRetries = memo.reconciler.write_retries
-    started = time.perf_counter()
-    async with memo.locks[owner]:
+    async with memo.locks[owner], memo.slots:
+        started = time.perf_counter()
         # Re-read the object and the policies under the lock: another entry point may have just
-        # reconciled it against a newer policy, which a view taken before waiting would undo.
+        # reconciled it against a newer policy, which a view taken before waiting would undo. This is the one
+        # read of a steady reconcile (its children come from the watch caches). Reconciling from kopf's body
+        # instead (guarded against this process's own status writes) failed chaos seed 549898 (a pool and a
+        # bucket binding left after every workload was deleted) for a reason not yet found: the read stays.
         fresh = await memo.reconciler.kube.get(WORKLOADS, meta["namespace"], meta["name"])
         if fresh is None:
             return Outcome("gone")
@@ -336,15 +353,15 @@ async def run_reconcile(body: Mapping[str, Any], memo: kopf.Memo, indexes: Mappi
             # retries it), and the poll timer looks again while the status reports it.
             return Outcome("deferred")
         try:
-            outcome = await reconcile(memo.reconciler, fresh, cluster_view(indexes))
+            outcome = await reconcile(memo.reconciler, fresh, cluster_view(indexes), IndexedChildren(indexes))
         except KubeError as error:
             if error.status == 404 and not await memo.reconciler.kube.get(WORKLOADS, *owner.split("/", 1)):
                 return Outcome("gone")  # deleted while we worked: nothing left to reconcile
             RECONCILES.labels(result="error").inc()
             RECONCILE_API_FAILURES.labels(reason=REASON_READ_FAILED).inc()
             attempt, delay = retries.failed(owner, generation)
-            kopf.warn(kopf.Body(fresh), reason=REASON_READ_FAILED, message=f"Kubernetes API: {error} (attempt"
-                      f" {attempt}, retrying in {delay:.0f}s)")  # fmt: skip
+            kopf.warn(kopf.Body(fresh), reason=REASON_READ_FAILED,
+                      message=f"Kubernetes API: {error} (attempt {attempt}, retrying in {delay:.0f}s)")  # fmt: skip
             raise kopf.TemporaryError(f"Kubernetes API: {error}", delay=delay) from error
     RECONCILES.labels(result=outcome.result).inc()
     RECONCILE_SECONDS.observe(time.perf_counter() - started)
@@ -414,12 +431,36 @@ async def gcp_progress(
     await run_reconcile(body, memo, indexes)
 
 
-async def ray_child_changed(namespace: str | None, labels: kopf.Labels, memo: kopf.Memo, **indexes: Any) -> None:
-    """KubeRay moved a Ray object: bring its MLWorkload's status along at once, not at the next resync."""
+async def ray_child_changed(
+    event: kopf.RawEvent, body: kopf.Body, namespace: str | None, labels: kopf.Labels, memo: kopf.Memo, **indexes: Any
+) -> None:
+    """KubeRay moved a Ray object: bring its MLWorkload's status along at once, not at the next resync.
+
+    Only the workload's own Ray object, and only when what its status reports moved, or someone edited it,
+    or it was deleted: not the initial listing (a restart reconciles every workload on resume anyway), not
+    the operator's own creates, not KubeRay's status chatter, not the clusters KubeRay makes for a RayJob."""
     name = labels.get(LABEL_WORKLOAD)
-    if not name or not namespace or not hasattr(memo, "reconciler"):
+    if not name or not namespace or not hasattr(memo, "reconciler") or not _is_workloads_own(body, name):
         return
+    change, uid = event.get("type"), str(body.get("metadata", {}).get("uid"))
+    seen: dict[str, str] = memo.ray_fingerprints
+    if change == "DELETED":
+        seen.pop(uid, None)
+    else:
+        fingerprint, before = ray_fingerprint(body), seen.get(uid)
+        seen[uid] = fingerprint
+        if change in (None, "ADDED") or fingerprint == before:
+            return
     await _retrying_soon({"metadata": {"namespace": namespace, "name": name}}, memo, indexes)
+
+
+def _is_workloads_own(body: kopf.Body, workload: str) -> bool:
+    """The Ray object the operator made for the workload: its name, and an MLWorkload as its controller."""
+    meta = body.get("metadata", {})
+    references = meta.get("ownerReferences") or []
+    return meta.get("name") == workload and any(
+        ref.get("controller") and ref.get("kind") == "MLWorkload" for ref in references
+    )
 
 
 async def endpoint_changed(
@@ -507,6 +548,10 @@ async def workload_deleted(body: kopf.Body, namespace: str | None, name: str, me
             raise kopf.TemporaryError(f"GCP release: {error}", delay=RETRY_DELAY_SECONDS) from error
     kopf.info(body, reason="GcpReleased", message=f"released the GCP resources of {owner}")
     INVENTORY.forget(namespace or "", name)
+    # What this process remembered of the workload goes with it (its children go with their owner).
+    memo.reconciler.applied.forget((namespace or "", name))
+    if isinstance(getattr(memo, "diffbase", None), MemoryDiffBaseStorage):
+        memo.diffbase.forget(str(body.get("metadata", {}).get("uid")))
 
 
 # --- admission --------------------------------------------------------------------------------------
@@ -624,6 +669,13 @@ def registry_for(role: Role, keep_certificates: bool = True) -> kopf.OperatorReg
         kopf.timer(*WORKLOAD, interval=RESYNC_SECONDS, initial_delay=RESYNC_SECONDS, registry=registry)(resync)
         kopf.timer(*WORKLOAD, interval=GCP_POLL_SECONDS, initial_delay=GCP_POLL_SECONDS, when=_gcp_pending,
                    registry=registry)(gcp_progress)  # fmt: skip
+        # The children cache (controller/observe.py): kopf fills every index before any handler runs.
+        for resource in OWNED_KINDS:
+            kopf.index(*_group_version(resource), resource.plural, id=index_name(resource), labels=OWNED,
+                       registry=registry)(child_index)  # fmt: skip
+        for resource in SHARED_KINDS:
+            kopf.index(*_group_version(resource), resource.plural, id=index_name(resource), labels=OWNED,
+                       registry=registry)(shared_index)  # fmt: skip
         for plural in ("rayclusters", "rayjobs", "rayservices"):
             kopf.on.event("ray.io", "v1", plural, labels=OWNED, registry=registry)(ray_child_changed)
         kopf.on.event("networking.k8s.io", "v1", "ingresses", labels=OWNED, registry=registry)(endpoint_changed)

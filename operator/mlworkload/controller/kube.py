@@ -6,10 +6,12 @@ a kind it does not know, and a missing CRD shows up as a clear 404 on that kind.
 """
 
 import asyncio
+import functools
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Final, Protocol, TypeVar
 
 import kubernetes.client
 from kubernetes.client.exceptions import ApiException
@@ -62,6 +64,12 @@ def resource_of(manifest: Mapping[str, Any]) -> Resource:
 
 # A hung call must not hold a workload's lock forever: it fails, and kopf retries the reconcile.
 REQUEST_TIMEOUT_SECONDS = 30
+# Threads of the client's own executor (and connections of its pool): how many calls are in flight at once.
+# The operator admits as many reconciles at a time (handlers.RECONCILE_SLOTS), so a backlog waits in arrival
+# order rather than as thousands of started reconciles sharing a few threads.
+CLIENT_THREADS: Final = 8
+
+T = TypeVar("T")
 
 
 class KubeError(Exception):
@@ -97,10 +105,17 @@ def label_selector(labels: Mapping[str, str]) -> str:
 
 
 class ClientKubeApi:
-    """KubeApi on the official `kubernetes` client; each call runs in a worker thread."""
+    """KubeApi on the official `kubernetes` client; each call runs in a thread of the client's own executor
+    (not asyncio's default one, which kopf's synchronous work and other libraries share)."""
 
-    def __init__(self, api_client: kubernetes.client.ApiClient) -> None:
+    def __init__(self, api_client: kubernetes.client.ApiClient, threads: int = CLIENT_THREADS) -> None:
         self._client = api_client
+        self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="kube-api")
+
+    async def run(self, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """`call` in the client's executor."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, functools.partial(call, *args, **kwargs))
 
     def request(
         self,
@@ -135,7 +150,7 @@ class ClientKubeApi:
 
     async def get(self, resource: Resource, namespace: str | None, name: str) -> Manifest | None:
         try:
-            return await asyncio.to_thread(self.request, "GET", resource.path(namespace, name))
+            return await self.run(self.request, "GET", resource.path(namespace, name))
         except KubeError as error:
             if error.status == 404:
                 return None
@@ -151,7 +166,7 @@ class ClientKubeApi:
         query = [("labelSelector", label_selector(labels))] if labels else []
         if fields:
             query.append(("fieldSelector", label_selector(fields)))
-        listing = await asyncio.to_thread(self.request, "GET", resource.path(namespace), query=query)
+        listing = await self.run(self.request, "GET", resource.path(namespace), query=query)
         items: list[Manifest] = listing.get("items") or []
         return items
 
@@ -160,7 +175,7 @@ class ClientKubeApi:
         meta = manifest["metadata"]
         path = resource.path(meta.get("namespace"), meta["name"])
         query = [("fieldManager", FIELD_MANAGER), ("force", "true")]
-        return await asyncio.to_thread(
+        return await self.run(
             self.request,
             "PATCH",
             path,
@@ -174,13 +189,13 @@ class ClientKubeApi:
         body = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background",
                 "preconditions": {"uid": uid}}  # fmt: skip
         try:
-            await asyncio.to_thread(self.request, "DELETE", resource.path(namespace, name), body=body)
+            await self.run(self.request, "DELETE", resource.path(namespace, name), body=body)
         except KubeError as error:
             if error.status != 404:
                 raise
 
     async def patch_status(self, resource: Resource, namespace: str, name: str, status: Manifest) -> Manifest:
-        return await asyncio.to_thread(
+        return await self.run(
             self.request, "PATCH", resource.path(namespace, name, "status"), body={"status": status},
             content_type="application/merge-patch+json",
         )  # fmt: skip

@@ -26,9 +26,10 @@ from mlworkload.constants import (
     REASON_NETWORK_POLICIES_NOT_ENFORCED,
     REASON_POLICY_VIOLATION,
 )
-from mlworkload.controller.apply import ApplyResult, apply_children, delete_stale, observe_children
+from mlworkload.controller.apply import ApplyResult, apply_children, delete_stale
 from mlworkload.controller.exposure import observe_exposure
 from mlworkload.controller.kube import RESOURCES, WORKLOADS, KubeApi, KubeError, Resource
+from mlworkload.controller.observe import OWNED_KINDS, AppliedMemory, ChildSource, ListedChildren
 from mlworkload.controller.raystatus import RayState, observe_ray
 from mlworkload.controller.scaleup import observe_scale_up
 from mlworkload.controller.status import Observation, compute_status
@@ -44,22 +45,8 @@ from mlworkload.problems import Problem, Refused
 logger = logging.getLogger(__name__)
 
 POLICIES = RESOURCES["mlworkload.io/v1alpha1", "MLWorkloadPolicy"]
-# The namespaced kinds a workload may own; stale ones are pruned by label. ComputeClasses are
-# cluster-scoped and shared by shape: their lifecycle follows the node pools, not one workload.
-PRUNED_KINDS: tuple[Resource, ...] = tuple(
-    RESOURCES[key]
-    for key in [
-        ("v1", "ServiceAccount"),
-        ("networking.k8s.io/v1", "NetworkPolicy"),
-        ("ray.io/v1", "RayCluster"),
-        ("ray.io/v1", "RayJob"),
-        ("ray.io/v1", "RayService"),
-        ("v1", "Service"),
-        ("cloud.google.com/v1", "BackendConfig"),
-        ("networking.gke.io/v1", "ManagedCertificate"),
-        ("networking.k8s.io/v1", "Ingress"),
-    ]
-)
+# The namespaced kinds a workload may own; stale ones are pruned by label (observe.OWNED_KINDS).
+PRUNED_KINDS: tuple[Resource, ...] = OWNED_KINDS
 
 
 # Refused Kubernetes writes are retried after 2 s, 4 s, ... up to 5 min, each +-20 %: a 409 storm or an API
@@ -108,6 +95,8 @@ class Reconciler:
     clusters: ClusterInspector | None = None  # live GCP only: can tell whether NetworkPolicies are enforced
     clock: Callable[[], datetime.datetime] = lambda: datetime.datetime.now(datetime.UTC)
     write_retries: WriteRetries = field(default_factory=WriteRetries)
+    # What this process applied, so children seen through the watch cache are judged without a read.
+    applied: AppliedMemory = field(default_factory=AppliedMemory)
 
 
 @dataclass
@@ -254,8 +243,14 @@ def _base_observation(body: Mapping[str, Any], kind: str) -> dict[str, Any]:
             "deleting": bool(meta.get("deletionTimestamp"))}  # fmt: skip
 
 
-async def reconcile(reconciler: Reconciler, body: Mapping[str, Any], view: ClusterView) -> Outcome:
-    """Bring one MLWorkload's children and GCP resources to their desired state; report it in status."""
+async def reconcile(
+    reconciler: Reconciler, body: Mapping[str, Any], view: ClusterView, children: ChildSource | None = None
+) -> Outcome:
+    """Bring one MLWorkload's children and GCP resources to their desired state; report it in status.
+
+    `children`: where the workload's children are seen (the watch cache in the operator); without it they
+    are listed from the API server.
+    """
     try:
         kind = WorkloadType(str((body.get("spec") or {}).get("type"))).ray_kind
     except ValueError:  # an invalid type is reported below, as InvalidSpec
@@ -285,7 +280,8 @@ async def reconcile(reconciler: Reconciler, body: Mapping[str, Any], view: Clust
         # An unreadable policy refuses new workloads but takes nothing from running ones: it may be a typo.
         unreadable = any(problem.rule == UNREADABLE_POLICY_RULE for problem in admission.problems)
         owner = owner_key(workload.namespace, workload.name)
-        confirmed = not unreadable and await _still_refused(reconciler, view, workload)
+        # Only a revocation needs the fresh read: a refused workload holding no binding costs no read.
+        confirmed = bool(recorded.bindings) and not unreadable and await _still_refused(reconciler, view, workload)
         kept = await _release_refused(reconciler, owner, recorded) if confirmed else recorded
         seen = Observation(**base, refusal=admission.problems, refusal_reason=REASON_POLICY_VIOLATION,
                            gpus=_gpus(workload), pools=kept.pools, bindings=kept.bindings)  # fmt: skip
@@ -293,16 +289,23 @@ async def reconcile(reconciler: Reconciler, body: Mapping[str, Any], view: Clust
         return await _write_status(reconciler, body, previous, seen, outcome_refused)
     resolved = admission.resolved
 
-    observed = await observe_children(reconciler.kube, workload.namespace, workload.name, PRUNED_KINDS)
+    source = children if children is not None else ListedChildren(reconciler.kube)
+    scope = (workload.namespace, workload.name)
+    observed = await source.children(*scope)
     exposure = observe_exposure(resolved, observed)
     gcp = await _provision(reconciler, resolved, recorded, exposure.backends)
     # Children are applied while node pools provision: their pods simply wait for the nodes.
     outcome = Outcome("applied", resolved=resolved, forged=forged)
     desired = build_objects(resolved)
-    outcome.apply = await apply_children(reconciler.kube, workload.name, desired, observed)
+    outcome.apply = await apply_children(
+        reconciler.kube, scope, desired, observed, memory=reconciler.applied, shared=source.shared
+    )
     if outcome.apply.failure is None:
         keep = {(manifest["kind"], manifest["metadata"]["name"]) for manifest in desired}
-        await delete_stale(reconciler.kube, observed, keep, workload.metadata.uid or "", outcome.apply)
+        await delete_stale(
+            reconciler.kube, scope, observed, keep,
+            owner_uid=workload.metadata.uid or "", result=outcome.apply, memory=reconciler.applied,
+        )  # fmt: skip
     _note_write_failure(reconciler, owner_key(workload.namespace, workload.name), base["generation"], outcome)
     if not outcome.apply.applied and not outcome.apply.deleted:
         outcome.result = "unchanged"

@@ -1,0 +1,84 @@
+"""Where kopf keeps the last handled state of a workload: in memory, as a digest, not on the object.
+
+kopf compares each event's "essence" (spec, labels, annotations) with the last handled one to tell a
+create from an update from nothing new. Its default stores that essence as an annotation on the object,
+which costs one PATCH per workload (and per spec change), duplicated by its consistency timeout under load.
+The reconcile is level-triggered: every entry point runs the same reconcile of the whole object, so the
+operator needs only to know whether the essence changed since this process last handled it. A digest per
+workload uid in memory answers that; after a restart nothing is remembered, so every workload is handled
+once as a creation, which runs the same reconcile a resume would.
+"""
+
+import hashlib
+import json
+from typing import Any, cast
+
+import kopf
+
+from mlworkload.constants import GROUP
+
+
+def _digest(essence: Any) -> str:
+    """The essence without the operator's own annotations (kopf's progress, the watchdog's recheck stamp)."""
+    trimmed = dict(essence)
+    annotations = dict((trimmed.get("metadata") or {}).get("annotations") or {})
+    annotations = {key: value for key, value in annotations.items() if not key.startswith(f"{GROUP}/")}
+    trimmed["metadata"] = {**(trimmed.get("metadata") or {}), "annotations": annotations}
+    return hashlib.sha256(json.dumps(trimmed, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+class MemoryDiffBaseStorage(kopf.DiffBaseStorage):
+    """Last handled essences as digests by uid. `fetch` hands kopf either the object's own essence (nothing
+    changed since it was handled), a stand-in that differs from it (something changed), or None (never
+    handled in this process)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._handled: dict[str, str] = {}
+
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
+        handled = self._handled.get(str(body.get("metadata", {}).get("uid")))
+        if handled is None:
+            return None
+        current = self.build(body=body)
+        if _digest(current) == handled:
+            return current
+        stand_in: dict[str, Any] = {"spec": {"handled-digest": handled}}  # only ever diffed, never read by handlers
+        return cast(kopf.BodyEssence, stand_in)
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
+        self._handled[str(body.get("metadata", {}).get("uid"))] = _digest(essence)
+
+    def forget(self, uid: str) -> None:
+        self._handled.pop(uid, None)
+
+    def __len__(self) -> int:
+        return len(self._handled)
+
+
+class ProgressAnnotations(kopf.AnnotationsProgressStorage):
+    """kopf's progress annotations, less one write: kopf marks the prefix of its annotations on each object
+    it stores progress on (`<prefix>/kopf-managed`, so other kopf operators do not take them for changes), even
+    when the progress is purged in the same patch because the handler finished at once. Nothing of ours is
+    left on such an object to mark, so the marker is dropped from that patch; a handler that retries keeps
+    its progress, and the marker with it."""
+
+    def purge(self, *, key: kopf.HandlerId, body: kopf.Body, patch: kopf.Patch) -> None:
+        super().purge(key=key, body=body, patch=patch)
+        metadata = patch.get("metadata") or {}
+        annotations = metadata.get("annotations") or {}
+        marker, prefix = f"{self.prefix}/kopf-managed", f"{self.prefix}/"
+        if marker not in annotations:
+            return
+        kept = [k for k, v in annotations.items() if k.startswith(prefix) and k != marker and v is not None]
+        on_body = [
+            k for k in body.get("metadata", {}).get("annotations") or {}
+            if k.startswith(prefix) and k != marker and annotations.get(k, "") is not None
+        ]  # fmt: skip
+        if kept or on_body:
+            return
+        del annotations[marker]
+        if not annotations:
+            del metadata["annotations"]
+        if not metadata:
+            del patch["metadata"]
