@@ -15,6 +15,7 @@ class FakeKubeApi:
     def __init__(self) -> None:
         self.objects: dict[Key, Manifest] = {}
         self.writes: list[str] = []
+        self.reads: list[str] = []  # "get RayCluster/demo", "list RayCluster": round trips a real API would serve
         self._versions = itertools.count(1)
         # "apply RayCluster/demo" (as in `writes`) -> the error the API answers instead, until removed.
         self.refusals: dict[str, KubeError] = {}
@@ -37,6 +38,7 @@ class FakeKubeApi:
         return resource.kind, namespace if resource.namespaced else None, name
 
     async def get(self, resource: Resource, namespace: str | None, name: str) -> Manifest | None:
+        self.reads.append(f"get {resource.kind}/{name}")
         found = self.objects.get(self._key(resource, namespace, name))
         return copy.deepcopy(found) if found else None
 
@@ -47,6 +49,7 @@ class FakeKubeApi:
         labels: Mapping[str, str],
         fields: Mapping[str, str] | None = None,
     ) -> list[Manifest]:
+        self.reads.append(f"list {resource.kind}")
         return [
             copy.deepcopy(obj)
             for (kind, ns, _), obj in self.objects.items()

@@ -3,12 +3,11 @@
 import asyncio
 import datetime
 from collections import defaultdict
-from collections.abc import Mapping
 from typing import Any
 
 import pytest
 
-from mlworkload.controller.kube import Manifest, Resource
+from mlworkload.controller.kube import Manifest
 from mlworkload.controller.observe import (
     OWNED_KINDS,
     SHARED_KINDS,
@@ -30,28 +29,6 @@ NS = "team-nlp"
 VIEW = ClusterView(policies=[permissive_policy().obj()], default_labels={})
 READY = {"state": "ready", "conditions": [{"type": "HeadPodReady", "status": "True"},
                                           {"type": "RayClusterProvisioned", "status": "True"}]}  # fmt: skip
-
-
-class CountingKube(FakeKubeApi):
-    """The fake API, counting round trips that read."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.reads: list[str] = []
-
-    async def get(self, resource: Resource, namespace: str | None, name: str) -> Manifest | None:
-        self.reads.append(f"get {resource.kind}/{name}")
-        return await super().get(resource, namespace, name)
-
-    async def list(
-        self,
-        resource: Resource,
-        namespace: str | None,
-        labels: Mapping[str, str],
-        fields: Mapping[str, str] | None = None,
-    ) -> list[Manifest]:
-        self.reads.append(f"list {resource.kind}")
-        return await super().list(resource, namespace, labels, fields)
 
 
 class Cache:
@@ -83,12 +60,12 @@ class Cache:
 
 
 @pytest.fixture
-def kube() -> CountingKube:
-    return CountingKube()
+def kube() -> FakeKubeApi:
+    return FakeKubeApi()
 
 
 @pytest.fixture
-def reconciler(kube: CountingKube) -> Reconciler:
+def reconciler(kube: FakeKubeApi) -> Reconciler:
     return Reconciler(kube=kube, gcp=DryRunProvisioner(), clock=lambda: NOW)
 
 
@@ -101,9 +78,7 @@ def body_of(kube: FakeKubeApi, name: str = "demo") -> dict[str, Any]:
     return kube.objects["MLWorkload", NS, name]
 
 
-async def test_a_steady_reconcile_from_the_cache_makes_no_round_trip(
-    kube: CountingKube, reconciler: Reconciler
-) -> None:
+async def test_a_steady_reconcile_from_the_cache_makes_no_round_trip(kube: FakeKubeApi, reconciler: Reconciler) -> None:
     create(kube)
     cache = Cache(kube)
     first = await reconcile(reconciler, body_of(kube), VIEW, cache.source())
@@ -119,7 +94,7 @@ async def test_a_steady_reconcile_from_the_cache_makes_no_round_trip(
     assert (kube.reads[reads:], kube.writes[writes:]) == ([], [])
 
 
-async def test_a_restarted_operator_trusts_the_applied_hash_and_reads_nothing(kube: CountingKube) -> None:
+async def test_a_restarted_operator_trusts_the_applied_hash_and_reads_nothing(kube: FakeKubeApi) -> None:
     create(kube)
     before = Reconciler(kube=kube, gcp=DryRunProvisioner(), clock=lambda: NOW)
     await reconcile(before, body_of(kube), VIEW)
@@ -133,13 +108,19 @@ async def test_a_restarted_operator_trusts_the_applied_hash_and_reads_nothing(ku
     assert (kube.reads[reads:], kube.writes[writes:]) == ([], [])
 
 
-async def test_a_cache_that_lags_behind_the_operators_own_apply_causes_no_second_apply(
-    kube: CountingKube, reconciler: Reconciler
-) -> None:
+async def reconciled_and_watched(kube: FakeKubeApi, reconciler: Reconciler) -> Cache:
+    """The demo workload created and reconciled once, with the watches caught up on what that applied."""
     create(kube)
     cache = Cache(kube)
     await reconcile(reconciler, body_of(kube), VIEW, cache.source())
     cache.refresh()
+    return cache
+
+
+async def test_a_cache_that_lags_behind_the_operators_own_apply_causes_no_second_apply(
+    kube: FakeKubeApi, reconciler: Reconciler
+) -> None:
+    cache = await reconciled_and_watched(kube, reconciler)
     body_of(kube)["spec"]["workerGroups"][0]["maxReplicas"] = 3  # the user scales the group up
     changed = await reconcile(reconciler, body_of(kube), VIEW, cache.source())
     assert "RayCluster/demo" in changed.apply.applied
@@ -150,11 +131,8 @@ async def test_a_cache_that_lags_behind_the_operators_own_apply_causes_no_second
     assert kube.writes[writes:] == []
 
 
-async def test_an_edit_someone_made_is_read_back_and_corrected(kube: CountingKube, reconciler: Reconciler) -> None:
-    create(kube)
-    cache = Cache(kube)
-    await reconcile(reconciler, body_of(kube), VIEW, cache.source())
-    cache.refresh()
+async def test_an_edit_someone_made_is_read_back_and_corrected(kube: FakeKubeApi, reconciler: Reconciler) -> None:
+    cache = await reconciled_and_watched(kube, reconciler)
     kube.objects["NetworkPolicy", NS, "demo-head"]["spec"]["ingress"] = [{}]  # opened to everyone by hand
     kube.put(kube.objects["NetworkPolicy", NS, "demo-head"])  # a new resourceVersion, as the server gives
     cache.refresh()
@@ -167,7 +145,7 @@ async def test_an_edit_someone_made_is_read_back_and_corrected(kube: CountingKub
 
 
 async def test_the_shared_compute_class_is_applied_once_for_many_workloads_of_its_shape(
-    kube: CountingKube, reconciler: Reconciler
+    kube: FakeKubeApi, reconciler: Reconciler
 ) -> None:
     names = [f"w{i}" for i in range(20)]
     for name in names:
@@ -185,12 +163,9 @@ async def test_the_shared_compute_class_is_applied_once_for_many_workloads_of_it
 
 
 async def test_a_pruned_child_the_cache_still_shows_is_not_deleted_twice(
-    kube: CountingKube, reconciler: Reconciler
+    kube: FakeKubeApi, reconciler: Reconciler
 ) -> None:
-    create(kube)
-    cache = Cache(kube)
-    await reconcile(reconciler, body_of(kube), VIEW, cache.source())
-    cache.refresh()
+    cache = await reconciled_and_watched(kube, reconciler)
     body_of(kube)["spec"].pop("expose")
     first = await reconcile(reconciler, body_of(kube), VIEW, cache.source())
     assert sorted(first.apply.deleted) == ["BackendConfig/demo-dashboard", "Ingress/demo-dashboard",
