@@ -5,6 +5,7 @@ import os
 import kopf
 from prometheus_client import start_http_server
 
+from mlworkload.kopf_startup import wake_only_on_change
 from mlworkload.metrics import register_inventory
 from mlworkload.settings import LogFormat, OperatorSettings, WebhookCertificates
 
@@ -13,6 +14,7 @@ def run_operator(settings: OperatorSettings) -> None:
     """Blocks until the operator stops (SIGTERM / SIGINT)."""
     kopf.configure(log_format=kopf.LogFormat.JSON if settings.log_format is LogFormat.JSON else kopf.LogFormat.FULL)
     register_inventory()
+    wake_only_on_change()  # a restart over thousands of indexed objects is otherwise quadratic in kopf
     if settings.metrics_port:
         start_http_server(settings.metrics_port)
     # The handlers module reads its timers' intervals when the decorators run, at import.
