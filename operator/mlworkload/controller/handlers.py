@@ -67,7 +67,7 @@ from mlworkload.controller.reconcile import (
     recorded_of,
     trusted,
 )
-from mlworkload.controller.view import PolicyEntry, kept_for, policy_entry
+from mlworkload.controller.view import Governance, PolicyEntry, governance, kept_for, policy_entry, readmission_scope
 from mlworkload.controller.view import cluster_view as indexed_view
 from mlworkload.gcp.clusters import connect_inspector
 from mlworkload.gcp.errors import GcpError
@@ -258,6 +258,7 @@ class ViewState:
 
     ready: bool = False  # every index has had its initial listing
     invalid_policies: set[str] = field(default_factory=set)  # stored policies that cannot be read
+    governed: Governance | None = None  # which policy governed each namespace at the last policy event
 
 
 # --- indexes: the cluster view admission needs, kept in memory by kopf's watches ----------------------
@@ -494,7 +495,8 @@ def _report_if_unreadable(change: object, body: kopf.Body, memo: kopf.Memo) -> N
 
 
 async def policy_changed(event: kopf.RawEvent, body: kopf.Body, name: str, memo: kopf.Memo, **indexes: Any) -> None:
-    """A policy was added, changed or removed: re-admit every workload now rather than at the next resync.
+    """A policy was added, changed or removed: re-admit now, rather than at the next resync, the workloads in
+    the namespaces it can affect (`view.readmission_scope`), not every workload of the installation.
 
     The initial listing (type None) is skipped: workloads are reconciled on resume anyway.
     """
@@ -502,9 +504,16 @@ async def policy_changed(event: kopf.RawEvent, body: kopf.Body, name: str, memo:
     _report_if_unreadable(change, body, memo)
     if change is None or not hasattr(memo, "reconciler"):
         return
-    logger.info("MLWorkloadPolicy %s %s: re-admitting all workloads", name, str(change).lower())
     gpu_index: GpuIndex = indexes["gpu_index"]
-    for namespace, workload in list(gpu_index):
+    workloads = list(gpu_index)
+    view = cluster_view(indexes)
+    now = governance(view, {namespace for namespace, _ in workloads})
+    before, memo.view.governed = memo.view.governed, now
+    scope = readmission_scope(before, now, name, unreadable=bool(view.broken))
+    chosen = [(ns, workload) for ns, workload in workloads if scope is None or ns in scope]
+    logger.info("MLWorkloadPolicy %s %s: re-admitting %d of %d workload(s)", name, str(change).lower(),
+                len(chosen), len(workloads))  # fmt: skip
+    for namespace, workload in chosen:
         try:
             await run_reconcile({"metadata": {"namespace": namespace, "name": workload}}, memo, indexes)
         except kopf.TemporaryError as error:  # event handlers are not retried: the resync will be

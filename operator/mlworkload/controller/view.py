@@ -223,3 +223,26 @@ def cluster_view(
         totals=kept.gpus,
         governance=kept.governance_for(policies),
     )
+
+
+Governance = Mapping[str, str | None]
+"""Namespace -> the name of the policy that governs it (None: none does)."""
+
+
+def governance(view: ClusterView, namespaces: Iterable[str]) -> dict[str, str | None]:
+    """Which policy governs each of these namespaces, as the view stands."""
+    return {namespace: getattr(view.governing(namespace), "name", None) for namespace in namespaces}
+
+
+def readmission_scope(
+    before: Governance | None, after: Governance, changed: str, unreadable: bool
+) -> Collection[str] | None:
+    """The namespaces whose workloads a change of the policy `changed` can affect: those it governs before or
+    after the change, and those whose governing policy moved (a new priority or selector takes them from
+    another policy). None means every namespace: with no earlier picture (the first change after a start), or
+    while any policy cannot be read (it may govern any namespace, see `BrokenPolicy.may_govern`)."""
+    if before is None or unreadable:
+        return None
+    moved = {namespace for namespace, policy in after.items() if namespace not in before or before[namespace] != policy}
+    ruled = {namespace for picture in (before, after) for namespace, policy in picture.items() if policy == changed}
+    return moved | ruled

@@ -13,7 +13,7 @@ from kopf._core.engines.indexing import Index
 import mlworkload.controller.view as view_module
 import mlworkload.policy.admission as admission_module
 import mlworkload.policy.selection as selection_module
-from mlworkload.controller.view import NamespaceGpus, WorkloadKey, policy_entry
+from mlworkload.controller.view import NamespaceGpus, WorkloadKey, governance, policy_entry, readmission_scope
 from mlworkload.policy import BrokenPolicy, ClusterView, WorkloadGpus, admit_in
 from tests.support.documents import PolicyDoc, WorkloadDoc, permissive_policy, workload
 
@@ -304,3 +304,26 @@ async def test_workloads_unreadable_refused_or_being_deleted_hold_no_gpus() -> N
     totals = fleet.view().gpu_totals()
     assert dict(totals.by_namespace()) == {"ns": 2}
     assert [totals.of("ns", name) for name in ("counted", "unreadable", "refused", "deleting")] == [2, 0, 0, 0]
+
+
+# --- which namespaces a policy change re-admits -----------------------------------------------------------
+
+
+def test_a_policy_change_re_admits_only_the_namespaces_it_governs_before_or_after_or_moves() -> None:
+    before = {"team-a": "a", "team-b": "b", "shared": "a", "idle": None}
+    after = {"team-a": "a", "team-b": "b", "shared": "b", "idle": None, "new": "a"}
+    assert readmission_scope(before, after, "a", unreadable=False) == {"team-a", "shared", "new"}
+    assert readmission_scope(before, after, "b", unreadable=False) == {"team-b", "shared", "new"}
+    assert readmission_scope(before, before, "c", unreadable=False) == set()  # a policy that governs nothing
+
+
+def test_a_policy_change_re_admits_everything_without_an_earlier_picture_or_with_an_unreadable_policy() -> None:
+    picture = {"team-a": "a"}
+    assert readmission_scope(None, picture, "a", unreadable=False) is None
+    assert readmission_scope(picture, picture, "z", unreadable=True) is None
+
+
+def test_governance_names_the_governing_policy_per_namespace() -> None:
+    team = permissive_policy("team").set("namespaceSelector", {"matchLabels": {"team": "a"}}).obj()
+    view = ClusterView(policies=[team], namespace_labels={"team-a": {"team": "a"}, "other": {"team": "b"}})
+    assert governance(view, ["team-a", "other"]) == {"team-a": "team", "other": None}
