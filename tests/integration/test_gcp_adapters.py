@@ -1129,6 +1129,34 @@ async def test_a_binding_dropped_from_the_plan_is_not_leaked(fake: FakeGcp, rig:
     assert fake.storage.members(BUCKET, OBJECT_USER) == []
 
 
+async def test_a_hand_over_to_a_workload_whose_status_has_not_recorded_it_yet_survives_a_restart(
+    fake: FakeGcp, rig: Rig
+) -> None:
+    """demo stops using the bucket while other, reconciled in this process, needs the same member but has not
+    written its status yet. demo keeps the binding recorded as the operator's until other's status does: after
+    a crash, nothing else would say the operator added it (a chaos trial leaked it exactly so)."""
+    live = rig.provisioner()
+    both = identity_plan()
+    demo = await granted(live, "team-nlp/demo", both)
+    await live.ensure("team-nlp/other", identity_plan("other"), NOTHING_RECORDED)  # its status write is lost
+    without_bucket = GcpPlan(iam_bindings=both.iam_bindings[:1])
+    demo = await live.ensure("team-nlp/demo", without_bucket, recorded(demo))
+    assert fake.storage.members(BUCKET, OBJECT_USER) == [GSA_MEMBER]  # other needs it
+    assert added(demo) == {WI_USER: True, OBJECT_USER: True}  # still demo's, on record
+
+    restarted = rig.provisioner()  # the crash: other's status never recorded the member
+    rig.claims.owners = {"team-nlp/demo": recorded(demo)}
+    other = await granted(restarted, "team-nlp/other", identity_plan("other"))
+    assert added(other) == {WI_USER: True, OBJECT_USER: True}  # adopted: demo's record says it is the operator's
+    rig.claims.owners = {"team-nlp/demo": recorded(demo), "team-nlp/other": recorded(other)}
+    demo = await restarted.ensure("team-nlp/demo", without_bucket, recorded(demo))
+    assert added(demo) == {WI_USER: True}  # handed over for good: other records it now
+
+    rig.claims.owners = {"team-nlp/demo": recorded(demo)}
+    await restarted.release("team-nlp/other", recorded(other))
+    assert fake.storage.members(BUCKET, OBJECT_USER) == []
+
+
 async def test_iam_permission_denied_stalls_identity_and_is_retried_after_the_backoff(fake: FakeGcp, rig: Rig) -> None:
     live = rig.provisioner()
     plan = identity_plan()

@@ -298,15 +298,20 @@ class LiveProvisioner:
         else:
             self._preexisting.setdefault(owner, set()).add(binding)
 
-    async def _revoke(self, owner: str, bindings: set[IamBinding]) -> None:
+    async def _revoke(self, owner: str, bindings: set[IamBinding], *, releasing: bool = False) -> None:
         """Remove the members `owner` had the operator add, unless another live workload still needs them.
 
-        A kept one passes to the workloads that need it, so the last of them removes it.
+        A kept one passes to the workloads that need it, so the last of them removes it. While `owner` lives
+        (not `releasing`), it keeps the binding as its own, in its status, until one of them records it as the
+        operator's there: a hand-over in this process's memory alone is lost with the process, and the member
+        would then look like someone else's and never be revoked (a chaos trial caught that).
         """
         claims = await self._claims()
         needed = {b for other, wanted in self._bindings_in_use.items() if other != owner for b in wanted}
         needed |= {_binding(status) for other, rec in claims.items()
                    if other != owner and not rec.releasing for status in rec.bindings}  # fmt: skip
+        recorded_by_others = {b for other, rec in claims.items() if other != owner and not rec.releasing
+                              for b in _added(rec)}  # fmt: skip
         ours = self._added.setdefault(owner, set())
         for binding in sorted(bindings, key=_order):
             if binding in needed:
@@ -315,6 +320,8 @@ class LiveProvisioner:
                     if other != owner and binding in wanted:
                         self._added.setdefault(other, set()).add(binding)
                         self._preexisting.get(other, set()).discard(binding)
+                if not releasing and binding not in recorded_by_others:
+                    continue  # still recorded as this workload's until the hand-over is durable
             else:
                 await self._bindings.remove(binding)  # a GcpError leaves the rest recorded for the retry
                 self._handed_over.discard(binding)
@@ -330,7 +337,7 @@ class LiveProvisioner:
         self._granting.discard(owner)
         ours = self._added.get(owner, set()) | _added(recorded)
         if ours:
-            await self._revoke(owner, ours)
+            await self._revoke(owner, ours, releasing=True)
         self._added.pop(owner, None)
 
     # --- unused pools -------------------------------------------------------------------------
