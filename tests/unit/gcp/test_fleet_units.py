@@ -6,6 +6,7 @@ tests/integration/test_gcp_adapters.py); time is a ManualClock that never moves 
 """
 
 import asyncio
+import contextlib
 import dataclasses
 import itertools
 from collections.abc import Mapping, Sequence
@@ -109,8 +110,21 @@ def provisioner(api: MemoryPools, clock: ManualClock, claims: dict[str, Recorded
     return LiveProvisioner(coordinator, bindings, claim_source, grace_seconds=600.0, clusters=[CLUSTER])
 
 
+class DeletedByHand(MemoryPools):
+    """A pool someone deletes by hand between two listings: gone from the `at`-th listing on."""
+
+    def __init__(self, name: str, at: int) -> None:
+        super().__init__()
+        self.name, self.at = name, at
+
+    def list(self, cluster: str) -> list[PoolInfo]:
+        if self.calls.count("list") + 1 == self.at:
+            self.pools.pop(self.name, None)
+        return super().list(cluster)
+
+
 async def test_the_collector_announces_a_vanished_pool_at_its_next_pass_without_any_time_passing() -> None:
-    api, clock = MemoryPools(), ManualClock()
+    api, clock = DeletedByHand("mlw-x", at=3), ManualClock()
     labels = {GCP_LABEL_MANAGED_BY: MANAGED_BY, GCP_LABEL_INSTALLATION: "inst"}
     api.pools["mlw-x"] = PoolInfo("mlw-x", "RUNNING", labels=labels, max_nodes=8, location_policy="ANY")
     claims = {"ns/a": Recorded(pools=[NodePoolStatus(name="mlw-x", capacity=Capacity.SPOT, state="Running")])}
@@ -119,25 +133,17 @@ async def test_the_collector_announces_a_vanished_pool_at_its_next_pass_without_
     assert state.node_pools.ready
 
     announced: list[set[str]] = []
-    second_pass = asyncio.Event()
+    heard = asyncio.Event()
 
     async def on_lost(owners: set[str]) -> None:
         announced.append(owners)
-
-    async def interval_watch() -> None:
-        while api.calls.count("list") < 2:
-            await asyncio.sleep(0)
-        del api.pools["mlw-x"]  # deleted by hand between two passes
-        while api.calls.count("list") < 3:
-            await asyncio.sleep(0)
-        second_pass.set()
+        heard.set()
 
     collector = asyncio.create_task(live.run_collector(0.0, on_lost=on_lost))
-    watcher = asyncio.create_task(interval_watch())
-    await asyncio.wait_for(second_pass.wait(), timeout=10)
-    await asyncio.sleep(0)  # the pass that listed the gap announces before it sleeps again
+    await asyncio.wait_for(heard.wait(), timeout=10)
     collector.cancel()
-    watcher.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await collector
     assert announced == [{"ns/a"}]
     assert live.due("ns/a")
     assert clock.now == ManualClock().now  # no time passed: not the resync, not a poll interval of the clock
