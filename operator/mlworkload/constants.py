@@ -95,6 +95,8 @@ REASON_INVALID: Final = "Invalid"
 WRITE_FAILURE_REASONS: Final = frozenset({REASON_APPLY_FAILED, REASON_FORBIDDEN, REASON_INVALID})
 REASON_READ_FAILED: Final = "KubernetesApiError"  # an Event: a read or the status write failed
 REASON_UNTRUSTED_STATUS: Final = "UntrustedStatus"  # an Event: a status entry the operator ignored
+# an Event on a deleted workload: a member it had added passes to others, whose status must record it first
+REASON_HANDING_OVER: Final = "HandingOver"
 REASON_INVALID_POLICY: Final = "InvalidPolicy"  # an Event on a stored policy the operator cannot read
 REASON_NO_ENDPOINTS: Final = "NoEndpoints"
 REASON_SERVING: Final = "Serving"

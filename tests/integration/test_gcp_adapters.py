@@ -1157,6 +1157,38 @@ async def test_a_hand_over_to_a_workload_whose_status_has_not_recorded_it_yet_su
     assert fake.storage.members(BUCKET, OBJECT_USER) == []
 
 
+async def test_a_deleted_workload_holds_a_handed_over_binding_until_the_receiver_records_it(
+    fake: FakeGcp, rig: Rig
+) -> None:
+    """demo is deleted while other, reconciled in this process, needs the same bucket member but has not written
+    its status yet. demo's release keeps the member on demo's record (its finalizer stays) and makes other due;
+    only once other's status records the member as the operator's does demo let go. Releasing at once left
+    nothing durable saying the operator added it: a crash before other's status write, then other dropping the
+    bucket, leaked the member (chaos seed 802124)."""
+    live = rig.provisioner()
+    demo = await granted(live, "team-nlp/demo", identity_plan())
+    await live.ensure("team-nlp/other", identity_plan("other"), NOTHING_RECORDED)  # its status write is lost
+
+    held = await live.release("team-nlp/demo", recorded(demo))
+    assert [(status.role, status.added_by_operator) for status in held] == [(OBJECT_USER, True)]
+    assert fake.storage.members(BUCKET, OBJECT_USER) == [GSA_MEMBER]  # other needs it
+    assert fake.iam.members(GSA, WI_USER) == []  # demo's own WI member went (other's is only an intent)
+    assert live.due("team-nlp/other")  # reconciled soon, so that its status records the member
+    assert await live.release("team-nlp/demo", recorded(demo)) == held  # the retry waits as long as other does
+
+    restarted = rig.provisioner()  # the crash: demo's record, finalizer and all, is what survives
+    rig.claims.owners = {"team-nlp/demo": Recorded(bindings=tuple(held), releasing=True)}
+    other = await granted(restarted, "team-nlp/other", identity_plan("other"))
+    assert added(other) == {WI_USER: True, OBJECT_USER: True}  # adopted: demo's record says it is the operator's
+    rig.claims.owners["team-nlp/other"] = recorded(other)
+    assert await restarted.release("team-nlp/demo", Recorded(bindings=tuple(held), releasing=True)) == []
+
+    without_bucket = GcpPlan(iam_bindings=identity_plan("other").iam_bindings[:1])
+    rig.claims.owners = {"team-nlp/other": recorded(other)}
+    await restarted.ensure("team-nlp/other", without_bucket, recorded(other))
+    assert fake.storage.members(BUCKET, OBJECT_USER) == []  # the last user dropped it: not leaked
+
+
 async def test_iam_permission_denied_stalls_identity_and_is_retried_after_the_backoff(fake: FakeGcp, rig: Rig) -> None:
     live = rig.provisioner()
     plan = identity_plan()
@@ -1390,8 +1422,11 @@ async def test_concurrent_workloads_on_one_gsa_share_read_modify_writes(fake: Fa
     states = await asyncio.gather(*(live.ensure(f"team-nlp/{o}", identity_plan(o), NOTHING_RECORDED) for o in owners))
     assert all(state.identity.reason == REASON_RECORDING_GRANT for state in states)
     # The looks before the intents queue like writes do: the first read alone, then one for all that queued.
+    # Each workload looks at the bucket once its GSA read is answered, so arrivals at the bucket follow the
+    # GSA batches and the threads' timing: a loaded machine splits them into a few more reads, never twenty
+    # (5 seen while other tests ran beside it).
     assert 1 <= len(fake.calls("iam", "GetIamPolicy")) <= 3
-    assert 1 <= len(fake.calls("storage", "GetIamPolicy")) <= 3
+    assert 1 <= len(fake.calls("storage", "GetIamPolicy")) <= 6
     assert fake.calls(rpc="SetIamPolicy") == []
     states = await asyncio.gather(
         *(

@@ -37,6 +37,7 @@ from mlworkload.constants import (
     MANAGED_BY,
     POLICY_PLURAL,
     REASON_GCP_NOT_CONFIGURED,
+    REASON_HANDING_OVER,
     REASON_INVALID_POLICY,
     REASON_READ_FAILED,
     REASON_UNTRUSTED_STATUS,
@@ -550,11 +551,18 @@ async def workload_deleted(body: kopf.Body, namespace: str | None, name: str, me
         fresh = await memo.reconciler.kube.get(WORKLOADS, namespace, name)
         record = _trusted_record(kopf.Body(fresh) if fresh else body, memo, indexes)
         try:
-            await memo.reconciler.gcp.release(owner, record)
+            held = await memo.reconciler.gcp.release(owner, record)
         except GcpError as error:  # the finalizer stays until GCP has been told
             message = f"releasing GCP resources failed, will retry: {error.message}"
             kopf.warn(body, reason=error.kind.value, message=message)
             raise kopf.TemporaryError(f"GCP release: {error}", delay=RETRY_DELAY_SECONDS) from error
+    if held:  # the finalizer stays until the workloads that keep these members record them as the operator's
+        first = held[0]
+        message = (f"handing {first.role} on {first.resource} for {first.member}"
+                   f"{f' (and {len(held) - 1} more)' if len(held) > 1 else ''} over to the workloads that still"
+                   " need it: waiting for their status to record it")  # fmt: skip
+        kopf.info(body, reason=REASON_HANDING_OVER, message=message)
+        raise kopf.TemporaryError(message, delay=memo.config.gcp_poll_seconds)
     kopf.info(body, reason="GcpReleased", message=f"released the GCP resources of {owner}")
     INVENTORY.forget(namespace or "", name)
     # What this process remembered of the workload goes with it (its children go with their owner).

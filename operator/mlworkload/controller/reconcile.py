@@ -199,18 +199,19 @@ async def _still_refused(reconciler: Reconciler, view: ClusterView, workload: ML
 
 
 async def _release_refused(reconciler: Reconciler, owner: str, recorded: Recorded) -> Recorded:
-    """A workload its policy now refuses loses its GCP identity at once; what could not be revoked stays recorded.
+    """A workload its policy now refuses loses its GCP identity at once; what could not be revoked stays recorded,
+    and so does what passes to another workload until that one's status records it.
 
     Its node pools stay claimed: its Ray pods may still run there, and a pool is cost, not access.
     """
     if not recorded.bindings:
         return recorded
     try:
-        await reconciler.gcp.release(owner, recorded, keep_pools=True)
+        held = await reconciler.gcp.release(owner, recorded, keep_pools=True)
     except GcpError as error:
         logger.warning("revoking the GCP identity of refused workload %s failed, will retry: %s", owner, error)
         return recorded
-    return Recorded(pools=recorded.pools, releasing=recorded.releasing)
+    return Recorded(pools=recorded.pools, bindings=tuple(held), releasing=recorded.releasing)
 
 
 def _gpus(workload: MLWorkload) -> GpuStatus:

@@ -157,7 +157,7 @@ class LiveProvisioner:
         self._started = clock()
         self._clusters = set(clusters)
         self._pools_in_use: dict[str, dict[str, NodePoolPlan]] = {}  # by owner, by pool name
-        self._due: set[str] = set()  # owners one of whose pools vanished: reconcile them now
+        self._due: set[str] = set()  # owners to reconcile now: a pool they use vanished, or a binding is theirs
         self.lost_users: set[str] = set()  # the same, not yet announced (run_collector's on_lost)
         self._bindings_in_use: dict[str, set[IamBinding]] = {}
         self._added: dict[str, set[IamBinding]] = {}  # by owner: bindings the operator added for it
@@ -231,8 +231,9 @@ class LiveProvisioner:
         )
 
     def due(self, owner: str) -> bool:
-        """Reconcile `owner` soon: a pool it uses vanished or is being deleted by someone else (cleared by ensure),
-        or a grant its status now records waits for the next reconcile (an IAP accessor too, which holds no
+        """Reconcile `owner` soon: a pool it uses vanished or is being deleted by someone else, or a binding
+        another workload gave up waits for its status to record it (both cleared by ensure), or a grant its
+        status now records waits for the next reconcile (an IAP accessor too, which holds no
         condition the poll timer watches)."""
         return owner in self._due or owner in self._granting
 
@@ -298,47 +299,61 @@ class LiveProvisioner:
         else:
             self._preexisting.setdefault(owner, set()).add(binding)
 
-    async def _revoke(self, owner: str, bindings: set[IamBinding], *, releasing: bool = False) -> None:
+    async def _revoke(self, owner: str, bindings: set[IamBinding]) -> set[IamBinding]:
         """Remove the members `owner` had the operator add, unless another live workload still needs them.
 
-        A kept one passes to the workloads that need it, so the last of them removes it. While `owner` lives
-        (not `releasing`), it keeps the binding as its own, in its status, until one of them records it as the
-        operator's there: a hand-over in this process's memory alone is lost with the process, and the member
-        would then look like someone else's and never be revoked (a chaos trial caught that).
+        A kept one passes to the workloads that need it, so the last of them removes it. `owner` keeps the
+        binding as its own, in its status (and, being deleted, its finalizer), until one of them records it as
+        the operator's there: a hand-over in this process's memory alone is lost with the process, and the
+        member would then look like someone else's and never be revoked (two chaos trials caught that, one
+        for a workload dropping its bucket, one for a workload deleted). Those receivers are reconciled soon.
+        Returns the bindings `owner` keeps so.
         """
         claims = await self._claims()
-        needed = {b for other, wanted in self._bindings_in_use.items() if other != owner for b in wanted}
-        needed |= {_binding(status) for other, rec in claims.items()
-                   if other != owner and not rec.releasing for status in rec.bindings}  # fmt: skip
+        needers: dict[IamBinding, set[str]] = {}
+        for other, wanted in self._bindings_in_use.items():
+            for binding in wanted if other != owner else ():
+                needers.setdefault(binding, set()).add(other)
+        for other, rec in claims.items():
+            for status in rec.bindings if other != owner and not rec.releasing else ():
+                needers.setdefault(_binding(status), set()).add(other)
         recorded_by_others = {b for other, rec in claims.items() if other != owner and not rec.releasing
                               for b in _added(rec)}  # fmt: skip
         ours = self._added.setdefault(owner, set())
+        kept: set[IamBinding] = set()
         for binding in sorted(bindings, key=_order):
-            if binding in needed:
+            receivers = needers.get(binding)
+            if receivers:
                 self._handed_over.add(binding)
                 for other, wanted in self._bindings_in_use.items():
                     if other != owner and binding in wanted:
                         self._added.setdefault(other, set()).add(binding)
                         self._preexisting.get(other, set()).discard(binding)
-                if not releasing and binding not in recorded_by_others:
-                    continue  # still recorded as this workload's until the hand-over is durable
+                if binding not in recorded_by_others:
+                    self._due |= receivers  # their next status makes the hand-over durable
+                    kept.add(binding)
+                    continue
             else:
                 await self._bindings.remove(binding)  # a GcpError leaves the rest recorded for the retry
                 self._handed_over.discard(binding)
             ours.discard(binding)
+        return kept
 
     # --- release ------------------------------------------------------------------------------
 
-    async def release(self, owner: str, recorded: Recorded, *, keep_pools: bool = False) -> None:
+    async def release(self, owner: str, recorded: Recorded, *, keep_pools: bool = False) -> list[IamBindingStatus]:
         if not keep_pools:
             self._pools_in_use.pop(owner, None)
         self._bindings_in_use.pop(owner, None)
         self._preexisting.pop(owner, None)
         self._granting.discard(owner)
         ours = self._added.get(owner, set()) | _added(recorded)
-        if ours:
-            await self._revoke(owner, ours, releasing=True)
+        held = await self._revoke(owner, ours) if ours else set()
         self._added.pop(owner, None)
+        return [
+            IamBindingStatus(resource=b.resource, role=b.role, member=b.member, added_by_operator=True)
+            for b in sorted(held, key=_order)
+        ]
 
     # --- unused pools -------------------------------------------------------------------------
 

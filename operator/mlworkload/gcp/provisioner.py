@@ -73,10 +73,12 @@ class GcpProvisioner(Protocol):
         """Create or keep what the plan needs for `owner` (namespace/name); never waits for long operations."""
         ...
 
-    async def release(self, owner: str, recorded: Recorded, *, keep_pools: bool = False) -> None:
+    async def release(self, owner: str, recorded: Recorded, *, keep_pools: bool = False) -> list[IamBindingStatus]:
         """Give up what `owner` used: the IAM bindings only it needed, and (unless `keep_pools`) its pools.
 
-        Raises `GcpError` when GCP could not be told; the caller retries.
+        Returns the bindings it must still hold: handed to other workloads that need them, whose status does not
+        record them yet. They stay in `owner`'s record (a deleted workload keeps its finalizer) and the caller
+        releases again later. Raises `GcpError` when GCP could not be told; the caller retries.
         """
         ...
 
@@ -115,9 +117,10 @@ class DryRunProvisioner:
             ],
         )
 
-    async def release(self, owner: str, recorded: Recorded, *, keep_pools: bool = False) -> None:
+    async def release(self, owner: str, recorded: Recorded, *, keep_pools: bool = False) -> list[IamBindingStatus]:
         if self.digests.pop(owner, None) is not None:
             logger.info("dry-run GCP release for %s", owner)
+        return []
 
 
 def plan_digest(plan: GcpPlan) -> bytes:

@@ -288,8 +288,9 @@ class Spy(DryRunProvisioner):
         super().__init__()
         self.released: list[str] = []
 
-    async def release(self, owner: str, recorded: Recorded, *, keep_pools: bool = False) -> None:
+    async def release(self, owner: str, recorded: Recorded, *, keep_pools: bool = False) -> list[IamBindingStatus]:
         self.released.append(owner)
+        return []
 
 
 async def test_an_unreadable_policy_refuses_but_revokes_nothing(kube: FakeKubeApi) -> None:
