@@ -1139,6 +1139,7 @@ async def test_a_hand_over_to_a_workload_whose_status_has_not_recorded_it_yet_su
     both = identity_plan()
     demo = await granted(live, "team-nlp/demo", both)
     await live.ensure("team-nlp/other", identity_plan("other"), NOTHING_RECORDED)  # its status write is lost
+    rig.claims.owners = {"team-nlp/other": NOTHING_RECORDED}  # it exists, its status says nothing yet
     without_bucket = GcpPlan(iam_bindings=both.iam_bindings[:1])
     demo = await live.ensure("team-nlp/demo", without_bucket, recorded(demo))
     assert fake.storage.members(BUCKET, OBJECT_USER) == [GSA_MEMBER]  # other needs it
@@ -1168,6 +1169,7 @@ async def test_a_deleted_workload_holds_a_handed_over_binding_until_the_receiver
     live = rig.provisioner()
     demo = await granted(live, "team-nlp/demo", identity_plan())
     await live.ensure("team-nlp/other", identity_plan("other"), NOTHING_RECORDED)  # its status write is lost
+    rig.claims.owners = {"team-nlp/other": NOTHING_RECORDED}  # it exists, its status says nothing yet
 
     held = await live.release("team-nlp/demo", recorded(demo))
     assert [(status.role, status.added_by_operator) for status in held] == [(OBJECT_USER, True)]
@@ -1177,7 +1179,8 @@ async def test_a_deleted_workload_holds_a_handed_over_binding_until_the_receiver
     assert await live.release("team-nlp/demo", recorded(demo)) == held  # the retry waits as long as other does
 
     restarted = rig.provisioner()  # the crash: demo's record, finalizer and all, is what survives
-    rig.claims.owners = {"team-nlp/demo": Recorded(bindings=tuple(held), releasing=True)}
+    rig.claims.owners = {"team-nlp/demo": Recorded(bindings=tuple(held), releasing=True),
+                         "team-nlp/other": NOTHING_RECORDED}  # fmt: skip
     other = await granted(restarted, "team-nlp/other", identity_plan("other"))
     assert added(other) == {WI_USER: True, OBJECT_USER: True}  # adopted: demo's record says it is the operator's
     rig.claims.owners["team-nlp/other"] = recorded(other)
@@ -1187,6 +1190,49 @@ async def test_a_deleted_workload_holds_a_handed_over_binding_until_the_receiver
     rig.claims.owners = {"team-nlp/other": recorded(other)}
     await restarted.ensure("team-nlp/other", without_bucket, recorded(other))
     assert fake.storage.members(BUCKET, OBJECT_USER) == []  # the last user dropped it: not leaked
+
+
+async def test_a_workload_that_vanished_without_a_release_here_is_neither_waited_for_nor_handed_anything(
+    fake: FakeGcp, rig: Rig
+) -> None:
+    """other was ensured in this process, then deleted without its release running here (another process did
+    it, or it never got the finalizer): its plan in memory is stale. demo's release must not wait for it to
+    record the member, nor leave the member to it (chaos seed 549898 hung demo's deletion so)."""
+    live = rig.provisioner()
+    demo = await granted(live, "team-nlp/demo", identity_plan())
+    await live.ensure("team-nlp/other", identity_plan("other"), NOTHING_RECORDED)
+    rig.claims.owners = {"team-nlp/demo": recorded(demo)}  # other is gone from the API
+
+    assert await live.release("team-nlp/demo", recorded(demo)) == []
+    assert fake.storage.members(BUCKET, OBJECT_USER) == []
+    assert fake.iam.members(GSA, WI_USER) == []
+
+
+async def test_two_workloads_refused_at_once_do_not_leave_their_shared_member_to_each_other(
+    fake: FakeGcp, rig: Rig
+) -> None:
+    """A policy change refuses both users of one bucket member; their releases run concurrently, and each reads
+    the other's status still listing the member. The first to decide hands it to the other; the second must not
+    hand it back to a workload that already gave it up (chaos seed 644608 leaked it so)."""
+    live = rig.provisioner()
+    first = await granted(live, "team-nlp/demo", identity_plan())
+    second = await granted(live, "team-nlp/other", identity_plan("other"))
+    assert added(first) == added(second) == {WI_USER: True, OBJECT_USER: True}
+    rig.claims.owners = {"team-nlp/demo": recorded(first), "team-nlp/other": recorded(second)}  # both refused
+
+    held = await asyncio.gather(
+        live.release("team-nlp/demo", recorded(first), keep_pools=True),
+        live.release("team-nlp/other", recorded(second), keep_pools=True),
+    )
+    assert held == [[], []]
+    assert fake.storage.members(BUCKET, OBJECT_USER) == []
+    assert fake.iam.members(GSA, WI_USER) == []
+
+    # Re-admitted: the status a refused workload wrote no longer lists the member; ensuring it grants again.
+    rig.claims.owners = {"team-nlp/demo": Recorded(), "team-nlp/other": Recorded()}
+    again = await granted(live, "team-nlp/demo", identity_plan())
+    assert added(again) == {WI_USER: True, OBJECT_USER: True}
+    assert fake.storage.members(BUCKET, OBJECT_USER) == [GSA_MEMBER]
 
 
 async def test_iam_permission_denied_stalls_identity_and_is_retried_after_the_backoff(fake: FakeGcp, rig: Rig) -> None:

@@ -16,7 +16,7 @@ from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import kopf
 import kubernetes.client
@@ -46,6 +46,7 @@ from mlworkload.constants import (
     WRITE_FAILURE_REASONS,
 )
 from mlworkload.controller import watchdog
+from mlworkload.controller.freshness import WorkloadVersions
 from mlworkload.controller.kube import CLIENT_THREADS, WORKLOADS, ClientKubeApi, KubeError, Resource
 from mlworkload.controller.observe import (
     OWNED_KINDS,
@@ -308,6 +309,11 @@ def cluster_view(indexes: Mapping[str, Any]) -> ClusterView:
 # --- reconcile --------------------------------------------------------------------------------------
 
 
+def _as_body(obj: Mapping[str, Any]) -> kopf.Body:
+    """kopf's copy as it is, or an object read from the API in kopf's wrapper (for events)."""
+    return obj if isinstance(obj, kopf.Body) else kopf.Body(cast(kopf.RawBody, obj))
+
+
 def _post_events(body: kopf.Body, outcome: Outcome) -> None:
     if outcome.apply.applied:
         kopf.info(body, reason="Applied", message="applied " + ", ".join(outcome.apply.applied))
@@ -339,16 +345,18 @@ async def run_reconcile(body: Mapping[str, Any], memo: kopf.Memo, indexes: Mappi
     meta = body["metadata"]
     owner = owner_key(meta["namespace"], meta["name"])
     retries: WriteRetries = memo.reconciler.write_retries
+    versions: WorkloadVersions = memo.reconciler.versions
     async with memo.locks[owner], memo.slots:
         started = time.perf_counter()
-        # Re-read the object and the policies under the lock: another entry point may have just
-        # reconciled it against a newer policy, which a view taken before waiting would undo. This is the one
-        # read of a steady reconcile (its children come from the watch caches). Reconciling from kopf's body
-        # instead (guarded against this process's own status writes) failed chaos seed 549898 (a pool and a
-        # bucket binding left after every workload was deleted) for a reason not yet found: the read stays.
-        fresh = await memo.reconciler.kube.get(WORKLOADS, meta["namespace"], meta["name"])
+        # The policies come from the indexes as they are now, under the lock. The object is kopf's copy when it
+        # includes this process's own last change to it (controller/freshness.py), else it is read again: a
+        # steady reconcile reads nothing (its children come from the watch caches too). kopf swaps the content
+        # of a timer's or handler's body with each new event, so reconcile gets one consistent copy of it.
+        copy = dict(body)
+        fresh = copy if versions.usable(copy) else await memo.reconciler.kube.get(WORKLOADS, *owner.split("/", 1))
         if fresh is None:
             return Outcome("gone")
+        uid = str(fresh["metadata"].get("uid"))
         generation = int(fresh["metadata"].get("generation") or 0)
         if retries.wait(owner, generation) > 0:
             # A refused write waits for its backoff: the entry point that saw it fail runs again then (kopf
@@ -356,18 +364,24 @@ async def run_reconcile(body: Mapping[str, Any], memo: kopf.Memo, indexes: Mappi
             return Outcome("deferred")
         try:
             outcome = await reconcile(memo.reconciler, fresh, cluster_view(indexes), IndexedChildren(indexes))
-        except KubeError as error:
+        except BaseException as error:
+            versions.unsure(uid)
+            if not isinstance(error, KubeError):
+                raise
             if error.status == 404 and not await memo.reconciler.kube.get(WORKLOADS, *owner.split("/", 1)):
                 return Outcome("gone")  # deleted while we worked: nothing left to reconcile
             RECONCILES.labels(result="error").inc()
             RECONCILE_API_FAILURES.labels(reason=REASON_READ_FAILED).inc()
             attempt, delay = retries.failed(owner, generation)
-            kopf.warn(kopf.Body(fresh), reason=REASON_READ_FAILED,
+            kopf.warn(_as_body(fresh), reason=REASON_READ_FAILED,
                       message=f"Kubernetes API: {error} (attempt {attempt}, retrying in {delay:.0f}s)")  # fmt: skip
             raise kopf.TemporaryError(f"Kubernetes API: {error}", delay=delay) from error
+        versions.reconciled(
+            uid, outcome.version if outcome.status_written else fresh["metadata"].get("resourceVersion")
+        )
     RECONCILES.labels(result=outcome.result).inc()
     RECONCILE_SECONDS.observe(time.perf_counter() - started)
-    _post_events(kopf.Body(fresh), outcome)
+    _post_events(_as_body(fresh), outcome)
     if outcome.resolved is not None and outcome.status is not None and outcome.status.phase is not None:
         INVENTORY.record(outcome.resolved, outcome.status.phase.value)
     elif outcome.result == "refused":
@@ -548,6 +562,7 @@ async def workload_deleted(body: kopf.Body, namespace: str | None, name: str, me
     # Under the workload's lock: a reconcile that read the object just before the deletion would otherwise
     # grant again what the release revokes (a chaos trial caught exactly that).
     async with memo.locks[owner]:
+        memo.reconciler.versions.released(str(body.get("metadata", {}).get("uid")))
         fresh = await memo.reconciler.kube.get(WORKLOADS, namespace, name)
         record = _trusted_record(kopf.Body(fresh) if fresh else body, memo, indexes)
         try:

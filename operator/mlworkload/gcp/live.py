@@ -163,6 +163,9 @@ class LiveProvisioner:
         self._added: dict[str, set[IamBinding]] = {}  # by owner: bindings the operator added for it
         self._preexisting: dict[str, set[IamBinding]] = {}  # by owner: present before the operator looked
         self._handed_over: set[IamBinding] = set()  # added for a workload since released, kept for others
+        # By owner: bindings it gave up here (revoked, or handed over) that its status may still list until its
+        # next status write; no claim on them is counted meanwhile (cleared when it is ensured again).
+        self._given_up: dict[str, set[IamBinding]] = {}
         self._granting: set[str] = set()  # owners with a grant recorded in status but not made yet: poll them
 
     # --- ensure -------------------------------------------------------------------------------
@@ -171,6 +174,7 @@ class LiveProvisioner:
         self._pools_in_use[owner] = {pool.name: pool for pool in plan.node_pools}
         self._bindings_in_use[owner] = set(plan.iam_bindings)
         self._due.discard(owner)
+        self._given_up.pop(owner, None)
         statuses = {pool.name: pool for pool in recorded.pools}
         reports = await asyncio.gather(
             *(
@@ -310,23 +314,34 @@ class LiveProvisioner:
         Returns the bindings `owner` keeps so.
         """
         claims = await self._claims()
+        # What this process ensured counts for workloads that still exist and are not being deleted: one deleted
+        # before its release ever ran here would otherwise be waited for, or handed the member, forever.
+        live = {other for other, rec in claims.items() if other != owner and not rec.releasing}
         needers: dict[IamBinding, set[str]] = {}
         for other, wanted in self._bindings_in_use.items():
-            for binding in wanted if other != owner else ():
+            for binding in wanted if other in live else ():
                 needers.setdefault(binding, set()).add(other)
+        recorded_by_others: set[IamBinding] = set()
         for other, rec in claims.items():
-            for status in rec.bindings if other != owner and not rec.releasing else ():
-                needers.setdefault(_binding(status), set()).add(other)
-        recorded_by_others = {b for other, rec in claims.items() if other != owner and not rec.releasing
-                              for b in _added(rec)}  # fmt: skip
+            if other == owner or rec.releasing:
+                continue
+            # Two workloads refused at once each see the other's status still listing a shared member: without
+            # this, each would leave it to the other and nobody would revoke it (chaos seed 644608).
+            given_up = self._given_up.get(other, set())
+            for status in rec.bindings:
+                if (binding := _binding(status)) not in given_up:
+                    needers.setdefault(binding, set()).add(other)
+                    if status.added_by_operator:
+                        recorded_by_others.add(binding)
         ours = self._added.setdefault(owner, set())
+        given_up = self._given_up.setdefault(owner, set())
         kept: set[IamBinding] = set()
         for binding in sorted(bindings, key=_order):
             receivers = needers.get(binding)
             if receivers:
                 self._handed_over.add(binding)
                 for other, wanted in self._bindings_in_use.items():
-                    if other != owner and binding in wanted:
+                    if other in live and binding in wanted:
                         self._added.setdefault(other, set()).add(binding)
                         self._preexisting.get(other, set()).discard(binding)
                 if binding not in recorded_by_others:
@@ -337,6 +352,7 @@ class LiveProvisioner:
                 await self._bindings.remove(binding)  # a GcpError leaves the rest recorded for the retry
                 self._handed_over.discard(binding)
             ours.discard(binding)
+            given_up.add(binding)
         return kept
 
     # --- release ------------------------------------------------------------------------------
@@ -350,6 +366,8 @@ class LiveProvisioner:
         ours = self._added.get(owner, set()) | _added(recorded)
         held = await self._revoke(owner, ours) if ours else set()
         self._added.pop(owner, None)
+        if not keep_pools and not held:  # deleted: its claims go with it (a same-named newcomer starts afresh)
+            self._given_up.pop(owner, None)
         return [
             IamBindingStatus(resource=b.resource, role=b.role, member=b.member, added_by_operator=True)
             for b in sorted(held, key=_order)
