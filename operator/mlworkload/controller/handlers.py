@@ -357,6 +357,12 @@ async def run_reconcile(body: Mapping[str, Any], memo: kopf.Memo, indexes: Mappi
         if fresh is None:
             return Outcome("gone")
         uid = str(fresh["metadata"].get("uid"))
+        if FINALIZER not in (fresh["metadata"].get("finalizers") or []) and not fresh["metadata"].get(
+            "deletionTimestamp"
+        ):
+            # kopf adds the finalizer before it runs the creation handler. Until then nothing is provisioned: a
+            # workload deleted meanwhile would vanish without its release (a policy change reconciles by listing).
+            return Outcome("deferred")
         generation = int(fresh["metadata"].get("generation") or 0)
         if retries.wait(owner, generation) > 0:
             # A refused write waits for its backoff: the entry point that saw it fail runs again then (kopf

@@ -28,6 +28,7 @@ from mlworkload.constants import (
 )
 from mlworkload.controller.apply import ApplyResult, apply_children, delete_stale
 from mlworkload.controller.exposure import observe_exposure
+from mlworkload.controller.freshness import WorkloadVersions
 from mlworkload.controller.kube import RESOURCES, WORKLOADS, KubeApi, KubeError, Resource
 from mlworkload.controller.observe import OWNED_KINDS, AppliedMemory, ChildSource, ListedChildren
 from mlworkload.controller.raystatus import RayState, observe_ray
@@ -97,6 +98,8 @@ class Reconciler:
     write_retries: WriteRetries = field(default_factory=WriteRetries)
     # What this process applied, so children seen through the watch cache are judged without a read.
     applied: AppliedMemory = field(default_factory=AppliedMemory)
+    # Which copies of a workload include this process's own last change, so a steady reconcile reads nothing.
+    versions: WorkloadVersions = field(default_factory=WorkloadVersions)
 
 
 @dataclass
@@ -112,6 +115,7 @@ class Outcome:
     forged: list[IamBindingStatus] = field(default_factory=list)  # status entries it could not have made
     write_failure: Readiness | None = None  # a child write the API refused (in the status as well)
     retry_after: float | None = None  # seconds until the refused write is tried again
+    version: str | None = None  # the workload's resourceVersion after the status write, if one was made
 
 
 def owner_key(namespace: str, name: str) -> str:
@@ -233,8 +237,9 @@ async def _write_status(
         patch = status.to_dict()
         # A merge patch keeps keys it does not mention: fields that no longer apply are nulled.
         patch |= {key: None for key in (body.get("status") or {}) if key in _STATUS_KEYS and key not in patch}
-        await reconciler.kube.patch_status(WORKLOADS, meta["namespace"], meta["name"], patch)
+        written = await reconciler.kube.patch_status(WORKLOADS, meta["namespace"], meta["name"], patch)
         outcome.status_written = True
+        outcome.version = (written.get("metadata") or {}).get("resourceVersion")
     return outcome
 
 
