@@ -11,6 +11,7 @@ once as a creation, which runs the same reconcile a resume would.
 
 import hashlib
 import json
+from collections.abc import Iterable
 from typing import Any, cast
 
 import kopf
@@ -35,6 +36,17 @@ class MemoryDiffBaseStorage(kopf.DiffBaseStorage):
     def __init__(self) -> None:
         super().__init__()
         self._handled: dict[str, str] = {}
+
+    def build(self, *, body: kopf.Body, extra_fields: Iterable[kopf.FieldSpec] | None = None) -> kopf.BodyEssence:
+        """kopf's essence, from only the stanzas it keeps: its own build deep-copies the whole body, status and
+        all, only to delete most of it (a tenth of the operator's CPU at scale)."""
+        fields = list(extra_fields or [])
+        if fields:  # fields picked from anywhere (no handler of ours asks for any): kopf's way
+            return super().build(body=body, extra_fields=fields)
+        metadata = body.get("metadata", {})
+        slim: dict[str, Any] = {key: value for key, value in body.items() if key not in ("metadata", "status")}
+        slim["metadata"] = {key: metadata[key] for key in ("labels", "annotations") if key in metadata}
+        return super().build(body=kopf.Body(cast(kopf.RawBody, slim)))
 
     def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
         handled = self._handled.get(str(body.get("metadata", {}).get("uid")))
@@ -62,6 +74,21 @@ class ProgressAnnotations(kopf.AnnotationsProgressStorage):
     when the progress is purged in the same patch because the handler finished at once. Nothing of ours is
     left on such an object to mark, so the marker is dropped from that patch; a handler that retries keeps
     its progress, and the marker with it."""
+
+    def clear(self, *, essence: kopf.BodyEssence) -> kopf.BodyEssence:
+        """The essence without kopf's progress annotations; kopf deep-copies all of it for that, a copy of the
+        stanzas it edits is enough (the essence is a fresh copy of the object already, and is only compared)."""
+        copied: dict[str, Any] = dict(essence)
+        if isinstance(copied.get("metadata"), dict):
+            copied["metadata"] = dict(copied["metadata"])
+            if isinstance(copied["metadata"].get("annotations"), dict):
+                copied["metadata"]["annotations"] = dict(copied["metadata"]["annotations"])
+        cleared = cast(kopf.BodyEssence, copied)
+        annotations = copied.get("metadata", {}).get("annotations", {})
+        ours = {key for key in annotations if self.prefix and key.startswith(f"{self.prefix}/")}
+        self.remove_annotations(cleared, ours)
+        self.remove_empty_stanzas(cleared)
+        return cleared
 
     def purge(self, *, key: kopf.HandlerId, body: kopf.Body, patch: kopf.Patch) -> None:
         super().purge(key=key, body=body, patch=patch)

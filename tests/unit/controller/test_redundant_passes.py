@@ -4,6 +4,7 @@ controller.handlers is imported inside the test, with the integration tier's set
 kopf's timer intervals for the whole process (tests/support/operator.py).
 """
 
+import copy
 from typing import Any, cast
 
 import kopf
@@ -90,3 +91,39 @@ def test_a_handler_done_at_once_leaves_no_progress_marker_to_write() -> None:
     storage.store(key=kopf.HandlerId("workload_changed"), record=cast(Any, {**record, "success": False}), body=body,
                   patch=retrying)  # fmt: skip
     assert "mlworkload.io/kopf-managed" in retrying["metadata"]["annotations"]  # progress stays: so does the marker
+
+
+WORKLOAD_BODY: dict[str, Any] = {
+    "apiVersion": "mlworkload.io/v1alpha1",
+    "kind": "MLWorkload",
+    "metadata": {
+        "uid": "u1", "name": "demo", "namespace": "team-nlp", "resourceVersion": "42", "generation": 3,
+        "labels": {"team": "nlp"}, "finalizers": ["mlworkload.io/cleanup"],
+        "annotations": {"note": "kept", "kubectl.kubernetes.io/last-applied-configuration": '{"spec": {}}',
+                        "mlworkload.io/recheck": "now", "mlworkload.io/kopf-managed": "yes",
+                        "mlworkload.io/workload_changed": '{"retries": 1}'},
+        "managedFields": [{"manager": "kubectl", "fieldsV1": {"f:spec": {}}}],
+    },
+    "spec": {"type": "Cluster", "workerGroups": [{"name": "gpu", "replicas": 1}]},
+    "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}] * 20},
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("body", [WORKLOAD_BODY, {"metadata": {"uid": "u1"}, "spec": {}}, {"spec": {"a": 1}}])
+def test_the_slim_essence_is_kopfs_own(body: dict[str, Any]) -> None:
+    """The essence built from spec, labels and annotations alone equals kopf's, built from a copy of everything;
+    and it shares nothing with the body."""
+    ours = MemoryDiffBaseStorage().build(body=kopf.Body(body))
+    assert ours == kopf.AnnotationsDiffBaseStorage().build(body=kopf.Body(body))
+    if ours.get("spec"):
+        assert ours["spec"] is not body["spec"]
+
+
+def test_clearing_progress_is_kopfs_own_and_leaves_the_essence_alone() -> None:
+    storage = ProgressAnnotations(prefix="mlworkload.io")
+    essence = MemoryDiffBaseStorage().build(body=kopf.Body(WORKLOAD_BODY))
+    before = copy.deepcopy(essence)
+    cleared = storage.clear(essence=essence)
+    assert cleared == kopf.AnnotationsProgressStorage(prefix="mlworkload.io").clear(essence=copy.deepcopy(essence))
+    assert "mlworkload.io/workload_changed" not in cleared["metadata"]["annotations"]
+    assert essence == before  # the input is untouched
