@@ -12,13 +12,14 @@ Each trial ends with the faults healed and is judged against the fakes' state: e
 duplicate pools or bindings, nothing left after every workload is deleted, and no IAM member revoked while a
 live workload relied on it (checked at the moment of every SetIamPolicy, against the emulator's objects).
 
-    python -m pytest tests/integration/test_chaos.py                                            # 20 trials
+    python -m pytest tests/integration/test_chaos.py                          # 20 random trials + 4 regressions
     MLW_CHAOS_SEED=1234 MLW_CHAOS_TRIALS=1 python -m pytest tests/integration/test_chaos.py   # replay one trial
 
-Part of `python -m pytest`: 20 trials take about 100 s on 2 cores (two at a time; a failing trial waits out
-its deadlines, so a failure costs more). The seed is random unless set, so every run tries new streams; a
-failure prints the trial's seed, stream, violations and the last lines of its operator's log. The checkers are
-unit-tested in tests/unit/test_chaos_support.py.
+Part of `python -m pytest`: 24 trials take about 2 minutes on 2 cores (two at a time; a failing trial waits
+out its deadlines, so a failure costs more). The seed is random unless set, so every run tries new streams, and
+the seeds of trials that once failed (`REGRESSIONS`) run too; a failure prints the trial's seed, stream,
+violations and the last lines of its operator's log. The checkers are unit-tested in
+tests/unit/test_chaos_support.py.
 
 The run's figures (trials, kills, faults by kind, violations, wall time) are printed at the end of the session.
 """
@@ -52,6 +53,11 @@ from tests.support.kube import WRITES, KubeCall, KubeEmulatorServer, KubeFault, 
 
 SEED = int(os.environ.get("MLW_CHAOS_SEED") or random.SystemRandom().randrange(1, 10**6))
 TRIALS = int(os.environ.get("MLW_CHAOS_TRIALS") or 20)
+# Trials that once failed, replayed in every default run (not when a seed is given): a lost hand-over across a
+# crash (728000, 802124), two refused workloads leaving a member to each other (644608), a deletion waiting for a
+# workload that vanished, and a workload provisioned before kopf's finalizer (549898). Whether a kill lands on
+# the same write depends on timing, so a replay shows a regression often, not always.
+REGRESSIONS = () if os.environ.get("MLW_CHAOS_SEED") else (549898, 644608, 728000, 802124)
 PARALLEL = int(os.environ.get("MLW_CHAOS_PARALLEL") or 2)  # the CI machine has 2 cores
 CONVERGE_SECONDS = 30.0  # deadlines only: a healthy trial converges in a few seconds
 RELEASE_SECONDS = 20.0
@@ -503,7 +509,8 @@ def test_the_operator_converges_through_kills_and_faults(
     """Every trial: converged, 0 duplicate pools or bindings, 0 orphans after delete, 0 members revoked while
     claimed; and the suite did inject what it claims (kills, GCP and Kubernetes faults)."""
     kubeconfig = server.kubeconfig(tmp_path / "config")
-    plans = [chaos.plan_trial(SEED + i) for i in range(TRIALS)]
+    seeds = [SEED + i for i in range(TRIALS)]
+    plans = [chaos.plan_trial(seed) for seed in [*seeds, *(s for s in REGRESSIONS if s not in seeds)]]
     started = time.monotonic()
     with ThreadPoolExecutor(max_workers=PARALLEL) as pool:
         results = list(pool.map(lambda plan: Trial(plan, server, fake, kubeconfig, tmp_path).run(), plans))

@@ -324,3 +324,33 @@ def test_the_workload_webhook_is_not_asked_about_cleanup() -> None:
     assert _match(conditions, "UPDATE", edited(labels={}), base)  # a cost label removed is judged
     unlabelled = {"metadata": {"name": "w"}, "spec": {"type": "Cluster"}}
     assert not _match(conditions, "UPDATE", {**unlabelled, "metadata": {"name": "w", "finalizers": []}}, unlabelled)
+
+
+def _aggregated(manifests: list[dict[str, Any]], role: str) -> set[tuple[str, str]]:
+    """(resource, verb) pairs the chart adds to a built-in role (admin, edit, view) through aggregation."""
+    label = f"rbac.authorization.k8s.io/aggregate-to-{role}"
+    return {
+        (resource, verb)
+        for manifest in by_kind(manifests, "ClusterRole")
+        if manifest["metadata"].get("labels", {}).get(label) == "true"
+        for rule in manifest["rules"]
+        if rule["apiGroups"] == ["mlworkload.io"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+
+
+def test_people_with_the_built_in_roles_may_use_mlworkloads_but_never_write_their_status() -> None:
+    """admin and edit create, change and delete MLWorkloads; view reads them and the policies; nobody but the
+    operator writes status (it records which GCP members the operator added, and may therefore remove)."""
+    manifests = render()
+    writes = {"create", "update", "patch", "delete", "deletecollection"}
+    for role in ("admin", "edit"):
+        granted = _aggregated(manifests, role)
+        assert {("mlworkloads", verb) for verb in writes | {"get", "list", "watch"}} <= granted
+        assert not {verb for resource, verb in granted if resource == "mlworkloads/status"} & writes
+        assert not {resource for resource, verb in granted if verb in writes} & {"mlworkloadpolicies"}
+    viewer = _aggregated(manifests, "view")
+    assert viewer == {(resource, verb) for resource in ("mlworkloads", "mlworkloads/status", "mlworkloadpolicies")
+                      for verb in ("get", "list", "watch")}  # fmt: skip
+    assert _aggregated(render("--set", "rbac.createAggregateClusterRoles=false"), "edit") == set()
