@@ -1,5 +1,6 @@
 """The generated CRDs: in sync with the models, structural, and carrying the API's rules."""
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -74,8 +75,17 @@ def test_names_scope_columns_and_status() -> None:
     assert (workload["spec"]["scope"], policy["spec"]["scope"]) == ("Namespaced", "Cluster")
     version = workload["spec"]["versions"][0]
     assert version["subresources"] == {"status": {}}
-    assert [c["name"] for c in version["additionalPrinterColumns"]] == ["Type", "Phase", "Ready", "GPUs", "Age"]
-    assert version["additionalPrinterColumns"][2]["jsonPath"] == '.status.conditions[?(@.type=="Ready")].status'
+    columns = version["additionalPrinterColumns"]
+    shown = [c["name"] for c in columns if not c.get("priority")]
+    assert shown == ["Type", "Phase", "Ready", "Reason", "GPUs", "Age"]
+    assert [c["name"] for c in columns if c.get("priority") == 1] == ["Dashboard", "Serve", "Ray", "Ray State"]
+    assert columns[2]["jsonPath"] == '.status.conditions[?(@.type=="Ready")].status'
+    # Every column reads a field the schema has (a typo shows an empty column, never an error).
+    schema = version["schema"]["openAPIV3Schema"]
+    for column in (c for c in columns if not c["jsonPath"].startswith(".metadata.")):  # metadata: the API's own
+        node = schema
+        for part in re.sub(r"\[\?\(.*?\)\]", "", column["jsonPath"]).strip(".").split("."):
+            node = node.get("items", node)["properties"][part]
 
 
 def rules_at(schema: dict[str, Any], path: str) -> list[str]:

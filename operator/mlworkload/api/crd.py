@@ -148,8 +148,14 @@ def build_crds() -> list[Schema]:
             {"name": "Type", "type": "string", "jsonPath": ".spec.type"},
             {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
             {"name": "Ready", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Ready")].status'},
+            {"name": "Reason", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Ready")].reason'},
             {"name": "GPUs", "type": "integer", "jsonPath": ".status.gpus.requested"},
             _AGE,
+            # `kubectl get -o wide` adds where to reach it and what KubeRay says of its Ray object.
+            {"name": "Dashboard", "type": "string", "jsonPath": ".status.dashboardURL", "priority": 1},
+            {"name": "Serve", "type": "string", "jsonPath": ".status.serveURL", "priority": 1},
+            {"name": "Ray", "type": "string", "jsonPath": ".status.ray.kind", "priority": 1},
+            {"name": "Ray State", "type": "string", "jsonPath": ".status.ray.state", "priority": 1},
         ],
         with_status=True,
     )
