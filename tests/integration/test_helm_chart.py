@@ -295,6 +295,22 @@ def test_values_schema_is_json_schema_with_no_unknown_keys() -> None:
     assert schema["additionalProperties"] is False
 
 
+def test_every_value_has_a_description() -> None:
+    """Every key of values.yaml, at every depth the schema describes, says what it does (`helm show values`
+    readers and editors that read the schema see it)."""
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+
+    def undescribed(value: Any, node: dict[str, Any], path: str) -> list[str]:
+        missing = [] if node.get("description") else [path]
+        if isinstance(value, dict) and "properties" in node:
+            for key, item in value.items():
+                missing += undescribed(item, node["properties"][key], f"{path}.{key}")
+        return missing
+
+    assert [p for key, value in values.items() for p in undescribed(value, schema["properties"][key], key)] == []
+
+
 def _match(conditions: list[dict[str, Any]], operation: str, new: dict[str, Any], old: dict[str, Any] | None) -> bool:
     """Whether the API server would call the webhook: every matchCondition true (evaluated with cel-python)."""
     import celpy  # noqa: PLC0415
