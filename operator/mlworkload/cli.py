@@ -27,11 +27,12 @@ from mlworkload.api.crd import build_crds, crd_files
 from mlworkload.api.load import Documents, parse_documents
 from mlworkload.api.policy import MLWorkloadPolicy
 from mlworkload.builders import build_gcp_plan, build_objects
-from mlworkload.constants import GCP_LABEL_POOL_TENANT
+from mlworkload.constants import GCP_LABEL_POOL_TENANT, WORKLOAD_KIND
 from mlworkload.gcp.plan import GcpPlan, IamBinding, NodePoolPlan
 from mlworkload.policy import Admission, ClusterView, WorkloadGpus, admit_in
 from mlworkload.problems import Problem, Refused, printable
 from mlworkload.settings import SETTINGS_VARIABLES, OperatorSettings, flag_of
+from mlworkload.tree import Tree, expand, judge
 from mlworkload.yamlio import MAX_INPUT_BYTES, UNREADABLE, Unreadable, dump_all, read_all
 
 EXIT_OK, EXIT_REFUSED, EXIT_UNREADABLE, EXIT_INTERNAL = 0, 1, 2, 3
@@ -170,26 +171,35 @@ def _plan(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _validate(args: argparse.Namespace, out: TextIO) -> int:
-    documents, policies = _inputs(args)
-    if not documents.workloads:
-        return _validate_policies(args, documents.policies, out)
-    verdicts = _judge(args, documents, policies)
-    for verdict in verdicts:
-        if verdict.allowed:
-            out.write(f"{verdict.resolved.namespace}/{verdict.resolved.name}: admitted by {verdict.policy_name}\n")
-    _admitted(verdicts)
-    return EXIT_OK
-
-
-def _validate_policies(args: argparse.Namespace, policies: list[MLWorkloadPolicy], out: TextIO) -> int:
-    """A file of policies only is checked as the policy webhook checks them: they parsed, so they are valid.
-
-    (Their problems, had there been any, were refused while loading, field by field.)
-    """
-    if not policies:
-        raise UsageError(f"no MLWorkload or MLWorkloadPolicy in {', '.join(args.file)}")
-    for policy in policies:
-        out.write(f"MLWorkloadPolicy {policy.name}: valid\n")
+    """Every MLWorkload and MLWorkloadPolicy of the files and directories given (mlworkload/tree.py)."""
+    tree = Tree()
+    for path in expand(args.file):
+        data, source = _read(path)
+        try:
+            tree.add(read_all(data, source), source)
+        except Unreadable as error:
+            tree.unreadable_file(error.problems)
+    given, problems = _load(expand(args.policy))
+    if tree.unreadable or problems:  # no verdict at all, but every problem of every file
+        raise Refused(tree.problems + problems)
+    if not (tree.workloads or tree.policies or tree.refused):
+        ignored = f" ({len(tree.ignored)} document(s) of other kinds ignored)" if tree.ignored else ""
+        raise UsageError(f"no MLWorkload or MLWorkloadPolicy in {', '.join(args.file)}{ignored}")
+    defaults = OperatorSettings.load().platform_defaults
+    results = judge(tree, given.policies, _namespace_labels(args.namespace_labels), defaults)
+    if args.output == "json":
+        out.write(json.dumps({"results": [result.to_json() for result in results], "ignored": tree.ignored},
+                             indent=2) + "\n")  # fmt: skip
+        return EXIT_OK if all(result.allowed for result in results) else EXIT_REFUSED
+    for note in tree.ignored:
+        out.write(f"{note}: ignored, not an MLWorkload or MLWorkloadPolicy\n")
+    for result in results:
+        if result.allowed:
+            verdict = f"admitted by {result.policy}" if result.kind == WORKLOAD_KIND else "valid"
+            out.write(f"{result.subject}: {verdict}\n")
+    refusals = [line for result in results for line in result.lines()]
+    if refusals:
+        raise Refused(refusals)
     return EXIT_OK
 
 
@@ -234,10 +244,15 @@ def _parser() -> argparse.ArgumentParser:
             action="append",
             required=True,
             metavar="FILE",
-            help="MLWorkload file (several documents allowed; - for stdin); repeatable",
+            help="MLWorkload file (several documents allowed; - for stdin; for validate, a directory too: every"
+            " *.yaml and *.yml under it); repeatable",
         )
         command.add_argument(
-            "--policy", action="append", default=[], metavar="FILE", help="MLWorkloadPolicy file; repeatable"
+            "--policy",
+            action="append",
+            default=[],
+            metavar="FILE",
+            help="MLWorkloadPolicy file (for validate, a directory too); repeatable",
         )
         command.add_argument(
             "--namespace-labels",
@@ -254,7 +269,9 @@ def _parser() -> argparse.ArgumentParser:
     with_inputs("plan", "print the GCP changes: node pools and IAM bindings", ("text", "json")).set_defaults(
         handler=_plan
     )
-    with_inputs("validate", "admission verdict, the same code as the webhook", None).set_defaults(handler=_validate)
+    with_inputs(
+        "validate", "admission verdicts of files and directories, the same code as the webhook", ("text", "json")
+    ).set_defaults(handler=_validate)
     crds = commands.add_parser(
         "crds", help="print the generated CRDs", description="print the generated CRDs", parents=[debug]
     )

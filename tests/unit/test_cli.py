@@ -124,7 +124,7 @@ def test_namespace_labels_decide_which_policy_governs(tmp_path: Path) -> None:
     cv = policy("team-cv").set("namespaceSelector", {"matchLabels": {"team": "cv"}}).doc
     doc = workload().gpu_group(accelerator="nvidia-h100-80gb", count=8).doc
     argv = ["validate", "-f", write(tmp_path, doc, cv), "--policy", POLICY, "--namespace-labels"]
-    assert run(*argv, "team=cv")[:2] == (0, "team-nlp/demo: admitted by team-cv\n")
+    assert run(*argv, "team=cv")[:2] == (0, "MLWorkloadPolicy team-cv: valid\nteam-nlp/demo: admitted by team-cv\n")
     code, _, err = run(*argv, "team=nlp")
     assert (code, err.startswith("team-nlp/demo: spec.workerGroups[0].accelerator.type: ")) == (1, True)
     code, _, err = run(*argv, "team=vision")  # default deny: no policy governs the namespace
@@ -142,7 +142,7 @@ def test_quota_spans_the_workloads_of_one_input(tmp_path: Path) -> None:
 def test_policies_may_come_in_the_same_file_and_from_stdin(monkeypatch: pytest.MonkeyPatch) -> None:
     text = (EXAMPLES / "policy-team-nlp.yaml").read_text() + "\n---\n" + (EXAMPLES / "etl-cpu-job.yaml").read_text()
     code, out, _ = run("validate", "-f", "-", stdin=text, monkeypatch=monkeypatch)
-    assert (code, out) == (0, "team-nlp/features-etl: admitted by team-nlp\n")
+    assert (code, out) == (0, "MLWorkloadPolicy team-nlp: valid\nteam-nlp/features-etl: admitted by team-nlp\n")
 
 
 def test_schema_errors_name_file_document_and_field(tmp_path: Path) -> None:

@@ -24,6 +24,7 @@ import json
 import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any, Final
 
@@ -315,7 +316,21 @@ def check_kubernetes_object(block: Block, position: int, document: dict[str, Any
     return problems
 
 
+def check_github_workflow(block: Block, position: int, document: dict[str, Any]) -> list[str]:
+    """A GitHub Actions workflow, against the schema check-jsonschema vendors (`--builtin-schema
+    vendor.github-workflows`, SchemaStore's)."""
+    schema = json.loads(
+        (resources.files("check_jsonschema") / "builtin_schemas/vendor/github-workflows.json").read_text()
+    )
+    return [
+        f"{'.'.join(map(str, error.absolute_path)) or '(root)'}: {error.message}"
+        for error in jsonschema.Draft7Validator(schema).iter_errors(document)
+    ]
+
+
 def rule_for(document: dict[str, Any]) -> Rule:
+    if {"on", "jobs"} <= set(document) and "apiVersion" not in document:
+        return check_github_workflow
     kind = _kind_of(document)
     if kind == (API_VERSION, POLICY_KIND):
         return check_policy

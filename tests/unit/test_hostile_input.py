@@ -221,9 +221,15 @@ REGRESSIONS = [
     case("empty-file", "", 2, NO_INPUT),
     case("only-comments", "# nothing\n---\n# here\n", 2, NO_INPUT),
     # Objects with fields of the wrong type: refused (1), naming the field.
-    case("another-kind", "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\n", 1,
+    # Another API's object: validate ignores it (a GitOps tree holds many kinds), render refuses it.
+    case("another-kind", "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\n", 2,
+         f"{NO_INPUT} (1 document(s) of other kinds ignored)"),
+    case("another-kind-render", "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\n", 1,
          f"{P}, document 1: apiVersion 'v1' kind 'Pod' is not an mlworkload.io/v1alpha1 MLWorkload or"
-         " MLWorkloadPolicy"),
+         " MLWorkloadPolicy", command="render"),
+    case("another-version-of-ours", "apiVersion: mlworkload.io/v1\nkind: MLWorkload\nmetadata: {name: p}\n", 1,
+         f"{P}, document 1 (MLWorkload p): apiVersion 'mlworkload.io/v1' kind 'MLWorkload' is not an"
+         " mlworkload.io/v1alpha1 MLWorkload or MLWorkloadPolicy"),
     case("metadata-is-a-string", "apiVersion: mlworkload.io/v1alpha1\nkind: MLWorkload\nmetadata: x\nspec: {}\n", 1,
          f"{P}, document 1 (MLWorkload <unnamed>): metadata: Input should be a valid dictionary or instance of"
          " ObjectMeta"),

@@ -59,27 +59,37 @@ def parse_documents(documents: list[Any], source: str) -> Documents:
     lines: list[Problem] = []
     for index, document in enumerate(documents):
         where = f"{source}, document {index + 1}"
-        unreadable = _unreadable(document)
-        if unreadable:
-            lines.extend(Problem(where, message, rule=UNREADABLE) for message in unreadable)
-            continue
-        kind, api_version = document["kind"], document["apiVersion"]
-        if api_version != API_VERSION or kind not in {WORKLOAD_KIND, POLICY_KIND}:
-            lines.append(
-                Problem(where, f"apiVersion {short_repr(api_version)} kind {short_repr(kind)} is not an {API_VERSION}"
-                        f" {WORKLOAD_KIND} or {POLICY_KIND}")
-            )  # fmt: skip
-            continue
         try:
-            if kind == WORKLOAD_KIND:
-                parsed.workloads.append(parse_workload(document))
-            else:
-                parsed.policies.append(parse_policy(document))
+            found = parse_document(document, where)
         except Refused as refused:
-            lines.extend(Problem(f"{where} ({refused.subject})", str(problem)) for problem in refused.problems)
+            if not refused.subject:  # not an object of ours: the problems name the document already
+                lines.extend(refused.problems)
+            else:
+                lines.extend(Problem(f"{where} ({refused.subject})", str(problem)) for problem in refused.problems)
+            continue
+        if isinstance(found, MLWorkload):
+            parsed.workloads.append(found)
+        else:
+            parsed.policies.append(found)
     if lines:
         raise Refused(lines)
     return parsed
+
+
+def parse_document(document: Any, where: str) -> MLWorkload | MLWorkloadPolicy:
+    """One document: an MLWorkload or an MLWorkloadPolicy. Refused otherwise: with field paths and the object
+    as subject when it is one of ours and invalid; naming `where` (UNREADABLE when it is not a Kubernetes
+    object at all) when it is not one of ours."""
+    unreadable = _unreadable(document)
+    if unreadable:
+        raise Refused([Problem(where, message, rule=UNREADABLE) for message in unreadable])
+    kind, api_version = document["kind"], document["apiVersion"]
+    if api_version != API_VERSION or kind not in {WORKLOAD_KIND, POLICY_KIND}:
+        raise Refused([
+            Problem(where, f"apiVersion {short_repr(api_version)} kind {short_repr(kind)} is not an {API_VERSION}"
+                           f" {WORKLOAD_KIND} or {POLICY_KIND}")
+        ])  # fmt: skip
+    return parse_workload(document) if kind == WORKLOAD_KIND else parse_policy(document)
 
 
 def _unreadable(document: Any) -> list[str]:
