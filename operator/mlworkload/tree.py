@@ -133,7 +133,8 @@ def judge(
     defaults: PlatformDefaults,
 ) -> list[Result]:
     """Every verdict of the tree: its policies (valid, having parsed), then its workloads, then what did not
-    parse. Workloads of one namespace share its quota with each other, as they would in the cluster."""
+    parse. Workloads of one namespace share its quota with each other, as they would in the cluster. While a
+    policy of the tree does not parse, no workload is judged: any verdict could change once it is fixed."""
     view = ClusterView(
         policies=[*tree.policies, *policies],
         namespace_labels=tree.namespaces,
@@ -141,6 +142,8 @@ def judge(
         usage=[WorkloadGpus.of(workload) for workload in tree.workloads],
     )
     results = [Result(POLICY_KIND, None, policy.name, True) for policy in tree.policies]
+    if any(refused.kind == POLICY_KIND for refused in tree.refused):
+        return results + tree.refused
     for workload in tree.workloads:
         verdict = admit_in(view, workload, defaults)
         problems = [Problem(problem.path, problem.message, problem.rule) for problem in verdict.problems]

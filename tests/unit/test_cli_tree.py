@@ -99,3 +99,13 @@ def test_an_unreadable_file_in_the_tree_gives_no_verdict(tmp_path: Path) -> None
     code, out, err = run("validate", "-f", str(root))
     assert (code, out) == (2, "")
     assert err.startswith(f"{root}/teams/cv/dup.yaml:2:1")
+
+
+def test_while_a_policy_of_the_tree_is_broken_no_workload_is_judged(tmp_path: Path) -> None:
+    root = repository(tmp_path, cv_accelerator="nvidia-l4")
+    broken = policy("team-cv").set("namespaceSelector", {"matchLabels": {"team": "cv"}}).set("quota", {"maxGPU": 4})
+    (root / "teams" / "cv" / "policy.yaml").write_text(yaml.safe_dump(broken.doc))
+    code, out, _ = run("validate", "-f", str(root), "-o", "json")
+    assert code == 1
+    judged = {(r["kind"], r["name"], r["allowed"]) for r in json.loads(out)["results"]}
+    assert judged == {("MLWorkloadPolicy", "team-nlp", True), ("MLWorkloadPolicy", "team-cv", False)}
