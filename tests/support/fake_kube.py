@@ -81,6 +81,19 @@ class FakeKubeApi:
         self.writes.append(f"delete {resource.kind}/{name}")
         del self.objects[key]
 
+    async def patch_metadata(self, resource: Resource, namespace: str, name: str, metadata: Manifest) -> Manifest:
+        self._refuse(f"metadata {resource.kind}/{name}")
+        self.writes.append(f"metadata {resource.kind}/{name}")
+        stored = self.objects[self._key(resource, namespace, name)]
+        expected = metadata.get("resourceVersion")
+        if expected is not None and expected != stored["metadata"].get("resourceVersion"):
+            raise KubeError(409, "Conflict", f"the object {name} has been modified")
+        stored["metadata"].update(
+            {key: copy.deepcopy(value) for key, value in metadata.items() if key != "resourceVersion"}
+        )
+        stored["metadata"]["resourceVersion"] = str(next(self._versions))
+        return copy.deepcopy(stored)
+
     async def patch_status(self, resource: Resource, namespace: str, name: str, status: Manifest) -> Manifest:
         self._refuse(f"status {resource.kind}/{name}")
         self.writes.append(f"status {resource.kind}/{name}")

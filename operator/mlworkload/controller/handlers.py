@@ -47,7 +47,7 @@ from mlworkload.constants import (
 )
 from mlworkload.controller import watchdog
 from mlworkload.controller.freshness import WorkloadVersions
-from mlworkload.controller.kube import CLIENT_THREADS, WORKLOADS, ClientKubeApi, KubeError, Resource
+from mlworkload.controller.kube import CLIENT_THREADS, WORKLOADS, ClientKubeApi, KubeApi, KubeError, Resource
 from mlworkload.controller.observe import (
     OWNED_KINDS,
     OWNED_SELECTOR,
@@ -313,6 +313,15 @@ def cluster_view(indexes: Mapping[str, Any]) -> ClusterView:
 # --- reconcile --------------------------------------------------------------------------------------
 
 
+async def _add_finalizer(kube: KubeApi, workload: Mapping[str, Any]) -> None:
+    """The operator's finalizer, unless the object moved on since it was read (its next event is coming)."""
+    meta = workload["metadata"]
+    finalizers = [*(meta.get("finalizers") or []), FINALIZER]
+    patch = {"finalizers": finalizers, "resourceVersion": meta.get("resourceVersion")}
+    with contextlib.suppress(KubeError):  # 409: it moved on; 404: it is gone; anything else: the next pass
+        await kube.patch_metadata(WORKLOADS, meta["namespace"], meta["name"], patch)
+
+
 def _as_body(obj: Mapping[str, Any]) -> kopf.Body:
     """kopf's copy as it is, or an object read from the API in kopf's wrapper (for events)."""
     return obj if isinstance(obj, kopf.Body) else kopf.Body(cast(kopf.RawBody, obj))
@@ -360,12 +369,13 @@ async def run_reconcile(body: Mapping[str, Any], memo: kopf.Memo, indexes: Mappi
         fresh = copy if versions.usable(copy) else await memo.reconciler.kube.get(WORKLOADS, *owner.split("/", 1))
         if fresh is None:
             return Outcome("gone")
-        uid = str(fresh["metadata"].get("uid"))
-        if FINALIZER not in (fresh["metadata"].get("finalizers") or []) and not fresh["metadata"].get(
-            "deletionTimestamp"
-        ):
-            # kopf adds the finalizer before it runs the creation handler. Until then nothing is provisioned: a
-            # workload deleted meanwhile would vanish without its release (a policy change reconciles by listing).
+        uid, fresh_meta = str(fresh["metadata"].get("uid")), fresh["metadata"]
+        if FINALIZER not in (fresh_meta.get("finalizers") or []) and not fresh_meta.get("deletionTimestamp"):
+            # Nothing is provisioned before the finalizer is there: a workload deleted meanwhile would vanish
+            # without its release (a policy change reconciles by listing). kopf adds it before its creation
+            # handler, but after a 409 on that patch it waits for the object's next event, which may never
+            # come (chaos seed 668912): adding it here is that event.
+            await _add_finalizer(memo.reconciler.kube, fresh)
             return Outcome("deferred")
         generation = int(fresh["metadata"].get("generation") or 0)
         if retries.wait(owner, generation) > 0:

@@ -99,6 +99,10 @@ class KubeApi(Protocol):
 
     async def patch_status(self, resource: Resource, namespace: str, name: str, status: Manifest) -> Manifest: ...
 
+    async def patch_metadata(self, resource: Resource, namespace: str, name: str, metadata: Manifest) -> Manifest:
+        """A merge patch of metadata; with `resourceVersion` in it, refused with 409 if the object moved on."""
+        ...
+
 
 def label_selector(labels: Mapping[str, str]) -> str:
     return ",".join(f"{key}={value}" for key, value in sorted(labels.items()))
@@ -197,6 +201,12 @@ class ClientKubeApi:
     async def patch_status(self, resource: Resource, namespace: str, name: str, status: Manifest) -> Manifest:
         return await self.run(
             self.request, "PATCH", resource.path(namespace, name, "status"), body={"status": status},
+            content_type="application/merge-patch+json",
+        )  # fmt: skip
+
+    async def patch_metadata(self, resource: Resource, namespace: str, name: str, metadata: Manifest) -> Manifest:
+        return await self.run(
+            self.request, "PATCH", resource.path(namespace, name), body={"metadata": metadata},
             content_type="application/merge-patch+json",
         )  # fmt: skip
 
