@@ -1,4 +1,10 @@
-"""A clock tests move by hand (as Kueue injects one): time passes only when a test says so."""
+"""Clocks for tests: a fixed wall-clock instant, and a clock tests move by hand (as Kueue injects one), where
+time passes only when a test says so."""
+
+import datetime
+
+# The wall clock of the reconcile tests (condition transition times, scale-up events' ages).
+NOW = datetime.datetime(2026, 11, 23, 12, 0, tzinfo=datetime.UTC)
 
 
 class ManualClock:

@@ -1,11 +1,8 @@
 """Reconciling from the watch caches: no reads in a steady state, no writes while the cache lags behind."""
 
 import asyncio
-import datetime
 from collections import defaultdict
 from typing import Any
-
-import pytest
 
 from mlworkload.controller.kube import Manifest
 from mlworkload.controller.observe import (
@@ -21,10 +18,10 @@ from mlworkload.controller.observe import (
 from mlworkload.controller.reconcile import Reconciler, reconcile
 from mlworkload.gcp.provisioner import DryRunProvisioner
 from mlworkload.policy import ClusterView
+from tests.support.clock import NOW
 from tests.support.documents import permissive_policy, workload
 from tests.support.fake_kube import FakeKubeApi
 
-NOW = datetime.datetime(2026, 11, 23, 12, 0, tzinfo=datetime.UTC)
 NS = "team-nlp"
 VIEW = ClusterView(policies=[permissive_policy().obj()], default_labels={})
 READY = {"state": "ready", "conditions": [{"type": "HeadPodReady", "status": "True"},
@@ -57,16 +54,6 @@ class Cache:
 
     def source(self) -> IndexedChildren:
         return IndexedChildren(self.indexes)
-
-
-@pytest.fixture
-def kube() -> FakeKubeApi:
-    return FakeKubeApi()
-
-
-@pytest.fixture
-def reconciler(kube: FakeKubeApi) -> Reconciler:
-    return Reconciler(kube=kube, gcp=DryRunProvisioner(), clock=lambda: NOW)
 
 
 def create(kube: FakeKubeApi, name: str = "demo") -> dict[str, Any]:

@@ -1,30 +1,15 @@
 """The reconcile steps against an in-memory API: apply, skip unchanged, prune, refuse, report."""
 
-import datetime
 from typing import Any
-
-import pytest
 
 from mlworkload.api.workload import IamBindingStatus
 from mlworkload.controller.reconcile import Reconciler, live_claims, reconcile, trusted
 from mlworkload.gcp.errors import FailureKind, GcpError
 from mlworkload.gcp.provisioner import DryRunProvisioner, Recorded
 from mlworkload.policy import BrokenPolicy, ClusterView, admit, admit_in
+from tests.support.clock import NOW
 from tests.support.documents import WorkloadDoc, permissive_policy, policy, workload
 from tests.support.fake_kube import FakeKubeApi
-
-NOW = datetime.datetime(2026, 11, 23, 12, 0, tzinfo=datetime.UTC)
-
-
-@pytest.fixture
-def kube() -> FakeKubeApi:
-    return FakeKubeApi()
-
-
-@pytest.fixture
-def reconciler(kube: FakeKubeApi) -> Reconciler:
-    return Reconciler(kube=kube, gcp=DryRunProvisioner(), clock=lambda: NOW)
-
 
 VIEW = ClusterView(policies=[permissive_policy().obj()], default_labels={})
 

@@ -5,8 +5,8 @@ import datetime
 import pytest
 
 from mlworkload.controller.scaleup import scale_up_failure
+from tests.support.clock import NOW
 
-NOW = datetime.datetime(2026, 11, 23, 12, 0, tzinfo=datetime.UTC)
 QUOTA = ("Node scale up in zones us-central1-a associated with this pod failed: GCE quota exceeded. "
          "Pod is at risk of not being scheduled.")  # fmt: skip
 STOCKOUT = ("Node scale up in zones us-central1-b associated with this pod failed: GCE out of resources. "
