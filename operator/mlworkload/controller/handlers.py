@@ -377,7 +377,7 @@ async def run_reconcile(body: Mapping[str, Any], memo: kopf.Memo, indexes: Mappi
             # come (chaos seed 668912): adding it here is that event.
             await _add_finalizer(memo.reconciler.kube, fresh)
             return Outcome("deferred")
-        generation = int(fresh["metadata"].get("generation") or 0)
+        generation = int(fresh_meta.get("generation") or 0)
         if retries.wait(owner, generation) > 0:
             # A refused write waits for its backoff: the entry point that saw it fail runs again then (kopf
             # retries it), and the poll timer looks again while the status reports it.
@@ -396,9 +396,7 @@ async def run_reconcile(body: Mapping[str, Any], memo: kopf.Memo, indexes: Mappi
             kopf.warn(_as_body(fresh), reason=REASON_READ_FAILED,
                       message=f"Kubernetes API: {error} (attempt {attempt}, retrying in {delay:.0f}s)")  # fmt: skip
             raise kopf.TemporaryError(f"Kubernetes API: {error}", delay=delay) from error
-        versions.reconciled(
-            uid, outcome.version if outcome.status_written else fresh["metadata"].get("resourceVersion")
-        )
+        versions.reconciled(uid, outcome.version if outcome.status_written else fresh_meta.get("resourceVersion"))
     RECONCILES.labels(result=outcome.result).inc()
     RECONCILE_SECONDS.observe(time.perf_counter() - started)
     _post_events(_as_body(fresh), outcome)

@@ -48,6 +48,13 @@ def _binding(status: IamBindingStatus) -> IamBinding:
     return IamBinding(resource=status.resource, role=status.role, member=status.member)
 
 
+def _status(binding: IamBinding, *, added: bool) -> IamBindingStatus:
+    """The status entry of a binding (the inverse of `_binding`)."""
+    return IamBindingStatus(
+        resource=binding.resource, role=binding.role, member=binding.member, added_by_operator=added
+    )
+
+
 def _order(binding: IamBinding) -> tuple[str, str, str]:
     return binding.resource, binding.role, binding.member
 
@@ -281,10 +288,7 @@ class LiveProvisioner:
                 first = min(dropped, key=_order)
                 failures.append((_failed(first, error), error, first))
         held = [*wanted, *sorted(ours - set(wanted), key=_order)]  # what could not be revoked stays recorded
-        statuses = [
-            IamBindingStatus(resource=b.resource, role=b.role, member=b.member, added_by_operator=b in ours)
-            for b in held
-        ]
+        statuses = [_status(b, added=b in ours) for b in held]
         return failures, intents, statuses
 
     async def _adopt_or_leave(self, owner: str, binding: IamBinding) -> None:
@@ -368,10 +372,7 @@ class LiveProvisioner:
         self._added.pop(owner, None)
         if not keep_pools and not held:  # deleted: its claims go with it (a same-named newcomer starts afresh)
             self._given_up.pop(owner, None)
-        return [
-            IamBindingStatus(resource=b.resource, role=b.role, member=b.member, added_by_operator=True)
-            for b in sorted(held, key=_order)
-        ]
+        return [_status(b, added=True) for b in sorted(held, key=_order)]
 
     # --- unused pools -------------------------------------------------------------------------
 
