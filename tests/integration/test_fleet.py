@@ -27,13 +27,12 @@ from mlworkload.gcp.nodepools import claim_label
 from tests.support.documents import GSA, permissive_policy, workload
 from tests.support.gcp import FakeGcp, stockout
 from tests.support.kube import KubeEmulatorServer, wait_until
-from tests.support.operator import OPERATOR_ENV, emulated_cluster, environment, live_gcp_settings
+from tests.support.operator import OPERATOR_ENV, RESYNC_SECONDS, emulated_cluster, environment, live_gcp_settings
 
 MLW = "mlworkload.io/v1alpha1"
 PROJECT, LOCATION, CLUSTER = "my-proj", "us-central1", "ml-cluster"  # what the emulated policy "all" names
 CLUSTER_PATH = f"projects/{PROJECT}/locations/{LOCATION}/clusters/{CLUSTER}"
 WAIT = 30.0
-RESYNC_SECONDS = "2.0"  # as every in-the-loop test: the first import of the handlers fixes it for the process
 
 
 @pytest.fixture(autouse=True)
@@ -52,7 +51,7 @@ def installation(kubeconfig: Path, fake: FakeGcp, name: str, namespace: str) -> 
     env = {
         **OPERATOR_ENV,
         "KUBECONFIG": str(kubeconfig),
-        "MLW_RESYNC_SECONDS": RESYNC_SECONDS,
+        "MLW_RESYNC_SECONDS": str(RESYNC_SECONDS),
         "MLW_WEBHOOK_PORT": "0",
         **live_gcp_settings(fake, PROJECT, LOCATION, CLUSTER),
         "MLW_NAMESPACES": namespace,

@@ -9,6 +9,7 @@ import socket
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING
 
 from kopf.testing import KopfRunner
@@ -60,6 +61,18 @@ def environment(values: dict[str, str]) -> Iterator[None]:
                 os.environ[key] = value
 
 
+# The resync interval of every in-process operator of a test run: the handlers module reads MLW_RESYNC_SECONDS
+# when first imported, so the first import in a process fixes it for the rest, whichever test makes it.
+RESYNC_SECONDS = 2.0
+
+
+def handlers_module() -> ModuleType:
+    """mlworkload.controller.handlers, imported (if this is the first import) with the tier's settings."""
+    with environment({**OPERATOR_ENV, "MLW_RESYNC_SECONDS": str(RESYNC_SECONDS)}):
+        from mlworkload.controller import handlers  # noqa: PLC0415
+    return handlers
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -69,7 +82,10 @@ def free_port() -> int:
 
 @contextmanager
 def running_operator(
-    kubeconfig: Path, resync_seconds: float = 2.0, webhook_port: int = 0, settings: Mapping[str, str] | None = None
+    kubeconfig: Path,
+    resync_seconds: float = RESYNC_SECONDS,
+    webhook_port: int = 0,
+    settings: Mapping[str, str] | None = None,
 ) -> Iterator[KopfRunner]:
     """The operator, watching all namespaces, until the block ends; its exit must be clean.
 

@@ -21,6 +21,7 @@ from mlworkload.controller.view import policy_entry
 from mlworkload.settings import OperatorSettings
 from mlworkload.yamlio import load_all
 from tests.support.mutations import FIELD, mutate
+from tests.support.operator import handlers_module
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 WORKLOADS = [
@@ -35,17 +36,9 @@ POLICY_RUNS = 2_000
 SEED = 20261206
 
 
-def handlers() -> Any:
-    """The handlers module, imported when a test runs, not at collection: its first import fixes kopf's timer
-    intervals from MLW_RESYNC_SECONDS for the whole process, which the integration tier sets to 2 s."""
-    from mlworkload.controller import handlers  # noqa: PLC0415
-
-    return handlers
-
-
 def memo() -> kopf.Memo:
     state = kopf.Memo()
-    state.view = handlers().ViewState(ready=True)
+    state.view = handlers_module().ViewState(ready=True)
     state.config = OperatorSettings.load(environ={"MLW_API_SERVER_CIDRS": "172.16.0.2/32"})
     return state
 
@@ -82,9 +75,10 @@ def test_the_examples_are_admitted_as_they_are() -> None:
     """The baseline the mutations depart from: without mutation, everything is admitted."""
     for workload in WORKLOADS:
         assert (
-            verdict(handlers().validate_workload, copy.deepcopy(workload), memo=memo(), **indexes(POLICY)) == "allowed"
+            verdict(handlers_module().validate_workload, copy.deepcopy(workload), memo=memo(), **indexes(POLICY))
+            == "allowed"
         )
-    assert verdict(handlers().validate_policy, copy.deepcopy(POLICY)) == "allowed"
+    assert verdict(handlers_module().validate_policy, copy.deepcopy(POLICY)) == "allowed"
 
 
 @pytest.mark.parametrize("seed", [SEED])
@@ -97,7 +91,7 @@ def test_mutated_workloads_are_refused_naming_a_field_never_crashing(seed: int) 
         mutate(body, rng)
         if not isinstance(body.get("metadata"), dict):
             body["metadata"] = {}  # the API server fills metadata in before any webhook sees the object
-        outcomes[verdict(handlers().validate_workload, body, memo=state, **view)] += 1
+        outcomes[verdict(handlers_module().validate_workload, body, memo=state, **view)] += 1
     print(f"\n{WORKLOAD_RUNS} mutated workloads through the webhook (seed {seed}): {dict(outcomes)}")
     assert sum(outcomes.values()) == WORKLOAD_RUNS
     assert outcomes["refused"] > WORKLOAD_RUNS // 2  # the mutations do bite
@@ -113,11 +107,11 @@ def test_mutated_policies_are_refused_naming_a_field_and_never_govern_blind(seed
         mutate(policy, rng)
         if not isinstance(policy.get("metadata"), dict) or not isinstance(policy["metadata"].get("name"), str):
             policy["metadata"] = {"name": "team-nlp"}
-        outcome = verdict(handlers().validate_policy, policy)
+        outcome = verdict(handlers_module().validate_policy, policy)
         outcomes[f"policy {outcome}"] += 1
         # The same policy already stored (past the webhook): a workload it may govern is never judged blind.
         judged = verdict(
-            handlers().validate_workload, copy.deepcopy(rng.choice(WORKLOADS)), memo=state, **indexes(policy)
+            handlers_module().validate_workload, copy.deepcopy(rng.choice(WORKLOADS)), memo=state, **indexes(policy)
         )
         outcomes[f"workload {judged}"] += 1
         if outcome == "refused":

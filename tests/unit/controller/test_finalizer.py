@@ -5,13 +5,11 @@ from mlworkload.constants import FINALIZER
 from mlworkload.controller.kube import WORKLOADS
 from tests.support.documents import workload
 from tests.support.fake_kube import FakeKubeApi
-from tests.support.operator import OPERATOR_ENV, environment
+from tests.support.operator import handlers_module
 
 
 async def test_the_finalizer_is_added_unless_the_workload_moved_on() -> None:
-    with environment(OPERATOR_ENV):
-        from mlworkload.controller import handlers  # noqa: PLC0415
-
+    handlers = handlers_module()
     kube = FakeKubeApi()
     stored = kube.put(workload().set("metadata.finalizers", ["example.com/other"]).doc)
     seen = await kube.get(WORKLOADS, "team-nlp", "demo")

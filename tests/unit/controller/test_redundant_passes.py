@@ -11,7 +11,7 @@ import kopf
 import pytest
 
 from mlworkload.controller.persistence import MemoryDiffBaseStorage, ProgressAnnotations
-from tests.support.operator import OPERATOR_ENV, environment
+from tests.support.operator import handlers_module
 
 NS = "team-nlp"
 
@@ -27,10 +27,7 @@ def ray_event(change: str | None, status: dict[str, Any], *, name: str = "demo",
 
 
 async def test_ray_events_reconcile_only_when_what_status_reads_moves(monkeypatch: pytest.MonkeyPatch) -> None:
-    # Imported at run time with the integration tier's intervals: the first import fixes kopf's timers for
-    # the whole process, whichever test makes it.
-    with environment({**OPERATOR_ENV, "MLW_RESYNC_SECONDS": "2.0"}):
-        from mlworkload.controller import handlers  # noqa: PLC0415
+    handlers = handlers_module()  # imported now, with the integration tier's intervals
 
     reconciled: list[str] = []
 

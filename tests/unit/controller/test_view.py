@@ -16,13 +16,7 @@ import mlworkload.policy.selection as selection_module
 from mlworkload.controller.view import NamespaceGpus, WorkloadKey, governance, policy_entry, readmission_scope
 from mlworkload.policy import BrokenPolicy, ClusterView, WorkloadGpus, admit_in
 from tests.support.documents import PolicyDoc, WorkloadDoc, permissive_policy, workload
-
-
-def handlers() -> Any:
-    """Imported when a test runs: the first import fixes kopf's timer intervals for the whole process."""
-    from mlworkload.controller import handlers  # noqa: PLC0415
-
-    return handlers
+from tests.support.operator import handlers_module
 
 
 class CountingIndex(Index[Any, Any]):
@@ -48,26 +42,28 @@ class Fleet:
         self.indexes = {"policy_index": self.policies, "namespace_index": self.namespaces, "gpu_index": self.gpus}
 
     async def namespace(self, name: str, **labels: str) -> None:
-        value = await handlers().namespace_index(name=name, labels=labels, **self.indexes)
+        value = await handlers_module().namespace_index(name=name, labels=labels, **self.indexes)
         self.namespaces._replace((None, name, name), value)
 
     async def policy(self, doc: PolicyDoc, version: str = "1") -> None:
         name = doc.doc["metadata"]["name"]
         body = {**doc.doc, "metadata": {"name": name, "uid": f"uid-{name}", "resourceVersion": version}}
-        value = await handlers().policy_index(name=name, body=body, **self.indexes)
+        value = await handlers_module().policy_index(name=name, body=body, **self.indexes)
         self.policies._replace((None, name, f"uid-{name}"), value)
 
     async def workload(self, doc: WorkloadDoc, status: Mapping[str, Any] | None = None) -> None:
         meta = doc.doc["metadata"]
         body = {**doc.doc, "status": dict(status or {})}
-        value = await handlers().gpu_index(namespace=meta["namespace"], name=meta["name"], body=body, **self.indexes)
+        value = await handlers_module().gpu_index(
+            namespace=meta["namespace"], name=meta["name"], body=body, **self.indexes
+        )
         self.gpus._replace((meta["namespace"], meta["name"], "uid"), value)
 
     def delete(self, namespace: str, name: str) -> None:
         self.gpus._discard((NamespaceName(namespace), name, "uid"))
 
     def view(self) -> ClusterView:
-        built: ClusterView = handlers().cluster_view(self.indexes)
+        built: ClusterView = handlers_module().cluster_view(self.indexes)
         return built
 
     def plain_view(self) -> ClusterView:

@@ -27,7 +27,7 @@ from mlworkload.gcp.retry import Backoff
 from mlworkload.problems import Refused
 from mlworkload.settings import OperatorSettings
 from tests.support.clock import ManualClock
-from tests.support.operator import OPERATOR_ENV, environment
+from tests.support.operator import handlers_module
 
 CLUSTER = "projects/p/locations/us-central1/clusters/c"
 
@@ -154,10 +154,7 @@ async def test_the_collector_announces_a_vanished_pool_at_its_next_pass_without_
 
 
 def test_the_gcp_timer_filter_asks_the_provisioner_about_vanished_pools() -> None:
-    # Imported at run time with the integration tier's intervals: the first import fixes kopf's timers for
-    # the whole process, whichever test makes it.
-    with environment({**OPERATOR_ENV, "MLW_RESYNC_SECONDS": "2.0"}):
-        from mlworkload.controller.handlers import _gcp_pending  # noqa: PLC0415
+    _gcp_pending = handlers_module()._gcp_pending  # imported now, with the integration tier's intervals
 
     api, clock = MemoryPools(), ManualClock()
     live = provisioner(api, clock, {})
