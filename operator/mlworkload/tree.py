@@ -82,11 +82,14 @@ class Tree:
     namespaces: dict[str, dict[str, str]] = field(default_factory=dict)  # Namespace documents' labels
     refused: list[Result] = field(default_factory=list)  # documents of our kinds that do not parse
     ignored: list[str] = field(default_factory=list)  # "file, document N: apps/v1 Deployment web"
-    unreadable: list[Problem] = field(default_factory=list)
-    problems: list[Problem] = field(default_factory=list)  # the last two's, in the order of the files
+    problems: list[Problem] = field(default_factory=list)  # the refusals' and unreadable input's, in file order
+
+    @property
+    def unreadable(self) -> bool:
+        """Some input is not manifests at all: no verdict is given (exit 2)."""
+        return any(problem.rule == UNREADABLE for problem in self.problems)
 
     def unreadable_file(self, problems: Sequence[Problem]) -> None:
-        self.unreadable += problems
         self.problems += problems
 
     def add(self, documents: Sequence[Any], source: str) -> None:
@@ -146,10 +149,8 @@ def judge(
         return results + tree.refused
     for workload in tree.workloads:
         verdict = admit_in(view, workload, defaults)
-        problems = [Problem(problem.path, problem.message, problem.rule) for problem in verdict.problems]
-        results.append(
-            Result(WORKLOAD_KIND, workload.namespace, workload.name, verdict.allowed, verdict.policy_name, problems)
-        )
+        results.append(Result(WORKLOAD_KIND, workload.namespace, workload.name, verdict.allowed,
+                              verdict.policy_name, list(verdict.problems)))  # fmt: skip
     return results + tree.refused
 
 
