@@ -236,7 +236,7 @@ def _parser() -> argparse.ArgumentParser:
     debug = argparse.ArgumentParser(add_help=False)
     debug.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
-    def with_inputs(name: str, help_text: str, outputs: tuple[str, ...] | None) -> argparse.ArgumentParser:
+    def with_inputs(name: str, help_text: str, outputs: tuple[str, ...]) -> argparse.ArgumentParser:
         command = commands.add_parser(name, help=help_text, description=help_text, parents=[debug])
         command.add_argument(
             "-f",
@@ -259,8 +259,7 @@ def _parser() -> argparse.ArgumentParser:
             metavar="K=V,...",
             help="labels of the workload's namespace, to match policies' namespaceSelector",
         )
-        if outputs:
-            command.add_argument("-o", "--output", choices=outputs, default=outputs[0])
+        command.add_argument("-o", "--output", choices=outputs, default=outputs[0])
         return command  # fmt: skip
 
     with_inputs("render", "print every Kubernetes object the operator would create", ("yaml", "json")).set_defaults(
