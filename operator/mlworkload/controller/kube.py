@@ -199,16 +199,13 @@ class ClientKubeApi:
                 raise
 
     async def patch_status(self, resource: Resource, namespace: str, name: str, status: Manifest) -> Manifest:
-        return await self.run(
-            self.request, "PATCH", resource.path(namespace, name, "status"), body={"status": status},
-            content_type="application/merge-patch+json",
-        )  # fmt: skip
+        return await self._merge_patch(resource.path(namespace, name, "status"), {"status": status})
 
     async def patch_metadata(self, resource: Resource, namespace: str, name: str, metadata: Manifest) -> Manifest:
-        return await self.run(
-            self.request, "PATCH", resource.path(namespace, name), body={"metadata": metadata},
-            content_type="application/merge-patch+json",
-        )  # fmt: skip
+        return await self._merge_patch(resource.path(namespace, name), {"metadata": metadata})
+
+    async def _merge_patch(self, path: str, patch: Manifest) -> Manifest:
+        return await self.run(self.request, "PATCH", path, body=patch, content_type="application/merge-patch+json")
 
 
 def _kube_error(error: ApiException) -> KubeError:
