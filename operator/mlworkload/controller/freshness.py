@@ -33,44 +33,37 @@ def _identity(body: Mapping[str, Any]) -> tuple[str | None, str | None]:
 
 
 class WorkloadVersions:
-    """By workload uid: the resourceVersion that includes this process's last change to it, or none (read)."""
+    """By workload uid: the resourceVersion that includes this process's last change to it, or None when the
+    next reconcile must read (its last one stopped halfway); absent when this process never reconciled it."""
 
     def __init__(self) -> None:
-        self._current: dict[str, str] = {}
+        self._current: dict[str, str | None] = {}
         self._released: OrderedDict[str, None] = OrderedDict()
-        self._unsure: set[str] = set()
 
     def usable(self, body: Mapping[str, Any]) -> bool:
         """Whether `body` (kopf's copy) may be reconciled without reading the object first."""
         uid, version = _identity(body)
-        if uid is None or version is None or uid in self._released or uid in self._unsure:
+        if uid is None or version is None or uid in self._released:
             return False
-        known = self._current.get(uid)
-        return known is None or known == version
+        return uid not in self._current or self._current[uid] == version
 
     def reconciled(self, uid: str, version: str | None) -> None:
-        """A reconcile finished: `version` includes everything it did (its status write's, or the one it read)."""
-        if uid in self._released:
-            return
-        if version is None:
-            self.unsure(uid)
-            return
-        self._unsure.discard(uid)
-        self._current[uid] = version
+        """A reconcile finished: `version` includes everything it did (its status write's, or the one it read);
+        None when the write's answer named none, and the next reconcile reads."""
+        if uid not in self._released:
+            self._current[uid] = version
 
     def unsure(self, uid: str) -> None:
         """A reconcile stopped halfway (its writes may or may not have landed): the next one reads."""
-        self._current.pop(uid, None)
-        self._unsure.add(uid)
+        self.reconciled(uid, None)
 
     def released(self, uid: str) -> None:
         """The workload's GCP resources were (or are being) released: every later reconcile reads."""
         self._current.pop(uid, None)
-        self._unsure.discard(uid)
         self._released[uid] = None
         self._released.move_to_end(uid)
         while len(self._released) > RELEASED_REMEMBERED:
             self._released.popitem(last=False)
 
     def __len__(self) -> int:
-        return len(self._current) + len(self._unsure)
+        return len(self._current)
