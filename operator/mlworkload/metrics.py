@@ -1,9 +1,9 @@
 """Prometheus metrics, all prefixed `mlworkload_`, in one module (as Kueue keeps them)."""
 
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
@@ -29,6 +29,12 @@ RECONCILE_API_FAILURES = Counter(
     "mlworkload_reconcile_api_failures_total",
     "Reconciles cut short by a Kubernetes API refusal, by reason (ApplyFailed, Forbidden, Invalid, ReadFailed).",
     ["reason"],
+)
+POLICY_GPUS_IN_USE = Gauge(
+    "mlworkload_policy_gpus_in_use", "GPUs at max scale of the workloads each MLWorkloadPolicy governs.", ["policy"]
+)
+POLICY_GPU_QUOTA = Gauge(
+    "mlworkload_policy_gpu_quota", "Each MLWorkloadPolicy's quota.maxGPUs (no series when it sets none).", ["policy"]
 )
 GCP_API_ERRORS = Counter(
     "mlworkload_gcp_api_errors_total", "Failed GCP API calls, by API and condition reason.", ["api", "reason"]
@@ -67,6 +73,14 @@ class WorkloadInventory(Collector):
     def forget(self, namespace: str, name: str) -> None:
         self._workloads.pop((namespace, name), None)
 
+    def phases(self) -> dict[str, dict[str, int]]:
+        """Namespace -> phase -> workloads (MLWorkloadPolicy status): one pass over the workloads."""
+        counts: dict[str, dict[str, int]] = {}
+        for (namespace, _), counted in list(self._workloads.items()):
+            in_namespace = counts.setdefault(namespace, {})
+            in_namespace[counted.phase] = in_namespace.get(counted.phase, 0) + 1
+        return counts
+
     def collect(self) -> Iterator[GaugeMetricFamily]:
         by_phase = GaugeMetricFamily("mlworkload_workloads", "MLWorkloads by type and phase.", labels=["type", "phase"])
         counts: dict[tuple[str, str], int] = {}
@@ -91,6 +105,22 @@ class WorkloadInventory(Collector):
 
 
 INVENTORY = WorkloadInventory()
+
+
+def record_policy_metrics(name: str, status: Mapping[str, Any]) -> None:
+    """The policy gauges from the status the operator computed for it (controller/policy_status.py)."""
+    gpus = status.get("gpus") or {}
+    POLICY_GPUS_IN_USE.labels(name).set(gpus.get("inUse", 0))
+    if gpus.get("quota") is None:
+        POLICY_GPU_QUOTA.remove(name)  # absent or not: remove() tolerates both
+    else:
+        POLICY_GPU_QUOTA.labels(name).set(gpus["quota"])
+
+
+def forget_policy_metrics(name: str) -> None:
+    """A deleted policy leaves no series behind."""
+    for gauge in (POLICY_GPUS_IN_USE, POLICY_GPU_QUOTA):
+        gauge.remove(name)
 
 
 def register_inventory(registry: CollectorRegistry = REGISTRY) -> None:

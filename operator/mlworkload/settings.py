@@ -91,6 +91,7 @@ SETTINGS_VARIABLES: dict[str, str] = {
     "installation": "MLW_INSTALLATION",
     "health_port": "MLW_HEALTH_PORT",
     "resync_seconds": "MLW_RESYNC_SECONDS",
+    "policy_status_seconds": "MLW_POLICY_STATUS_SECONDS",
     "log_format": "MLW_LOG_FORMAT",
 }
 
@@ -173,6 +174,11 @@ class OperatorSettings(BaseModel):
     )
     health_port: int = Field(default=8081, ge=0, le=65535, description="Liveness probe /healthz; 0 disables.")
     resync_seconds: float = Field(default=300, gt=0, description="Periodic reconcile (drift, status refresh).")
+    policy_status_seconds: float = Field(
+        default=30,
+        gt=0,
+        description="How often MLWorkloadPolicy status is refreshed (written on change only).",
+    )
     log_format: LogFormat = LogFormat.JSON
 
     @field_validator("kuberay_pod_labels")

@@ -173,6 +173,46 @@ def test_a_policy_change_stalls_a_workload_it_no_longer_admits(
                what="re-admitted once the strict policy is gone")  # fmt: skip
 
 
+def policy_status(server: KubeEmulatorServer, name: str) -> dict[str, Any]:
+    return (server.get_object(MLW, "MLWorkloadPolicy", name) or {}).get("status") or {}
+
+
+def test_a_policy_reports_what_it_governs_and_writes_its_status_only_when_it_changes(
+    server: KubeEmulatorServer, kuberay: KubeRaySimulator
+) -> None:
+    """In a namespace and under a policy of its own, so that no other test's workload moves the report."""
+    namespace = "counted"
+    labels = {"team": "counted"}
+    server.put_object({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace, "labels": labels}})
+    server.put_object(permissive_policy("counted").set("namespaceSelector", {"matchLabels": {"team": "counted"}})
+                      .set("quota", {"maxGPUs": 8}).doc)  # fmt: skip
+    doc = workload("w", namespace).gpu_group()
+    server.put_object(doc.doc)
+    try:
+        wait_until(lambda: server.get_object("ray.io/v1", "RayCluster", "w", namespace), timeout=WAIT, what="Ray")
+        kuberay.cluster_ready(namespace, "w")
+        wait_until(lambda: policy_status(server, "counted").get("workloads", {}).get("byPhase") == {"Running": 1},
+                   timeout=WAIT, what="the running workload counted")  # fmt: skip
+        reported = policy_status(server, "counted")
+        assert reported["namespaces"] == [namespace]
+        assert reported["namespaceCount"] == 1
+        assert reported["gpus"] == {"inUse": doc.obj().spec.gpus_at_max_scale, "quota": 8}
+        assert [(c["type"], c["status"], c["reason"]) for c in reported["conditions"]] == [("Ready", "True", "Valid")]
+
+        # Another policy's first report comes from a later pass, which reports "counted" too: it writes nothing.
+        mark = server.request_count
+        server.put_object(policy("idle").set("namespaceSelector", {"matchLabels": {"team": "nobody"}}).doc)
+        wait_until(lambda: "namespaceCount" in policy_status(server, "idle"), timeout=WAIT, what="idle's report")
+        writes = [(r.method, r.path) for r in server.writes(mark) if "/mlworkloadpolicies/" in r.path]
+        assert writes == [("PATCH", "/apis/mlworkload.io/v1alpha1/mlworkloadpolicies/idle/status")]
+        assert policy_status(server, "counted") == reported
+    finally:
+        server.delete_object(MLW, "MLWorkload", "w", namespace)
+        wait_until(lambda: server.get_object(MLW, "MLWorkload", "w", namespace) is None, timeout=WAIT, what="gone")
+        server.delete_object(MLW, "MLWorkloadPolicy", "idle")
+        server.delete_object(MLW, "MLWorkloadPolicy", "counted")
+
+
 def test_delete_removes_children_and_releases_gcp(
     server: KubeEmulatorServer, create: Callable[[WorkloadDoc], str]
 ) -> None:

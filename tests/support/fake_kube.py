@@ -98,14 +98,26 @@ class FakeKubeApi:
         self._refuse(f"status {resource.kind}/{name}")
         self.writes.append(f"status {resource.kind}/{name}")
         stored = self.objects[self._key(resource, namespace, name)]
-        merged = {**stored.get("status", {}), **copy.deepcopy(status)}
-        stored["status"] = {key: value for key, value in merged.items() if value is not None}  # merge patch
+        stored["status"] = _merged(stored.get("status", {}), status)
         stored["metadata"]["resourceVersion"] = str(next(self._versions))
         return copy.deepcopy(stored)
 
     def status_of(self, kind: str, namespace: str | None, name: str) -> dict[str, Any]:
         status: dict[str, Any] = self.objects[kind, namespace, name].get("status", {})
         return status
+
+
+def _merged(target: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
+    """A JSON merge patch (RFC 7386) applied, as the API server does for application/merge-patch+json."""
+    result = copy.deepcopy(dict(target))
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        elif isinstance(value, Mapping) and isinstance(result.get(key), Mapping):
+            result[key] = _merged(result[key], value)
+        else:
+            result[key] = copy.deepcopy(value)
+    return result
 
 
 def _field(obj: Manifest, path: str) -> Any:

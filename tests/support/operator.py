@@ -27,6 +27,7 @@ OPERATOR_ENV = {
     "MLW_METRICS_PORT": "0",
     "MLW_HEALTH_PORT": "0",
     "MLW_LOG_FORMAT": "text",
+    "MLW_POLICY_STATUS_SECONDS": "0.3",
 }
 
 

@@ -12,6 +12,7 @@ from pydantic import BaseModel
 
 from mlworkload.api.base import cel_rules
 from mlworkload.api.policy import MLWorkloadPolicy, MLWorkloadPolicySpec
+from mlworkload.api.policy_status import MLWorkloadPolicyStatus
 from mlworkload.api.workload import MLWorkload, MLWorkloadSpec, MLWorkloadStatus
 from mlworkload.constants import GROUP, POLICY_KIND, POLICY_PLURAL, VERSION, WORKLOAD_KIND, WORKLOAD_PLURAL
 from mlworkload.yamlio import dump
@@ -164,9 +165,17 @@ def build_crds() -> list[Schema]:
         plural=POLICY_PLURAL,
         short_name="mlwp",
         scope="Cluster",
-        schema=_root_schema(MLWorkloadPolicy, MLWorkloadPolicySpec, None),
-        columns=[{"name": "Priority", "type": "integer", "jsonPath": ".spec.priority"}, _AGE],
-        with_status=False,
+        schema=_root_schema(MLWorkloadPolicy, MLWorkloadPolicySpec, MLWorkloadPolicyStatus),
+        columns=[
+            {"name": "Priority", "type": "integer", "jsonPath": ".spec.priority"},
+            {"name": "Ready", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Ready")].status'},
+            {"name": "Namespaces", "type": "integer", "jsonPath": ".status.namespaceCount"},
+            {"name": "Workloads", "type": "integer", "jsonPath": ".status.workloads.total"},
+            {"name": "GPUs", "type": "integer", "jsonPath": ".status.gpus.inUse"},
+            {"name": "Quota", "type": "integer", "jsonPath": ".spec.quota.maxGPUs"},
+            _AGE,
+        ],
+        with_status=True,
     )
     return [workload, policy]
 

@@ -25,6 +25,10 @@ def parse_workload(document: Any) -> MLWorkload:
 
 
 def parse_policy(document: Any) -> MLWorkloadPolicy:
+    """The policy's rules. Its status is the operator's report, never input: it is not read (a report written
+    by another version of the operator must not make the policy unreadable)."""
+    if isinstance(document, dict) and "status" in document:
+        document = {key: value for key, value in document.items() if key != "status"}
     try:
         return MLWorkloadPolicy.model_validate(document, by_alias=True, by_name=False)
     except ValidationError as error:

@@ -47,7 +47,16 @@ from mlworkload.constants import (
 )
 from mlworkload.controller import watchdog
 from mlworkload.controller.freshness import WorkloadVersions
-from mlworkload.controller.kube import CLIENT_THREADS, WORKLOADS, ClientKubeApi, KubeApi, KubeError, Resource
+from mlworkload.controller.kube import (
+    CLIENT_THREADS,
+    POLICIES,
+    WORKLOADS,
+    ClientKubeApi,
+    KubeApi,
+    KubeError,
+    Resource,
+    merge_patch,
+)
 from mlworkload.controller.observe import (
     OWNED_KINDS,
     OWNED_SELECTOR,
@@ -59,6 +68,7 @@ from mlworkload.controller.observe import (
     shared_index,
 )
 from mlworkload.controller.persistence import MemoryDiffBaseStorage, ProgressAnnotations
+from mlworkload.controller.policy_status import policy_status
 from mlworkload.controller.reconcile import (
     Outcome,
     Reconciler,
@@ -69,7 +79,15 @@ from mlworkload.controller.reconcile import (
     recorded_of,
     trusted,
 )
-from mlworkload.controller.view import Governance, PolicyEntry, governance, kept_for, policy_entry, readmission_scope
+from mlworkload.controller.view import (
+    Governance,
+    PolicyEntry,
+    governance,
+    kept_for,
+    policy_entry,
+    readmission_scope,
+    spec_version,
+)
 from mlworkload.controller.view import cluster_view as indexed_view
 from mlworkload.gcp.clusters import connect_inspector
 from mlworkload.gcp.errors import GcpError
@@ -82,9 +100,11 @@ from mlworkload.metrics import (
     RECONCILE_API_FAILURES,
     RECONCILE_SECONDS,
     RECONCILES,
+    forget_policy_metrics,
+    record_policy_metrics,
 )
 from mlworkload.policy import ClusterView, admit_in
-from mlworkload.problems import Refused
+from mlworkload.problems import Problem, Refused
 from mlworkload.settings import GcpMode, OperatorSettings, Role, WebhookCertificates
 from mlworkload.webhook.certificates import service_hosts, write_self_signed
 from mlworkload.webhook.keeper import (
@@ -235,11 +255,14 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     memo.deletions = asyncio.create_task(
         watchdog.watch_deletions(kube, config.namespaces, config.resync_seconds), name="deletion watchdog"
     )
+    memo.reporter = asyncio.create_task(_report_policies_every(config.policy_status_seconds, memo),
+                                        name="policy status")  # fmt: skip
 
 
 async def stop_background(memo: kopf.Memo, **_: Any) -> None:
-    """The node pool collector and the certificate keeper, whichever this role started."""
-    for name in ("collector", "deletions", "keeping"):
+    """The node pool collector, the deletion watchdog, the policy status reporter and the certificate keeper,
+    whichever this role started."""
+    for name in ("collector", "deletions", "reporter", "keeping"):
         task: asyncio.Task[None] | None = getattr(memo, name, None)
         if task is not None:
             task.cancel()
@@ -265,6 +288,20 @@ class ViewState:
     ready: bool = False  # every index has had its initial listing
     invalid_policies: set[str] = field(default_factory=set)  # stored policies that cannot be read
     governed: Governance | None = None  # which policy governed each namespace at the last policy event
+    spec_versions: dict[str, str] = field(default_factory=dict)  # policy -> the spec version last acted on
+    # What the policy status reporter needs that kopf passes to handlers only: each policy's stored status, and
+    # kopf's indexes (live objects: the ones the policy handler was given stay current).
+    policies: dict[str, "StoredPolicy"] = field(default_factory=dict)
+    indexes: Mapping[str, Any] | None = None
+
+
+@dataclass
+class StoredPolicy:
+    """One policy as its last event showed it, for its status report."""
+
+    generation: int | None
+    status: Mapping[str, Any]
+    problems: Sequence[Problem] = ()  # why it cannot be read, from its last spec change
 
 
 # --- indexes: the cluster view admission needs, kept in memory by kopf's watches ----------------------
@@ -517,11 +554,16 @@ def _report_if_unreadable(change: object, body: kopf.Body, memo: kopf.Memo) -> N
         return
     invalid = memo.view.invalid_policies
     invalid.discard(name)
+    stored = memo.view.policies.get(name)
+    if stored is not None:
+        stored.problems = ()
     if change != "DELETED":
         try:
             parse_policy(dict(body))
         except Refused as refused:
             invalid.add(name)
+            if stored is not None:
+                stored.problems = refused.problems
             kopf.warn(body, reason=REASON_INVALID_POLICY, message="cannot be read, so the workloads it may govern"
                       " are refused: " + "; ".join(map(str, refused.problems)))  # fmt: skip
     INVALID_POLICIES.set(len(invalid))
@@ -531,10 +573,16 @@ async def policy_changed(event: kopf.RawEvent, body: kopf.Body, name: str, memo:
     """A policy was added, changed or removed: re-admit now, rather than at the next resync, the workloads in
     the namespaces it can affect (`view.readmission_scope`), not every workload of the installation.
 
-    The initial listing (type None) is skipped: workloads are reconciled on resume anyway.
+    The initial listing (type None) is skipped: workloads are reconciled on resume anyway. So is a change that
+    leaves the spec as it was (the operator's own status write, a label): nothing to re-admit or report.
     """
     change = event.get("type")
+    _remember_stored(change, body, name, memo, indexes)
+    if not _spec_changed(change, body, name, memo):
+        return
     _report_if_unreadable(change, body, memo)
+    if change == "DELETED":
+        forget_policy_metrics(name)
     if change is None or not hasattr(memo, "reconciler"):
         return
     gpu_index: GpuIndex = indexes["gpu_index"]
@@ -551,6 +599,73 @@ async def policy_changed(event: kopf.RawEvent, body: kopf.Body, name: str, memo:
             await run_reconcile({"metadata": {"namespace": namespace, "name": workload}}, memo, indexes)
         except kopf.TemporaryError as error:  # event handlers are not retried: the resync will be
             logger.warning("re-admitting %s/%s after a policy change failed: %s", namespace, workload, error)
+
+
+def _spec_changed(change: object, body: kopf.Body, name: str, memo: kopf.Memo) -> bool:
+    """Whether this event may carry a new spec: always, unless the spec version (its generation, which the API
+    server moves on every spec change and never on a status or metadata one) is the one last acted on."""
+    if not hasattr(memo, "view"):
+        return True
+    versions = memo.view.spec_versions
+    if change == "DELETED":
+        versions.pop(name, None)
+        return True
+    version = spec_version(body)
+    if change == "MODIFIED" and version and versions.get(name) == version:
+        return False
+    versions[name] = version
+    return True
+
+
+def _remember_stored(change: object, body: kopf.Body, name: str, memo: kopf.Memo, indexes: Mapping[str, Any]) -> None:
+    if not hasattr(memo, "view"):
+        return
+    view: ViewState = memo.view
+    view.indexes = indexes
+    if change == "DELETED":
+        view.policies.pop(name, None)
+        return
+    held = view.policies.get(name)
+    generation = body.get("metadata", {}).get("generation")
+    view.policies[name] = StoredPolicy(generation, dict(body.get("status") or {}), held.problems if held else ())
+
+
+async def report_policies(memo: kopf.Memo) -> int:
+    """One pass of the policy status reporter (controller/policy_status.py): each policy's status from the
+    cluster view, written only where it differs from what is stored. Returns the number of writes."""
+    view_state: ViewState = memo.view
+    indexes = view_state.indexes
+    if indexes is None or not view_state.ready:
+        return 0
+    view = cluster_view(indexes)
+    namespaces, phases, now = list(indexes["namespace_index"]), INVENTORY.phases(), memo.reconciler.clock()
+    writes = 0
+    for name, stored in list(view_state.policies.items()):
+        entry = next(iter(indexes["policy_index"].get(name, ())), None)
+        if entry is None:
+            continue
+        status = policy_status(entry[1], generation=stored.generation, problems=stored.problems, view=view,
+                               namespaces=namespaces, phases=phases, previous=stored.status, now=now)  # fmt: skip
+        record_policy_metrics(name, status)
+        if status == stored.status:
+            continue
+        try:
+            await memo.reconciler.kube.patch_status(POLICIES, "", name, merge_patch(stored.status, status))
+        except KubeError as error:  # the next pass tries again
+            logger.warning("writing the status of MLWorkloadPolicy %s failed: %s", name, error)
+            continue
+        stored.status = status  # its event follows; until then, the next pass must not write it again
+        writes += 1
+    return writes
+
+
+async def _report_policies_every(seconds: float, memo: kopf.Memo) -> None:
+    while True:
+        await asyncio.sleep(seconds)
+        try:
+            await report_policies(memo)
+        except Exception:  # a bug in one pass must not end the reporting
+            logger.exception("reporting MLWorkloadPolicy status failed")
 
 
 def _trusted_record(body: kopf.Body, memo: kopf.Memo, indexes: Mapping[str, Any]) -> Recorded:

@@ -56,6 +56,7 @@ _RESOURCES = [
 ]
 RESOURCES: dict[tuple[str, str], Resource] = {(r.api_version, r.kind): r for r in _RESOURCES}
 WORKLOADS = RESOURCES["mlworkload.io/v1alpha1", "MLWorkload"]
+POLICIES = RESOURCES["mlworkload.io/v1alpha1", "MLWorkloadPolicy"]
 
 
 def resource_of(manifest: Mapping[str, Any]) -> Resource:
@@ -102,6 +103,21 @@ class KubeApi(Protocol):
     async def patch_metadata(self, resource: Resource, namespace: str, name: str, metadata: Manifest) -> Manifest:
         """A merge patch of metadata; with `resourceVersion` in it, refused with 409 if the object moved on."""
         ...
+
+
+def merge_patch(before: Mapping[str, Any], after: Mapping[str, Any]) -> Manifest:
+    """The JSON merge patch (RFC 7386) that turns `before` into `after`: keys that went are nulled, maps are
+    patched key by key, anything else is replaced whole."""
+    patch: Manifest = {key: None for key in before if key not in after}
+    for key, value in after.items():
+        old = before.get(key)
+        if isinstance(value, Mapping) and isinstance(old, Mapping):
+            inner = merge_patch(old, value)
+            if inner:
+                patch[key] = inner
+        elif key not in before or old != value:
+            patch[key] = value
+    return patch
 
 
 def label_selector(labels: Mapping[str, str]) -> str:

@@ -74,7 +74,9 @@ class Observation:
 
 
 @dataclass(frozen=True, slots=True)
-class _ConditionFactory:
+class ConditionFactory:
+    """Conditions of one status write: the transition time is kept while a condition's status is unchanged."""
+
     generation: int
     previous: dict[str, Condition]
     stamp: str
@@ -125,9 +127,14 @@ def _blocker(seen: Observation, ray: RayObservation) -> Readiness | None:
     return Readiness(False, ray.reason, ray.message, permanent=ray.permanent)
 
 
+def rfc3339(now: datetime.datetime) -> str:
+    """A condition's time, as metav1.Time serialises it (seconds, UTC)."""
+    return now.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def compute_status(seen: Observation, previous: MLWorkloadStatus | None, now: datetime.datetime) -> MLWorkloadStatus:
     """The status to write. Transition times are kept for conditions whose status did not change."""
-    stamp = now.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    stamp = rfc3339(now)
     before = {c.type: c for c in previous.conditions} if previous else {}
     if seen.ray is not None:
         ray = seen.ray
@@ -145,7 +152,7 @@ def compute_status(seen: Observation, previous: MLWorkloadStatus | None, now: da
     retrying = seen.write_failure if seen.write_failure is not None and not seen.write_failure.permanent else None
     reconciling = (not settled) or ray.progressing or retrying is not None
 
-    cond = _ConditionFactory(seen.generation, before, stamp)
+    cond = ConditionFactory(seen.generation, before, stamp)
     if ready:
         ready_why = (ray.reason, ray.message)
     elif suspended:

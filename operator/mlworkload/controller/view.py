@@ -37,14 +37,12 @@ empty when unknown) and the policy, or why it cannot be read."""
 
 def policy_entry(name: str, body: Mapping[str, Any], previous: Iterable[PolicyEntry] = ()) -> PolicyEntry:
     """The policy index's value for a stored policy: `previous` (what the index holds now) when it was
-    parsed from the same version, so that an unchanged policy is parsed once and stays the same object.
+    parsed from the same spec version, so that an unchanged policy is parsed once and stays the same object.
 
     Never raises: kopf drops an object from its index when the indexing function fails, and a policy
     missing from the view would let the namespaces it governs fall to another policy.
     """
-    metadata = body.get("metadata")
-    metadata = metadata if isinstance(metadata, Mapping) else {}
-    version = f"{metadata.get('uid', '')}/{metadata['resourceVersion']}" if metadata.get("resourceVersion") else ""
+    version = spec_version(body)
     for held in previous:
         if version and held[0] == version:
             return held
@@ -54,6 +52,16 @@ def policy_entry(name: str, body: Mapping[str, Any], previous: Iterable[PolicyEn
         return version, broken_policy(name, body, refused)
     except Exception as error:  # anything else about an unreadable body: still never skipped
         return version, BrokenPolicy(name, f"{type(error).__name__}: {error}", selector=None)
+
+
+def spec_version(body: Mapping[str, Any]) -> str:
+    """Which spec a stored object holds: its uid and generation, which the API server moves on every change of
+    the spec and never on one of the status (the operator's own policy status writes) or of metadata; its
+    resourceVersion when it has no generation. Empty when unknown."""
+    metadata = body.get("metadata")
+    metadata = metadata if isinstance(metadata, Mapping) else {}
+    version = metadata.get("generation") or metadata.get("resourceVersion")
+    return f"{metadata.get('uid', '')}/{version}" if version else ""
 
 
 def broken_policy(name: str, body: Mapping[str, Any], refused: Refused) -> BrokenPolicy:
