@@ -3,7 +3,8 @@
 Exit codes, the same for every command (api.md):
 
   0  done; for `validate`, admitted (or, for a file of policies only, every policy valid)
-  1  refused: one line per problem on stderr, naming the file, the document and the field
+  1  refused: one line per problem on stderr, naming the file, the document and the field; for
+     `release`, a workload whose GCP resources or finalizer could not be released (run it again)
   2  unreadable input or usage: a missing file, not UTF-8, not YAML, a duplicate key, over the size
      or alias limits (see yamlio), a document that is not an object or whose apiVersion or kind is
      not a string; bad flags. One line per problem, naming the file and where in it
@@ -225,6 +226,42 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
+def _release(args: argparse.Namespace, out: TextIO) -> int:
+    """Release the GCP resources of workloads whose deletion waits on a missing operator, and their finalizer."""
+    import asyncio  # noqa: PLC0415  (the offline commands need neither asyncio's loop nor kopf)
+    import datetime  # noqa: PLC0415
+
+    from mlworkload.controller.handlers import api_client, gcp_provisioner  # noqa: PLC0415
+    from mlworkload.controller.kube import ClientKubeApi  # noqa: PLC0415
+    from mlworkload.controller.release import release_deleted  # noqa: PLC0415
+
+    overrides = {field: getattr(args, field) for field in SETTINGS_VARIABLES if hasattr(args, field)}
+    config = OperatorSettings.load(overrides)
+    kube = ClientKubeApi(api_client())
+    results = asyncio.run(
+        release_deleted(
+            kube,
+            gcp_provisioner(config, kube),
+            config.platform_defaults,
+            namespaces=config.namespaces,
+            min_age=datetime.timedelta(seconds=args.min_age),
+            now=datetime.datetime.now(datetime.UTC),
+            dry_run=args.dry_run,
+        )
+    )
+    if args.output == "json":
+        out.write(json.dumps({"results": [
+            {"namespace": r.namespace, "name": r.name, "released": r.done, "leftAlone": r.waiting, "error": r.error,
+             "revoked": [b.to_dict() for b in r.revoked], "kept": [b.to_dict() for b in r.kept]}
+            for r in results]}, indent=2) + "\n")  # fmt: skip
+    else:
+        for result in results:
+            out.write("".join(f"{line}\n" for line in result.lines()))
+        if not results:
+            out.write("no MLWorkload is waiting for its finalizer\n")
+    return EXIT_REFUSED if any(result.error for result in results) else EXIT_OK
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mlworkload",
@@ -282,10 +319,27 @@ def _parser() -> argparse.ArgumentParser:
         help="run the operator against the current kubeconfig / in-cluster config",
         description="Run the operator. Every flag has an environment variable (shown); flags win.",
     )
-    for field, variable in SETTINGS_VARIABLES.items():
-        described = OperatorSettings.model_fields[field].description or ""
-        run.add_argument(flag_of(field), dest=field, metavar="VALUE", help=f"{described} [{variable}]".strip())
     run.set_defaults(handler=_run)
+    release = commands.add_parser(
+        "release",
+        parents=[debug],
+        help="after the operator was removed: release the GCP resources of MLWorkloads being deleted, and their"
+        " finalizer (exit 1 when one could not be released)",
+        description="For each MLWorkload being deleted that still carries the operator's finalizer: revoke the IAM"
+        " members the operator added for it, as the operator would, then remove the finalizer. Only for an"
+        " operator that is gone: the settings (GCP project, cluster, namespaces) are the operator's, as flags or"
+        " environment variables. Node pools are left to GKE's autoscaler (they scale to zero) or to gcloud.",
+    )
+    release.add_argument("--min-age", type=float, default=60.0, metavar="SECONDS",
+                         help="leave alone workloads deleted more recently (a running operator may be releasing"
+                         " them); default 60")  # fmt: skip
+    release.add_argument("--dry-run", action="store_true", help="say what would be done; change nothing")
+    release.add_argument("-o", "--output", choices=("text", "json"), default="text")
+    release.set_defaults(handler=_release)
+    for command in (run, release):
+        for field, variable in SETTINGS_VARIABLES.items():
+            described = OperatorSettings.model_fields[field].description or ""
+            command.add_argument(flag_of(field), dest=field, metavar="VALUE", help=f"{described} [{variable}]".strip())
     return parser
 
 

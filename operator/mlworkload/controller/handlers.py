@@ -76,8 +76,7 @@ from mlworkload.controller.reconcile import (
     live_claims,
     owner_key,
     reconcile,
-    recorded_of,
-    trusted,
+    trusted_record,
 )
 from mlworkload.controller.view import (
     Governance,
@@ -137,7 +136,7 @@ RECONCILE_SLOTS = CLIENT_THREADS
 # --- start-up -------------------------------------------------------------------------------------
 
 
-def _api_client() -> kubernetes.client.ApiClient:
+def api_client() -> kubernetes.client.ApiClient:
     """In-cluster credentials, else the kubeconfig ($KUBECONFIG read now, not at import as the client does)."""
     configuration = kubernetes.client.Configuration()
     try:
@@ -155,11 +154,11 @@ def _api_client() -> kubernetes.client.ApiClient:
 
 
 def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
-    """kopf's own readers of the service account or $KUBECONFIG, the same sources as `_api_client`."""
+    """kopf's own readers of the service account or $KUBECONFIG, the same sources as `api_client`."""
     return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
 
 
-def _gcp_provisioner(config: OperatorSettings, kube: ClientKubeApi) -> GcpProvisioner:
+def gcp_provisioner(config: OperatorSettings, kube: ClientKubeApi) -> GcpProvisioner:
     """Live when a GCP project is configured (or MLW_GCP_MODE=live), dry-run otherwise."""
     if config.effective_gcp_mode is GcpMode.DRY_RUN:
         logger.info("GCP mode dry-run: node pools and IAM bindings are planned and reported, never made")
@@ -231,7 +230,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     for resource in (*OWNED_KINDS, *SHARED_KINDS):
         settings.watching.label_selectors[_selector(resource)] = OWNED_SELECTOR
     memo.config = config
-    kube = ClientKubeApi(_api_client())
+    kube = ClientKubeApi(api_client())
     # Shared by every handler: kopf hands each object a shallow copy of the memo, so state lives in objects.
     memo.view = ViewState()
     if config.role is not Role.CONTROLLER:
@@ -239,7 +238,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     if config.role is Role.WEBHOOK:
         logger.info("role webhook: admission only, no reconciling")
         return
-    gcp = _gcp_provisioner(config, kube)
+    gcp = gcp_provisioner(config, kube)
     clusters = connect_inspector(config) if isinstance(gcp, LiveProvisioner) else None
     memo.reconciler = Reconciler(kube=kube, gcp=gcp, defaults=config.platform_defaults, clusters=clusters)
     memo.locks = defaultdict(asyncio.Lock)
@@ -670,14 +669,7 @@ async def _report_policies_every(seconds: float, memo: kopf.Memo) -> None:
 
 def _trusted_record(body: kopf.Body, memo: kopf.Memo, indexes: Mapping[str, Any]) -> Recorded:
     """What the workload's status says it holds, less what the operator could not have added for it."""
-    record = recorded_of(body)
-    try:
-        workload = parse_workload(dict(body))
-    except Refused:  # nothing can be derived from a spec that does not parse: trust none of its claims
-        record, forged = record.partition(lambda status: not status.added_by_operator)
-    else:
-        resolved = admit_in(cluster_view(indexes), workload, memo.reconciler.defaults).resolved
-        record, forged = trusted(resolved, record)
+    record, forged = trusted_record(body, cluster_view(indexes), memo.reconciler.defaults)
     _warn_forged(body, forged)
     return record
 

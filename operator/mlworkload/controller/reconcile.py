@@ -175,6 +175,19 @@ def _claims_of(body: Mapping[str, Any]) -> Recorded:
     return claims
 
 
+def trusted_record(
+    body: Mapping[str, Any], view: ClusterView, defaults: PlatformDefaults
+) -> tuple[Recorded, list[IamBindingStatus]]:
+    """What the workload's status says it holds, less what the operator could not have added for it (and those
+    left out). A spec that does not parse gives nothing to derive from: none of its claims is trusted."""
+    record = recorded_of(body)
+    try:
+        workload = parse_workload(dict(body))
+    except Refused:
+        return record.partition(lambda status: not status.added_by_operator)
+    return trusted(admit_in(view, workload, defaults).resolved, record)
+
+
 def trusted(resolved: ResolvedWorkload, recorded: Recorded) -> tuple[Recorded, list[IamBindingStatus]]:
     """The record without bindings "added by the operator" that it could not have added for this workload
     (status is writable by others: a forged entry must not make the operator revoke someone else's access);
