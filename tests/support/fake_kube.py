@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from mlworkload.controller.kube import KubeError, Manifest, Resource, resource_of
+from tests.support.kube.patches import merge_patch
 
 Key = tuple[str, str | None, str]  # kind, namespace, name
 
@@ -98,26 +99,13 @@ class FakeKubeApi:
         self._refuse(f"status {resource.kind}/{name}")
         self.writes.append(f"status {resource.kind}/{name}")
         stored = self.objects[self._key(resource, namespace, name)]
-        stored["status"] = _merged(stored.get("status", {}), status)
+        stored["status"] = merge_patch(stored.get("status", {}), status)
         stored["metadata"]["resourceVersion"] = str(next(self._versions))
         return copy.deepcopy(stored)
 
     def status_of(self, kind: str, namespace: str | None, name: str) -> dict[str, Any]:
         status: dict[str, Any] = self.objects[kind, namespace, name].get("status", {})
         return status
-
-
-def _merged(target: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
-    """A JSON merge patch (RFC 7386) applied, as the API server does for application/merge-patch+json."""
-    result = copy.deepcopy(dict(target))
-    for key, value in patch.items():
-        if value is None:
-            result.pop(key, None)
-        elif isinstance(value, Mapping) and isinstance(result.get(key), Mapping):
-            result[key] = _merged(result[key], value)
-        else:
-            result[key] = copy.deepcopy(value)
-    return result
 
 
 def _field(obj: Manifest, path: str) -> Any:
