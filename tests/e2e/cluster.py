@@ -15,19 +15,32 @@ Backend selection (:func:`choose_backend`), first match wins:
 4. Otherwise the in-memory server, so that the suite always runs.
 
 An explicit ``MLW_E2E_CLUSTER`` that cannot be honoured is an error, never a silent fallback.
+
+Which operator the scenarios test (:func:`choose_operator`), ``MLW_E2E_OPERATOR``:
+
+- ``in-process`` (the default): the tier runs the operator in this process (GCP dry-run, resync 2 s).
+- ``in-cluster``: the operator the cluster already runs, installed from the Helm chart with
+  ``operator.gcp.mode=dry-run`` (the e2e workflow's set-up, .github/workflows/e2e.yaml). The tier waits for its
+  Deployments, restarts the controller if the tier had to add the GKE stand-in CRDs after it started, and
+  waits until the webhook admits workloads in the run's namespace before any scenario runs.
+
+On a real cluster the tier first checks that the operators there are the ones the run expects
+(:func:`operator_problems`): never two mlworkload operators, never the KubeRay simulator next to a real KubeRay.
 """
 
 from __future__ import annotations
 
 import builtins
+import functools
 import json
 import os
 import secrets
 import shutil
 import subprocess
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, Literal, TypeVar, cast
 
@@ -35,7 +48,7 @@ import kubernetes.client
 import kubernetes.config
 
 from mlworkload.controller.kube import ClientKubeApi, KubeError
-from tests.support.documents import PolicyDoc, permissive_policy
+from tests.support.documents import PolicyDoc, permissive_policy, workload
 from tests.support.kube import KubeEmulatorServer, default_crd_paths, wait_until
 from tests.support.kube.resources import load_crds
 
@@ -43,6 +56,9 @@ Obj = dict[str, Any]
 T = TypeVar("T")
 Backend = Literal["kubeconfig", "kind", "in-memory"]
 BACKENDS: Final[tuple[Backend, ...]] = ("kubeconfig", "kind", "in-memory")
+OperatorMode = Literal["in-process", "in-cluster"]
+OPERATOR_MODES: Final[tuple[OperatorMode, ...]] = ("in-process", "in-cluster")
+OPERATOR_ENV: Final = "MLW_E2E_OPERATOR"
 
 MLW: Final = "mlworkload.io/v1alpha1"
 CRD: Final = "apiextensions.k8s.io/v1"
@@ -59,6 +75,14 @@ IN_MEMORY_TIMEOUT: Final = 30.0
 # process (and its GIL) with the operator, so polling at wait_until's default 50 Hz slows the
 # operator down several-fold, and a real API server would throttle it.
 POLL_INTERVAL: Final = 0.25
+# The Deployments of the operators, as their Helm charts label them (this chart's controller and webhook; KubeRay's).
+OPERATOR_SELECTOR: Final = "app.kubernetes.io/name=mlworkload-operator"
+KUBERAY_SELECTOR: Final = "app.kubernetes.io/name=kuberay-operator"
+# Image pulls and (re)starts of the operators' pods.
+INSTALLED_TIMEOUT: Final = 300.0
+# What the run's policy opens for the Ray pods when a real KubeRay runs them: the internet (the RayService's
+# runtime_env working_dir is on GitHub), never the cluster's private ranges. Everything else stays isolated.
+INTERNET: Final[Obj] = {"ipBlock": {"cidr": "0.0.0.0/0", "except": ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"]}}
 
 
 class BackendUnavailable(RuntimeError):
@@ -101,6 +125,84 @@ def choose_backend(
             raise BackendUnavailable("MLW_E2E_CLUSTER=kind, but kind, docker or the Docker engine is missing")
         return BackendChoice("kind", "kind and a Docker engine are available")
     return BackendChoice("in-memory", "no KUBECONFIG, and no kind with a Docker engine")
+
+
+def choose_operator(backend: Backend, environ: Mapping[str, str] = os.environ) -> OperatorMode:
+    """Which operator the scenarios test; see the module docstring."""
+    mode = environ.get(OPERATOR_ENV) or "in-process"
+    if mode not in OPERATOR_MODES:
+        raise BackendUnavailable(f"{OPERATOR_ENV}={mode!r}; expected one of {', '.join(OPERATOR_MODES)}")
+    if mode == "in-cluster" and backend == "in-memory":
+        raise BackendUnavailable(
+            f"{OPERATOR_ENV}=in-cluster needs a real cluster running the operator; the in-memory server runs none"
+        )
+    return mode
+
+
+def _names(deployments: Sequence[Obj]) -> str:
+    return ", ".join(f"{d['metadata']['namespace']}/{d['metadata']['name']}" for d in deployments)
+
+
+def _env(deployment: Obj) -> dict[str, str]:
+    containers = deployment["spec"]["template"]["spec"]["containers"]
+    return {e["name"]: str(e.get("value", "")) for c in containers for e in c.get("env") or [] if "valueFrom" not in e}
+
+
+def _is_controller(deployment: Obj) -> bool:
+    return (deployment["metadata"].get("labels") or {}).get("app.kubernetes.io/component") == "controller"
+
+
+def operator_problems(
+    operator: OperatorMode, real_kuberay: bool, ours: Sequence[Obj], kuberay: Sequence[Obj]
+) -> list[str]:
+    """Why the operators a cluster runs (its Deployments) are not those the run expects, each with the fix."""
+    problems = []
+    if real_kuberay and not kuberay:
+        problems.append(
+            f"MLW_E2E_REAL_KUBERAY=1, but no KubeRay operator runs here (no Deployment with {KUBERAY_SELECTOR}): "
+            "install KubeRay's chart kuberay-operator (docs/platform/ci-e2e.md)"
+        )
+    if kuberay and not real_kuberay:
+        problems.append(
+            f"KubeRay's operator runs here ({_names(kuberay)}): set MLW_E2E_REAL_KUBERAY=1, or the KubeRay simulator "
+            "and KubeRay would both write the Ray objects' status"
+        )
+    if operator == "in-process" and ours:
+        problems.append(
+            f"the mlworkload operator runs here ({_names(ours)}): set {OPERATOR_ENV}=in-cluster to test it, or "
+            "uninstall it; two operators would reconcile the same workloads"
+        )
+    if operator == "in-cluster":
+        controllers = [d for d in ours if _is_controller(d)]
+        if not controllers:
+            problems.append(
+                f"{OPERATOR_ENV}=in-cluster, but no mlworkload controller runs here (no Deployment with "
+                f"{OPERATOR_SELECTOR},app.kubernetes.io/component=controller): install the chart"
+            )
+        for deployment in controllers:
+            env = _env(deployment)
+            mode = env.get("MLW_GCP_MODE") or ("live" if env.get("MLW_GCP_PROJECT") else "dry-run")
+            if mode != "dry-run":
+                problems.append(
+                    f"the mlworkload controller {_names([deployment])} runs in GCP mode {mode}: install the chart "
+                    "with --set operator.gcp.mode=dry-run (the scenarios' policies name made-up GCP projects)"
+                )
+    return problems
+
+
+def rolled_out(deployment: Obj | None) -> bool:
+    """As `kubectl rollout status` judges it: the newest spec observed, every replica updated and available, and
+    no pod of an older one left."""
+    if deployment is None:
+        return False
+    wanted = int(deployment["spec"].get("replicas", 1))
+    status = deployment.get("status") or {}
+    return bool(
+        status.get("observedGeneration", 0) >= deployment["metadata"].get("generation", 0)
+        and status.get("updatedReplicas", 0) == wanted
+        and status.get("availableReplicas", 0) == wanted
+        and status.get("replicas", 0) == wanted
+    )
 
 
 @contextmanager
@@ -175,11 +277,14 @@ class Cluster:
 
     # --- the verbs the scenarios use ----------------------------------------------------------------
 
-    def apply(self, obj: Obj) -> Obj:
-        """Server-side apply, as `kubectl apply --server-side` and Argo CD do; fields left out are removed."""
+    def apply(self, obj: Obj, *, dry_run: bool = False) -> Obj:
+        """Server-side apply, as `kubectl apply --server-side` and Argo CD do; fields left out are removed.
+
+        ``dry_run``: admission (webhooks included) judges it, nothing is stored.
+        """
         meta = obj["metadata"]
         path = self._path(obj["apiVersion"], obj["kind"], meta.get("namespace"), meta["name"])
-        query = [("fieldManager", FIELD_MANAGER), ("force", "true")]
+        query = [("fieldManager", FIELD_MANAGER), ("force", "true")] + ([("dryRun", "All")] if dry_run else [])
         return self._request(
             "PATCH", path, query=query, body=json.dumps(obj), content_type="application/apply-patch+yaml"
         )
@@ -259,11 +364,17 @@ class Cluster:
         for name in names:
             self.delete(CRD, "CustomResourceDefinition", name)
 
-    def create_namespace_and_policy(self) -> None:
-        """The run's namespace (team=nlp, as the integration tier's) and a permissive policy governing it."""
+    def create_namespace_and_policy(self, allowed_egress: Sequence[Obj] = ()) -> None:
+        """The run's namespace (team=nlp, as the integration tier's) and a permissive policy governing it.
+
+        ``allowed_egress``: the policy's ``network.allowedEgress``, for Ray pods that really run.
+        """
         self.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {
             "name": self.namespace, "labels": {"team": "nlp", RUN_LABEL: self.run_id}}})  # fmt: skip
-        self.apply(self.policy(permissive_policy(self.policy_name).set("priority", POLICY_PRIORITY)).doc)
+        doc = permissive_policy(self.policy_name).set("priority", POLICY_PRIORITY)
+        if allowed_egress:
+            doc.set("network.allowedEgress", list(allowed_egress))
+        self.apply(self.policy(doc).doc)
 
     def policy(self, doc: PolicyDoc) -> PolicyDoc:
         """``doc`` made to govern exactly this run's namespace, and labelled for clean-up."""
@@ -290,6 +401,69 @@ class Cluster:
         for obj in self.list(MLW, "MLWorkloadPolicy", label_selector=f"{RUN_LABEL}={self.run_id}"):
             self.delete(MLW, "MLWorkloadPolicy", obj["metadata"]["name"])
         self.delete("v1", "Namespace", self.namespace)
+
+    # --- the operators a real cluster runs ----------------------------------------------------------
+
+    def deployments(self, label_selector: str) -> builtins.list[Obj]:
+        """The Deployments with these labels, in every namespace."""
+        return self.list("apps/v1", "Deployment", None, label_selector)
+
+    def check_operators(self, operator: OperatorMode, real_kuberay: bool) -> None:
+        """Fail at once, naming the fix, when the cluster does not run the operators the run expects; then wait
+        for those it runs to be available. The in-memory server runs only what the tier starts."""
+        if self.backend == "in-memory":
+            if real_kuberay:
+                raise BackendUnavailable("MLW_E2E_REAL_KUBERAY=1 needs a real cluster running KubeRay; the in-memory "
+                                         "server runs none (set KUBECONFIG or MLW_E2E_CLUSTER)")  # fmt: skip
+            return
+        ours, kuberay = self.deployments(OPERATOR_SELECTOR), self.deployments(KUBERAY_SELECTOR)
+        problems = operator_problems(operator, real_kuberay, ours, kuberay)
+        if problems:
+            raise BackendUnavailable("; ".join(problems))
+        self.wait_available(ours + kuberay)
+
+    def restart_controllers(self) -> None:
+        """Restart the installed mlworkload controller (as `kubectl rollout restart`), so that it watches the
+        kinds whose CRDs appeared after it started, and wait until it is back."""
+        controllers = [d for d in self.deployments(OPERATOR_SELECTOR) if _is_controller(d)]
+        stamp = datetime.now(UTC).isoformat()
+        for deployment in controllers:
+            meta = deployment["metadata"]
+            patch = {"spec": {"template": {"metadata": {"annotations": {"kubectl.kubernetes.io/restartedAt": stamp}}}}}
+            self.patch("apps/v1", "Deployment", meta["name"], patch, meta["namespace"])
+        self.wait_available(controllers)
+
+    def wait_available(self, deployments: Iterable[Obj]) -> None:
+        for deployment in deployments:
+            namespace, name = deployment["metadata"]["namespace"], deployment["metadata"]["name"]
+            self.wait_until(
+                functools.partial(self.rolled_out, namespace, name),
+                f"Deployment {namespace}/{name} rolled out and available",
+                timeout=INSTALLED_TIMEOUT,
+            )
+
+    def rolled_out(self, namespace: str, name: str) -> bool:
+        return rolled_out(self.get("apps/v1", "Deployment", name, namespace))
+
+    def until_accepted(self, action: Callable[[], object], what: str, times: int = 1) -> None:
+        """Repeat ``action`` until the API server (and its webhooks) accepted it ``times`` times in a row: an
+        installed webhook learns of a new policy through its watch, a moment after the policy is stored."""
+        streak, last = 0, ""
+
+        def accepted() -> bool:
+            nonlocal streak, last
+            try:
+                action()
+            except KubeError as error:
+                streak, last = 0, str(error)
+                return False
+            streak += 1
+            return streak >= times
+
+        try:
+            self.wait_until(accepted, what)
+        except AssertionError as timeout:
+            raise AssertionError(f"{timeout}; the last refusal: {last}") from None
 
     # --- plumbing -----------------------------------------------------------------------------------
 
@@ -374,17 +548,29 @@ def _stand_in_crd(name: str, kind: str, plural: str, scope: str) -> Obj:
 
 
 @contextmanager
-def connected(backend: Backend, kubeconfig: Path) -> Iterator[Cluster]:
+def connected(
+    backend: Backend, kubeconfig: Path, operator: OperatorMode = "in-process", real_kuberay: bool = False
+) -> Iterator[Cluster]:
     """The cluster with the CRDs, the run's namespace and policy; the namespace and policies go afterwards.
 
     The CRDs stay on a shared cluster (deleting a CRD deletes every object of its kind); only the
-    GKE stand-ins created here are removed again.
+    GKE stand-ins created here are removed again. With ``operator="in-cluster"``, the installed operator
+    admits workloads in the run's namespace before this returns.
     """
     cluster = Cluster(backend, kubeconfig, secrets.token_hex(3))
+    cluster.check_operators(operator, real_kuberay)
     cluster.install_crds(default_crd_paths())  # crds/*.yaml and $KUBERAY_CRDS_DIR (never copied here)
     stand_ins = cluster.install_gke_stand_ins()
-    cluster.create_namespace_and_policy()
+    egress = [INTERNET] if real_kuberay else []
     try:
+        if operator == "in-process":
+            cluster.create_namespace_and_policy(egress)
+        else:
+            if stand_ins:
+                cluster.restart_controllers()
+            cluster.until_accepted(lambda: cluster.create_namespace_and_policy(egress), "the namespace and policy")
+            probe = workload(f"mlw-e2e-probe-{cluster.run_id}", cluster.namespace).doc
+            cluster.until_accepted(lambda: cluster.apply(probe, dry_run=True), "the webhook admitting", times=3)
         yield cluster
     finally:
         cluster.delete_namespace_and_policies()

@@ -13,30 +13,43 @@ from contextlib import ExitStack
 
 import pytest
 
-from tests.e2e.cluster import Cluster, choose_backend, connected, provision
+from tests.e2e.cluster import Cluster, choose_backend, choose_operator, connected, provision
 from tests.e2e.kuberay import RayDriver, ray_driver_for, uses_real_kuberay
-from tests.support.operator import running_operator
+from tests.support.kuberay_crds import KUBERAY_CRDS_ENV, kuberay_crds_dir
+from tests.support.operator import environment, running_operator
 
 BACKEND = pytest.StashKey[str]()
 
 
 @pytest.fixture(scope="package")
 def cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    """The cluster with the operator running in-process against it until the package's tests are done.
+    """The cluster with the operator running against it (in this process, unless MLW_E2E_OPERATOR=in-cluster)
+    until the package's tests are done.
 
-    Tear-down order: the operator stops, the workloads the tests left go (finalizers included),
+    KubeRay's CRDs: ``$KUBERAY_CRDS_DIR``, the shared test data, or else fetched from KubeRay's Helm chart
+    (``$KUBERAY_CHART``; tests/support/kuberay_crds.py), so the tier runs from a clean clone. The directory is
+    ``$KUBERAY_CRDS_DIR`` for the package's duration, for everything that reads it.
+
+    Tear-down order: the in-process operator stops, the workloads the tests left go (finalizers included),
     then the run's namespace and policies, then the cluster itself when it was made for the run.
     """
     choice = choose_backend()
+    operator = choose_operator(choice.backend)
+    real_kuberay = uses_real_kuberay()
     with ExitStack() as stack:
+        crds = kuberay_crds_dir()
+        stack.enter_context(environment({KUBERAY_CRDS_ENV: str(crds)}))
         kubeconfig, emulator = stack.enter_context(provision(choice, tmp_path_factory.mktemp("e2e")))
         if emulator is not None:  # checked last: an emulator failure would otherwise show as a mere timeout
             stack.callback(lambda: _assert_no_emulator_errors(emulator.internal_errors))
-        connected_cluster = stack.enter_context(connected(choice.backend, kubeconfig))
+        connected_cluster = stack.enter_context(connected(choice.backend, kubeconfig, operator, real_kuberay))
         stack.callback(connected_cluster.remove_workloads)
-        stack.enter_context(running_operator(kubeconfig))  # dry-run GCP, resync 2 s
-        kuberay = "real KubeRay" if uses_real_kuberay() else "simulated KubeRay"
-        request.config.stash[BACKEND] = f"{choice.backend} ({choice.reason}); {kuberay}"
+        if operator == "in-process":
+            stack.enter_context(running_operator(kubeconfig))  # dry-run GCP, resync 2 s
+        kuberay = "real KubeRay" if real_kuberay else "simulated KubeRay"
+        request.config.stash[BACKEND] = (
+            f"{choice.backend} ({choice.reason}); {kuberay}; operator {operator}; KubeRay CRDs from {crds}"
+        )
         yield connected_cluster
 
 

@@ -17,7 +17,7 @@ from tests.support.kube.faults import (
     Status,
 )
 from tests.support.kube.polling import wait_until
-from tests.support.kube.resources import ResourceRegistry, ResourceSpec, default_crd_paths, kuberay_crds_dir
+from tests.support.kube.resources import ResourceRegistry, ResourceSpec, default_crd_paths
 from tests.support.kube.server import KubeEmulatorServer, RequestRecord
 from tests.support.kube.store import ObjectStore
 
@@ -40,7 +40,6 @@ __all__ = [
     "Route",
     "Status",
     "default_crd_paths",
-    "kuberay_crds_dir",
     "parse_route",
     "wait_until",
 ]

@@ -8,7 +8,6 @@ becomes servable at once, and a kind that does not declare ``subresources.status
 from __future__ import annotations
 
 import functools
-import os
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -17,12 +16,12 @@ from typing import Any, Final
 
 import yaml
 
+from tests.support.kuberay_crds import cached_kuberay_crds_dir
+
 Obj = dict[str, Any]
 
 REPO_ROOT: Final = Path(__file__).resolve().parents[3]
 OPERATOR_CRDS_DIR: Final = REPO_ROOT / "crds"
-KUBERAY_CRDS_ENV: Final = "KUBERAY_CRDS_DIR"
-DEFAULT_KUBERAY_CRDS_DIR: Final = REPO_ROOT.parent / "shared" / "testdata" / "kuberay-crds"
 
 _VERSION_RE: Final = re.compile(r"^v(\d+)(?:(alpha|beta)(\d+))?$")
 
@@ -193,15 +192,9 @@ class ResourceRegistry:
         return [spec for spec in self._specs.values() if spec.group == group and version in spec.versions]
 
 
-def kuberay_crds_dir() -> Path:
-    """``$KUBERAY_CRDS_DIR`` or the shared test data next to the repository (never copied into it)."""
-    configured = os.environ.get(KUBERAY_CRDS_ENV)
-    return Path(configured) if configured else DEFAULT_KUBERAY_CRDS_DIR
-
-
 def default_crd_paths() -> list[Path]:
     """The operator's own CRDs and the upstream KubeRay CRDs."""
-    return sorted(OPERATOR_CRDS_DIR.glob("*.yaml")) + sorted(kuberay_crds_dir().glob("*.yaml"))
+    return sorted(OPERATOR_CRDS_DIR.glob("*.yaml")) + sorted(cached_kuberay_crds_dir().glob("*.yaml"))
 
 
 def load_crds(paths: Iterable[Path]) -> list[Obj]:
