@@ -21,6 +21,9 @@ RECONCILE_SECONDS = Histogram(
 ADMISSION_REFUSALS = Counter(
     "mlworkload_admission_refusals_total", "Workloads refused at admission or reconcile, by rule.", ["reason"]
 )
+# The webhook failing to judge a workload is rare, and increase() cannot see the first count of a series that
+# appears with it: exported at 0 from the start, for the chart's alert MLWorkloadWebhookErrors.
+ADMISSION_REFUSALS.labels(reason="internal")
 INVALID_POLICIES = Gauge(
     "mlworkload_invalid_policies", "Stored MLWorkloadPolicies the operator cannot read (their workloads are refused)."
 )

@@ -70,7 +70,8 @@ def test_the_full_values_render_every_optional_object() -> None:
     assert kinds == {
         "ServiceAccount", "CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding", "Service", "Deployment",
         "ValidatingWebhookConfiguration", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding",
-        "Certificate", "MLWorkloadPolicy", "PodMonitoring", "ServiceMonitor", "PodDisruptionBudget",
+        "Certificate", "MLWorkloadPolicy", "PodMonitoring", "ServiceMonitor", "PodDisruptionBudget", "ConfigMap",
+        "PrometheusRule", "Rules", "PodMonitor", "ClusterPodMonitoring",
     }  # fmt: skip
 
 

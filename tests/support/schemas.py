@@ -108,6 +108,10 @@ _GKE_SCHEMA_FILES: Final[Mapping[tuple[str, str], str]] = {
     ("cert-manager.io/v1", "Issuer"): "addon_schemas/issuer.json",
     ("monitoring.coreos.com/v1", "ServiceMonitor"): "addon_schemas/servicemonitor.json",
     ("monitoring.googleapis.com/v1", "PodMonitoring"): "addon_schemas/podmonitoring.json",
+    ("monitoring.coreos.com/v1", "PodMonitor"): "addon_schemas/podmonitor.json",
+    ("monitoring.coreos.com/v1", "PrometheusRule"): "addon_schemas/prometheusrule.json",
+    ("monitoring.googleapis.com/v1", "ClusterPodMonitoring"): "addon_schemas/clusterpodmonitoring.json",
+    ("monitoring.googleapis.com/v1", "Rules"): "addon_schemas/rules.json",
 }
 _OBJECT_META_REF: Final = (
     "https://kubernetes.io/api/_definitions.json#/$defs/io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"

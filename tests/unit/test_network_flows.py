@@ -111,3 +111,23 @@ def test_the_model_is_the_rendered_templates_plus_kuberays_labels(
     if type_ is WorkloadType.JOB:
         assert pods["submitter"].labels["job-name"] == netflows.WORKLOAD
         assert "ray.io/node-type" not in pods["submitter"].labels
+
+
+def test_the_metrics_scraper_reaches_ray_metrics_and_nothing_else(
+    cases: dict[Scenario, Case], judgement: Judgement
+) -> None:
+    """The peer the Helm chart adds to its default policy for Managed Prometheus (metrics.rayMetrics; the chart's
+    tests check it equal to SCRAPER_PEER): in every scenario, the GMP collector reaches port 8080 on the head and
+    every worker, and no other port of theirs."""
+    assert netflows.policy_document()["spec"]["network"]["metricsScrapers"] == [netflows.SCRAPER_PEER]
+    for scenario, case in cases.items():
+        scraped = {flow.name: flow for flow in case.flows if flow.name.startswith("scraper ")}
+        assert set(scraped) == {"scraper to Ray metrics", "scraper to any port but metrics"}, scenario.id
+        for flow in scraped.values():
+            assert isinstance(flow.source, netflows.PodGroup)
+            assert isinstance(flow.destination, netflows.PodGroup)
+            assert (flow.source.namespace, flow.source.expected) == ("gmp-system", ("collector",))
+            assert {"head", "worker-cpu-0", "worker-gpu-0"} <= set(flow.destination.expected), flow.describe()
+            assert not judgement.verdicts[flow.id, netflows.control_of(flow)].holds, flow.describe()
+            verdict = judgement.verdicts[flow.id, Control.RENDERED]
+            assert verdict.holds, f"{flow.describe()}\n{verdict.detail}"
