@@ -47,7 +47,6 @@ import functools
 import importlib.resources
 import ipaddress
 import json
-import os
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -67,8 +66,9 @@ from jsonschema.exceptions import ValidationError
 from jsonschema.protocols import Validator
 from referencing import Registry, Resource
 
+from tests.support.kuberay_crds import KUBERAY_CRDS_ENV, SHARED_KUBERAY_CRDS_DIR, cached_kuberay_crds_dir
+
 __all__ = [
-    "DEFAULT_KUBERAY_CRDS_DIR",
     "GKE_SCHEMAS_DIR",
     "K8S_VERSION",
     "KUBERAY_CRDS_ENV",
@@ -81,10 +81,7 @@ __all__ = [
 
 #: Kubernetes version whose built-in API schemas are used (newest that kubernetes-validate 1.37.0 ships).
 K8S_VERSION: Final = "1.37"
-#: Environment variable naming the directory that holds the upstream KubeRay CRD YAML files.
-KUBERAY_CRDS_ENV: Final = "KUBERAY_CRDS_DIR"
 _REPO_ROOT: Final = Path(__file__).resolve().parents[2]
-DEFAULT_KUBERAY_CRDS_DIR: Final = _REPO_ROOT.parent / "shared" / "testdata" / "kuberay-crds"
 SUPPORT_DIR: Final = Path(__file__).resolve().parent
 GKE_SCHEMAS_DIR: Final = SUPPORT_DIR / "gke_schemas"
 OWN_CRDS_DIR: Final = _REPO_ROOT / "crds"
@@ -186,9 +183,9 @@ def assert_valid(obj: dict[str, Any], *, old: dict[str, Any] | None = None) -> N
 
 
 def kuberay_crds_dir() -> Path:
-    """Directory holding the upstream KubeRay CRDs: ``$KUBERAY_CRDS_DIR`` or the shared test data."""
-    configured = os.environ.get(KUBERAY_CRDS_ENV)
-    return Path(configured) if configured else DEFAULT_KUBERAY_CRDS_DIR
+    """Directory holding the upstream KubeRay CRDs: ``$KUBERAY_CRDS_DIR``, the shared test data, or KubeRay's chart
+    (tests/support/kuberay_crds.py, the one lookup every tier uses)."""
+    return cached_kuberay_crds_dir()
 
 
 def unsupported_cel_rules(api_version: str, kind: str) -> list[str]:
@@ -228,7 +225,7 @@ def _bundle_for(api_version: str, kind: str) -> _Bundle | None:
         if not path.is_file():
             raise FileNotFoundError(
                 f"KubeRay CRD {path} not found: set {KUBERAY_CRDS_ENV} to the directory holding the upstream "
-                f"KubeRay CRDs (default {DEFAULT_KUBERAY_CRDS_DIR})"
+                f"KubeRay CRDs (default {SHARED_KUBERAY_CRDS_DIR})"
             )
         return _crd_bundle(str(path), kind, api_version.rpartition("/")[2])
     own_file = _OWN_CRD_FILES.get((api_version, kind))
