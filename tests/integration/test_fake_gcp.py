@@ -436,6 +436,102 @@ def test_update_node_pool_replaces_resource_labels_and_zones_guarded_by_the_etag
     assert fake.gke.active_operations() == []
 
 
+def test_node_settings_are_stored_defaulted_and_returned_as_gke_does(
+    fake: FakeGcp, gke: container_v1.ClusterManagerClient
+) -> None:
+    plain = l4_pool("mlw-plain")
+    gke.create_node_pool(parent=CLUSTER, node_pool=plain)
+    config = gke.get_node_pool(name=f"{CLUSTER}/nodePools/mlw-plain").config
+    assert (config.service_account, config.disk_type, config.disk_size_gb, config.image_type) == (
+        "default", "pd-balanced", 100, "COS_CONTAINERD")  # fmt: skip
+    assert "https://www.googleapis.com/auth/devstorage.read_only" in config.oauth_scopes  # the default scopes
+    shielded = config.shielded_instance_config
+    assert (shielded.enable_secure_boot, shielded.enable_integrity_monitoring) == (False, True)
+    assert not config.gcfs_config.enabled
+    labels = {"managed-by": "mlworkload", "goog-gke-node-pool-provisioning-model": "spot"}  # GKE adds its own
+    assert dict(config.resource_labels) == labels
+    fake.gke.complete_operations()
+
+    hardened = l4_pool("mlw-hardened")
+    hardened.config.service_account = GSA
+    hardened.config.oauth_scopes = ["https://www.googleapis.com/auth/cloud-platform"]
+    hardened.config.disk_type, hardened.config.disk_size_gb = "pd-ssd", 200
+    hardened.config.shielded_instance_config = container_v1.ShieldedInstanceConfig(
+        enable_secure_boot=True, enable_integrity_monitoring=True
+    )
+    hardened.config.gcfs_config = container_v1.GcfsConfig(enabled=True)
+    hardened.config.spot = False
+    gke.create_node_pool(parent=CLUSTER, node_pool=hardened)
+    (listed,) = [pool for pool in gke.list_node_pools(parent=CLUSTER).node_pools if pool.name == "mlw-hardened"]
+    config = listed.config
+    assert config.service_account == GSA
+    assert list(config.oauth_scopes) == ["https://www.googleapis.com/auth/cloud-platform"]
+    assert (config.disk_type, config.disk_size_gb, config.shielded_instance_config.enable_secure_boot) == (
+        "pd-ssd", 200, True)  # fmt: skip
+    assert config.gcfs_config.enabled
+    assert config.resource_labels["goog-gke-node-pool-provisioning-model"] == "on-demand"
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"image_type": "UBUNTU_CONTAINERD", "gcfs_config": {"enabled": True}},
+         "Image streaming (gcfsConfig) requires the COS_CONTAINERD image type"),
+        ({"disk_size_gb": 9}, "the smallest allowed disk size is 10GB"),
+        ({"disk_type": "pd-standard"}, "pd-standard disk type cannot be used by g2-standard-8 machine type"),
+        ({"disk_type": "hyperdisk-balanced"}, "hyperdisk-balanced disk type cannot be used by g2-standard-8"),
+        ({"image_type": "COS"}, 'Invalid image type "COS"'),
+        ({"service_account": "nodes"}, 'Invalid service account "nodes"'),
+    ],
+)  # fmt: skip
+def test_node_settings_gke_refuses_are_refused_at_create(
+    change: dict[str, Any], message: str, fake: FakeGcp, gke: container_v1.ClusterManagerClient
+) -> None:
+    pool = l4_pool()
+    for key, value in change.items():
+        setattr(pool.config, key, value)
+    with pytest.raises(exceptions.BadRequest, match=re.escape(message)):
+        gke.create_node_pool(parent=CLUSTER, node_pool=pool)
+    assert fake.gke.node_pools(CLUSTER) == []
+
+
+def test_update_node_pool_changes_image_streaming_and_disks_and_refuses_what_create_refuses(
+    fake: FakeGcp, gke: container_v1.ClusterManagerClient
+) -> None:
+    fake.gke.put_node_pool(CLUSTER, l4_pool_json())
+    name = f"{CLUSTER}/nodePools/mlw-l4x1-spot"
+
+    def update(**fields: Any) -> container_v1.Operation:
+        read = gke.get_node_pool(name=name)
+        request = {"name": name, "etag": read.etag, "node_version": read.version, "image_type": read.config.image_type}
+        op = gke.update_node_pool(request={**request, **fields})
+        assert op.operation_type == container_v1.Operation.Type.UPGRADE_NODES
+        fake.gke.complete_operations()
+        return op
+
+    with pytest.raises(exceptions.BadRequest, match="requires the COS_CONTAINERD image type"):
+        gke.update_node_pool(request={"name": name, "image_type": "UBUNTU_CONTAINERD",
+                                      "gcfs_config": {"enabled": True}})  # fmt: skip
+    update(image_type="UBUNTU_CONTAINERD")
+    assert gke.get_node_pool(name=name).config.image_type == "UBUNTU_CONTAINERD"
+    with pytest.raises(exceptions.BadRequest, match="requires the COS_CONTAINERD image type"):
+        gke.update_node_pool(request={"name": name, "gcfs_config": {"enabled": True}})
+    update(image_type="COS_CONTAINERD")
+    update(gcfs_config={"enabled": True})
+    assert gke.get_node_pool(name=name).config.gcfs_config.enabled
+    update(disk_type="pd-ssd", disk_size_gb=250)
+    config = gke.get_node_pool(name=name).config
+    assert (config.image_type, config.gcfs_config.enabled, config.disk_type, config.disk_size_gb) == (
+        "COS_CONTAINERD", True, "pd-ssd", 250)  # fmt: skip
+    update(gcfs_config={"enabled": False})
+    assert not gke.get_node_pool(name=name).config.gcfs_config.enabled
+    with pytest.raises(exceptions.BadRequest, match="pd-standard disk type cannot be used by g2-standard-8"):
+        gke.update_node_pool(request={"name": name, "disk_type": "pd-standard"})
+    with pytest.raises(exceptions.BadRequest, match="smallest allowed disk size is 10GB"):
+        gke.update_node_pool(request={"name": name, "disk_size_gb": 5})
+    assert fake.gke.active_operations() == []
+
+
 def test_a_pool_deleted_by_hand_is_stopping_then_gone_and_capacity_can_return(
     fake: FakeGcp, gke: container_v1.ClusterManagerClient
 ) -> None:

@@ -812,6 +812,183 @@ async def test_the_strictest_workload_wins_and_zones_are_intersected(fake: FakeG
     assert len(updates(fake)) == 2  # zones kept, and said so
 
 
+# --- node settings from the policy -------------------------------------------------------------------------
+
+NODE_SA = f"gke-nodes@{PROJECT}.iam.gserviceaccount.com"
+NODE_SETTINGS: dict[str, Any] = {
+    "serviceAccount": NODE_SA,
+    "diskType": "pd-ssd",
+    "diskSizeGb": 200,
+    "imageType": "COS_CONTAINERD",
+    "secureBoot": True,
+    "imageStreaming": True,
+    "resourceLabels": {"cost-center": "cc-1234", "team": "nlp"},
+}
+PROVISIONING_MODEL = "goog-gke-node-pool-provisioning-model"  # GKE's own label on the pools it creates
+
+
+def settings_pool(settings: dict[str, Any] | None = None, **changes: Any) -> NodePoolPlan:
+    """The GPU pool as the builder plans it under a policy with these node settings."""
+    rules = permissive_policy().set("nodePools", {**NODE_SETTINGS, **changes} if settings is None else settings)
+    (pool,) = build_gcp_plan(resolved(workload().gpu_group(capacity="Spot"), rules)).node_pools
+    assert pool.name == GPU_POOL  # settings never rename a pool
+    return pool
+
+
+def stored_config(fake: FakeGcp) -> dict[str, Any]:
+    pool = fake.gke.node_pool(CLUSTER_PATH, GPU_POOL)
+    assert pool is not None
+    config: dict[str, Any] = pool["config"]
+    return config
+
+
+async def settle(fake: FakeGcp, live: LiveProvisioner, plan: GcpPlan, state: GcpState, passes: int = 8) -> GcpState:
+    """Reconcile until nothing is under way, finishing each GKE operation as it starts."""
+    for _ in range(passes):
+        state = await live.ensure("team-nlp/a", plan, recorded(state))
+        if not fake.gke.active_operations():
+            return state
+        fake.gke.complete_operations()
+    raise AssertionError(f"still busy: {state}")
+
+
+async def test_a_pool_is_created_with_the_policys_node_settings_and_nothing_is_written_again(
+    fake: FakeGcp, rig: Rig
+) -> None:
+    live = rig.provisioner()
+    plan = pools_only(settings_pool())
+    state = await running(fake, live, "team-nlp/a", plan)
+    [create] = fake.calls("container", "CreateNodePool")
+    sent = create.body["nodePool"]["config"]
+    assert sent["serviceAccount"] == NODE_SA
+    assert sent["oauthScopes"] == ["https://www.googleapis.com/auth/cloud-platform"]
+    config = stored_config(fake)
+    assert (config["serviceAccount"], config["diskType"], config["diskSizeGb"], config["imageType"]) == (
+        NODE_SA, "pd-ssd", 200, "COS_CONTAINERD")  # fmt: skip
+    assert config["shieldedInstanceConfig"] == {"enableSecureBoot": True, "enableIntegrityMonitoring": True}
+    assert config["gcfsConfig"] == {"enabled": True}
+    labels = config["resourceLabels"]
+    assert (labels["cost-center"], labels["team"]) == ("cc-1234", "nlp")
+    assert labels["mlworkload-installation"] == INSTALLATION
+    assert labels[PROVISIONING_MODEL] == "spot"  # added by GKE, kept by the operator
+
+    mark = fake.mark()
+    for _ in range(3):
+        state = await live.ensure("team-nlp/a", plan, recorded(state))
+    assert state.node_pools.ready
+    assert state.node_pools.message == "1 node pool(s) running"
+    assert fake.calls("container", ["CreateNodePool", "UpdateNodePool", "SetNodePoolAutoscaling"], mark) == []
+
+
+async def test_a_changed_label_is_updated_once_keeping_the_operators_and_gkes(fake: FakeGcp, rig: Rig) -> None:
+    live = rig.provisioner()
+    state = await running(fake, live, "team-nlp/a", pools_only(settings_pool()))
+    reserved = {key: value for key, value in stored_config(fake)["resourceLabels"].items()
+                if key.startswith(("managed-by", "mlworkload-", "goog-"))}  # fmt: skip
+
+    relabelled = pools_only(settings_pool(resourceLabels={"team": "nlp-research", "env": "prod"}))
+    state = await live.ensure("team-nlp/a", relabelled, recorded(state))
+    assert state.node_pools.ready  # the pool works while it is relabelled
+    assert "setting its GCP labels (cost-center, env, team)" in state.node_pools.message
+    state = await settle(fake, live, relabelled, state)
+    [update] = updates(fake)
+    assert update.rpc == "UpdateNodePool"
+    assert update.body["etag"]
+    wanted = {**reserved, "team": "nlp-research", "env": "prod"}
+    assert update.body["resourceLabels"] == {"labels": wanted}
+    assert stored_config(fake)["resourceLabels"] == wanted
+
+    mark = fake.mark()
+    for _ in range(3):
+        state = await live.ensure("team-nlp/a", relabelled, recorded(state))
+    assert updates(fake, mark) == []
+    assert state.node_pools.message == "1 node pool(s) running"
+
+
+async def test_image_streaming_image_and_disks_follow_the_policy_one_operation_at_a_time(
+    fake: FakeGcp, rig: Rig
+) -> None:
+    live = rig.provisioner()
+    ubuntu = pools_only(settings_pool({"imageType": "UBUNTU_CONTAINERD", "imageStreaming": False}))
+    state = await running(fake, live, "team-nlp/a", ubuntu)
+    assert stored_config(fake)["imageType"] == "UBUNTU_CONTAINERD"
+
+    streaming = pools_only(settings_pool({"imageType": "COS_CONTAINERD", "imageStreaming": True,
+                                          "diskType": "pd-ssd", "diskSizeGb": 200}))  # fmt: skip
+    state = await settle(fake, live, streaming, state)
+    made = [(call.body.get("imageType"), call.body.get("gcfsConfig"), call.body.get("diskType"),
+             call.body.get("diskSizeGb")) for call in updates(fake)]  # fmt: skip
+    # The image first (GKE streams only to COS nodes), then streaming, then the disks: one operation each
+    # (diskSizeGb is an int64 in UpdateNodePoolRequest: a JSON string on the wire).
+    assert made == [("COS_CONTAINERD", None, None, None), ("COS_CONTAINERD", {"enabled": True}, None, None),
+                    ("COS_CONTAINERD", None, "pd-ssd", "200")]  # fmt: skip
+    config = stored_config(fake)
+    assert (config["imageType"], config["gcfsConfig"], config["diskType"], config["diskSizeGb"]) == (
+        "COS_CONTAINERD", {"enabled": True}, "pd-ssd", 200)  # fmt: skip
+
+    back = pools_only(settings_pool({"imageType": "UBUNTU_CONTAINERD", "imageStreaming": False}))
+    mark = fake.mark()
+    state = await settle(fake, live, back, state)
+    made = [(call.body.get("imageType"), call.body.get("gcfsConfig")) for call in updates(fake, mark)]
+    assert made == [("COS_CONTAINERD", {}), ("UBUNTU_CONTAINERD", None)]  # streaming off first, then the image
+    mark = fake.mark()
+    await settle(fake, live, back, state)
+    assert updates(fake, mark) == []
+
+
+async def test_a_new_service_account_is_reported_and_applies_when_the_pool_is_created_again(
+    fake: FakeGcp, rig: Rig
+) -> None:
+    live = rig.provisioner()
+    state = await running(fake, live, "team-nlp/a", pools_only(settings_pool({})))
+    assert stored_config(fake)["serviceAccount"] == "default"
+
+    hardened = pools_only(settings_pool({"serviceAccount": NODE_SA, "secureBoot": True}))
+    mark = fake.mark()
+    for _ in range(3):
+        state = await live.ensure("team-nlp/a", hardened, recorded(state))
+    assert updates(fake, mark) == []  # GKE changes neither in place
+    assert state.node_pools.ready
+    assert (f"its nodes run as the Compute Engine default service account, not {NODE_SA} and Secure Boot is off:"
+            " GKE sets these when it creates a pool" in state.node_pools.message)  # fmt: skip
+
+    fake.gke.remove_node_pool(CLUSTER_PATH, GPU_POOL)  # deleted by hand: created again, as the policy says
+    state = await running(fake, live, "team-nlp/a", hardened)
+    config = stored_config(fake)
+    assert (config["serviceAccount"], config["shieldedInstanceConfig"]["enableSecureBoot"]) == (NODE_SA, True)
+    assert state.node_pools.message == "1 node pool(s) running"
+
+
+async def test_workloads_whose_policies_disagree_keep_what_the_pool_has_and_say_so(fake: FakeGcp, rig: Rig) -> None:
+    """Two policies sharing pools by shape (`sharing: Cluster`) with different settings: what they agree on is
+    applied, what they disagree on is kept as the first one created it."""
+    live = rig.provisioner()
+    first = settings_pool({"resourceLabels": {"team": "nlp", "cost-center": "a"}, "diskSizeGb": 100})
+    second = settings_pool({"resourceLabels": {"team": "nlp", "cost-center": "b"}, "diskSizeGb": 300})
+    await running(fake, live, "team-nlp/a", pools_only(first))
+    mark = fake.mark()
+    state = await live.ensure("team-cv/b", pools_only(second), NOTHING_RECORDED)
+    for _ in range(3):
+        state = await live.ensure("team-cv/b", pools_only(second), recorded(state))
+    assert updates(fake, mark) == []
+    config = stored_config(fake)
+    assert (config["resourceLabels"]["cost-center"], config["diskSizeGb"]) == ("a", 100)
+    message = state.node_pools.message
+    assert "disagree on GCP labels cost-center, so those are kept" in message
+    assert "want different disk sizes, so its disk size is kept" in message
+
+
+async def test_a_disk_type_the_machine_cannot_boot_from_is_gkes_refusal_reported_on_the_pool(
+    fake: FakeGcp, rig: Rig
+) -> None:
+    live = rig.provisioner()
+    state = await live.ensure("team-nlp/a", pools_only(settings_pool({"diskType": "pd-standard"})), NOTHING_RECORDED)
+    assert rpc_statuses(fake, "container", "CreateNodePool") == [400]
+    assert states(state) == {GPU_POOL: "Failed"}
+    assert state.node_pools.reason == FailureKind.INVALID.value
+    assert "pd-standard disk type cannot be used by g2-standard-8 machine type" in state.node_pools.message
+
+
 async def test_a_pool_deleted_by_hand_makes_its_users_due_at_the_next_poll(fake: FakeGcp, rig: Rig) -> None:
     """The collector's listing notices at once; the workload is due for a reconcile long before any resync."""
     live = rig.provisioner()

@@ -7,14 +7,15 @@ obtain a Google identity nobody gave it.
 
 import re
 from enum import StrEnum
-from typing import Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, StrictBool, StrictInt, field_validator, model_validator
 
 from mlworkload.api.base import ApiModel, cel, with_cel
 from mlworkload.api.meta import LabelSelector, NetworkPolicyPeer, ObjectMeta, valid_cidrs
 from mlworkload.api.workload import GSA_PATTERN, INT32_MAX, Isolation
-from mlworkload.gcp.machines import GKE_ACCELERATORS
+from mlworkload.gcp.labels import GCP_LABEL_VALUE_PATTERN, MAX_POLICY_LABELS, label_problems
+from mlworkload.gcp.machines import GKE_ACCELERATORS, accelerator_machines, disk_type_problem
 
 # Google Front End and health-check source ranges (documented by Google for GCLB backends).
 GOOGLE_LB_SOURCE_RANGES = ("35.191.0.0/16", "130.211.0.0/22")
@@ -52,6 +53,33 @@ class LocationPolicy(StrEnum):
 class PoolSharing(StrEnum):
     POLICY = "Policy"
     CLUSTER = "Cluster"
+
+
+class DiskType(StrEnum):
+    PD_STANDARD = "pd-standard"
+    PD_BALANCED = "pd-balanced"
+    PD_SSD = "pd-ssd"
+    HYPERDISK_BALANCED = "hyperdisk-balanced"
+
+
+class ImageType(StrEnum):
+    """GKE's Linux node images with containerd (the Docker images are gone since GKE 1.24)."""
+
+    COS_CONTAINERD = "COS_CONTAINERD"
+    UBUNTU_CONTAINERD = "UBUNTU_CONTAINERD"
+
+
+# GKE's boot disk bounds: "The smallest allowed disk size is 10GB" (NodeConfig.disk_size_gb); 64 TiB is the
+# largest Persistent Disk or Hyperdisk Balanced volume.
+DISK_SIZE_GB_MIN = 10
+DISK_SIZE_GB_MAX = 65536
+_STREAMING_RULE = (
+    "!has(self.imageStreaming) || !self.imageStreaming || !has(self.imageType) || self.imageType == 'COS_CONTAINERD'"
+)
+_STREAMING_MESSAGE = (
+    "imageStreaming needs imageType COS_CONTAINERD (GKE streams images only to Container-Optimized OS nodes):"
+    " set imageType to COS_CONTAINERD or leave it out, or turn imageStreaming off"
+)
 
 
 class PolicyGcp(ApiModel):
@@ -136,7 +164,9 @@ class PolicyCapacity(ApiModel):
 
 
 class PolicyNodePools(ApiModel):
-    """Node pools the operator creates for the governed namespaces."""
+    """Node pools the operator creates for the governed namespaces, and the settings of their nodes."""
+
+    model_config = with_cel(cel(_STREAMING_RULE, _STREAMING_MESSAGE))
 
     max_nodes_per_pool: StrictInt = Field(default=8, ge=1, le=1000, description="Autoscaling cap per pool. Default 8.")
     location_policy: LocationPolicy = Field(
@@ -152,6 +182,80 @@ class PolicyNodePools(ApiModel):
             " workloads using it. Default Policy."
         ),
     )
+    service_account: str | None = Field(
+        default=None,
+        description=(
+            "Google service account the nodes run as; it needs roles/container.defaultNodeServiceAccount. Set"
+            " when a pool is created. Omitted: GKE's default, the Compute Engine default service account, which"
+            " CIS GKE 5.2.1 advises against."
+        ),
+        pattern=GSA_PATTERN,
+    )
+    disk_type: DiskType | None = Field(
+        default=None,
+        description=(
+            "Boot disk type of the nodes: pd-standard, pd-balanced, pd-ssd or hyperdisk-balanced (A3 Ultra, A4,"
+            " N4 and C4 machines take only hyperdisk-balanced; G2, C3 and A3 no pd-standard). Changed in place"
+            " (GKE recreates the nodes). Omitted: GKE's default, pd-balanced."
+        ),
+    )
+    disk_size_gb: StrictInt | None = Field(
+        default=None,
+        ge=DISK_SIZE_GB_MIN,
+        le=DISK_SIZE_GB_MAX,
+        description="Boot disk size in GB (10-65536). Changed in place (GKE recreates the nodes). Omitted: 100.",
+    )
+    image_type: ImageType | None = Field(
+        default=None,
+        description=(
+            "Node image: COS_CONTAINERD or UBUNTU_CONTAINERD. Changed in place (GKE recreates the nodes)."
+            " Omitted: GKE's default, COS_CONTAINERD."
+        ),
+    )
+    secure_boot: StrictBool | None = Field(
+        default=None,
+        description=(
+            "Shielded nodes' Secure Boot (integrity monitoring stays on). Set when a pool is created."
+            " Omitted: GKE's default, off."
+        ),
+    )
+    image_streaming: StrictBool | None = Field(
+        default=None,
+        description=(
+            "GKE image streaming (Artifact Registry images start before they are fully pulled); needs"
+            " COS_CONTAINERD. Changed in place. Omitted: off."
+        ),
+    )
+    resource_labels: dict[str, Annotated[str, Field(max_length=63, pattern=GCP_LABEL_VALUE_PATTERN)]] = Field(
+        default_factory=dict,
+        max_length=MAX_POLICY_LABELS,
+        description=(
+            "GCP labels (cost-center, team, ...) on the pools the operator creates for this policy, their VMs"
+            " and disks, for billing. Keys managed-by, mlworkload-* and goog-* are reserved. Kept in step in"
+            " place."
+        ),
+    )
+
+    @field_validator("service_account", mode="before")
+    @classmethod
+    def _gsa_email(cls, email: Any) -> Any:
+        if isinstance(email, str) and not re.fullmatch(GSA_PATTERN, email):
+            raise ValueError(f"{email!r} is not a Google service account email (NAME@PROJECT.iam.gserviceaccount.com);"
+                             " leave serviceAccount out for GKE's default")  # fmt: skip
+        return email
+
+    @field_validator("resource_labels", mode="before")
+    @classmethod
+    def _gcp_labels(cls, labels: Any) -> Any:
+        if isinstance(labels, dict):
+            _refuse(label_problems(labels))
+        return labels
+
+    @model_validator(mode="after")
+    def _streaming_needs_cos(self) -> "PolicyNodePools":
+        if self.image_streaming and self.image_type not in (None, ImageType.COS_CONTAINERD):
+            raise ValueError(f"{_STREAMING_MESSAGE} (imageType is {self.image_type.value})")
+        return self
 
 
 class TokenAuth(StrEnum):
@@ -325,6 +429,22 @@ class MLWorkloadPolicySpec(ApiModel):
     expose: PolicyExpose = Field(default_factory=PolicyExpose, description="Exposure rules.")
     labels: PolicyLabels = Field(default_factory=PolicyLabels, description="Required (cost) labels.")
     lifecycle: PolicyLifecycle = Field(default_factory=PolicyLifecycle, description="Time limits.")
+
+    @model_validator(mode="after")
+    def _disk_fits_the_allowed_gpus(self) -> "MLWorkloadPolicySpec":
+        """A disk type the machines of an allowed accelerator cannot boot from would fail every pool of it."""
+        disk = self.node_pools.disk_type
+        if disk is None:
+            return self
+        problems = []
+        for accelerator in self.accelerators.allowed or []:
+            reasons = sorted({why for machine in accelerator_machines(accelerator)
+                              if (why := disk_type_problem(disk.value, machine))})  # fmt: skip
+            problems += [f"nodePools.diskType: {reason} ({accelerator} is in accelerators.allowed); choose a disk"
+                         f" type its machines take, or take {accelerator} out of accelerators.allowed"
+                         for reason in reasons]  # fmt: skip
+        _refuse(problems)
+        return self
 
 
 class MLWorkloadPolicy(ApiModel):

@@ -7,6 +7,10 @@ tenant's pools carry its node label and a taint only its pods tolerate, so one t
 share a node with another's. A SpotWithFallback shape has its own pair of pools: GKE requires
 pools used by a ComputeClass to carry the class's node label and taint, which pods of a plain
 Spot group would not tolerate.
+
+The policy's node settings (`nodePools.serviceAccount`, disks, image, Secure Boot, image streaming) and its
+GCP labels ride along on every pool it plans; the operator's own GCP labels win over the policy's (the policy
+cannot name them: `mlworkload.gcp.labels`). Who keeps a pool at which settings is `mlworkload.gcp.pools`'s job.
 """
 
 import hashlib
@@ -120,8 +124,8 @@ def _node_labels(shape: PoolShape) -> dict[str, str]:
     return labels
 
 
-def _gcp_labels(shape: PoolShape) -> dict[str, str]:
-    labels = {GCP_LABEL_MANAGED_BY: MANAGED_BY, GCP_LABEL_POOL_SHAPE: gke_name(shape.stem)}
+def _gcp_labels(shape: PoolShape, policy_labels: dict[str, str]) -> dict[str, str]:
+    labels = {**policy_labels, GCP_LABEL_MANAGED_BY: MANAGED_BY, GCP_LABEL_POOL_SHAPE: gke_name(shape.stem)}
     if shape.tenant is not None:
         labels[GCP_LABEL_POOL_TENANT] = shape.tenant
     return labels
@@ -130,6 +134,7 @@ def _gcp_labels(shape: PoolShape) -> dict[str, str]:
 def build_node_pools(resolved: ResolvedWorkload, project: str, location: str, cluster: str) -> list[NodePoolPlan]:
     """Every node pool the workload's groups need, one per distinct (shape, capacity), by name."""
     rules = resolved.policy
+    settings = rules.node_pools
     locations = list(resolved.gcp.node_locations) if resolved.gcp else []
     pools: dict[str, NodePoolPlan] = {}
     for group in resolved.groups:
@@ -148,11 +153,17 @@ def build_node_pools(resolved: ResolvedWorkload, project: str, location: str, cl
                 else AcceleratorPlan(type=shape.accelerator, count=shape.count),
                 spot=spot,
                 min_nodes=0,
-                max_nodes=rules.node_pools.max_nodes_per_pool,
+                max_nodes=settings.max_nodes_per_pool,
                 locations=locations,
-                location_policy=rules.node_pools.location_policy.value,
-                labels=_gcp_labels(shape),
+                location_policy=settings.location_policy.value,
+                labels=_gcp_labels(shape, settings.resource_labels),
                 node_labels=_node_labels(shape),
                 taints=_taints(shape, spot),
+                service_account=settings.service_account,
+                secure_boot=settings.secure_boot,
+                disk_type=None if settings.disk_type is None else settings.disk_type.value,
+                disk_size_gb=settings.disk_size_gb,
+                image_type=None if settings.image_type is None else settings.image_type.value,
+                image_streaming=settings.image_streaming,
             )
     return [pools[name] for name in sorted(pools)]

@@ -18,13 +18,14 @@ import logging
 import math
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from mlworkload.api.workload import IamBindingStatus, NodePoolStatus
 from mlworkload.gcp import clients
 from mlworkload.gcp.errors import GcpError
 from mlworkload.gcp.iam import IAP_WEB, BindingManager, BucketPolicies, RoutedPolicies, ServiceAccountPolicies
 from mlworkload.gcp.iap import IapPolicies
+from mlworkload.gcp.labels import policy_labels
 from mlworkload.gcp.nodepools import GkeNodePools
 from mlworkload.gcp.plan import GcpPlan, IamBinding, NodePoolPlan
 from mlworkload.gcp.pools import PoolCoordinator, PoolReport, PoolTarget
@@ -33,6 +34,7 @@ from mlworkload.gcp.retry import Backoff
 from mlworkload.settings import OperatorSettings
 
 logger = logging.getLogger(__name__)
+_V = TypeVar("_V")
 
 # owner (namespace/name) -> what its status records, for every workload (`releasing` when being deleted).
 ClaimSource = Callable[[], Awaitable[Mapping[str, Recorded]]]
@@ -124,10 +126,19 @@ def degradation(reports: Iterable[PoolReport]) -> str | None:
     return "; ".join(degraded) or None
 
 
+def _agreed(values: Iterable[_V | None], what: str, notes: list[str]) -> _V | None:
+    """The one value the plans that set it agree on; None (keep the pool's) when none sets it or they differ."""
+    distinct = {value for value in values if value is not None}
+    if len(distinct) > 1:
+        notes.append(f"its workloads' policies want different {what}s, so its {what} is kept")
+    return distinct.pop() if len(distinct) == 1 else None
+
+
 def strictest(plans: Sequence[NodePoolPlan]) -> PoolTarget:
     """One pool wanted by several workloads with different limits: the fewest nodes, the zones all allow.
 
-    Zones that do not intersect, or different location policies, keep what the pool has, and say so.
+    Zones that do not intersect, or different location policies, keep what the pool has, and say so; so do
+    node settings and GCP labels the workloads' policies (`sharing: Cluster`) disagree on.
     """
     notes = []
     zone_sets = [set(plan.locations) for plan in plans if plan.locations]
@@ -142,7 +153,27 @@ def strictest(plans: Sequence[NodePoolPlan]) -> PoolTarget:
     if len(policies) > 1:
         notes.append("its workloads want different location policies, so its policy is kept")
     policy = policies.pop() if len(policies) == 1 else None
-    return PoolTarget(min(plan.max_nodes for plan in plans), policy, locations, "; ".join(notes))
+    wanted = [policy_labels(plan.labels) for plan in plans]
+    disputed = frozenset(
+        key for key in {key for labels in wanted for key in labels} if len({labels.get(key) for labels in wanted}) > 1
+    )
+    if disputed:
+        notes.append(f"its workloads' policies disagree on GCP labels {', '.join(sorted(disputed))}, so those are"
+                     " kept")  # fmt: skip
+    return PoolTarget(
+        min(plan.max_nodes for plan in plans),
+        policy,
+        locations,
+        labels={key: value for key, value in wanted[0].items() if key not in disputed},
+        kept_labels=disputed,
+        image_type=_agreed((plan.image_type for plan in plans), "image type", notes),
+        image_streaming=_agreed((plan.image_streaming for plan in plans), "image streaming setting", notes),
+        disk_type=_agreed((plan.disk_type for plan in plans), "disk type", notes),
+        disk_size_gb=_agreed((plan.disk_size_gb for plan in plans), "disk size", notes),
+        service_account=_agreed((plan.service_account for plan in plans), "service account", notes),
+        secure_boot=_agreed((plan.secure_boot for plan in plans), "Secure Boot setting", notes),
+        note="; ".join(notes),
+    )
 
 
 class LiveProvisioner:

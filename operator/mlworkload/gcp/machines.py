@@ -205,3 +205,63 @@ def accelerator_fits_machine(accelerator: str, count: int, machine: str) -> bool
 def short_accelerator_name(accelerator: str) -> str:
     """nvidia-tesla-a100 -> a100, nvidia-l4 -> l4, nvidia-h100-80gb -> h100-80gb."""
     return accelerator.removeprefix("nvidia-").removeprefix("tesla-")
+
+
+# --- boot disks -----------------------------------------------------------------------------------------
+
+DISK_TYPES: tuple[str, ...] = ("pd-standard", "pd-balanced", "pd-ssd", "hyperdisk-balanced")
+_PD = frozenset({"pd-standard", "pd-balanced", "pd-ssd"})
+_PD_FAST = frozenset({"pd-balanced", "pd-ssd"})
+_PD_FAST_AND_HYPERDISK = frozenset({"pd-balanced", "pd-ssd", "hyperdisk-balanced"})
+_HYPERDISK = frozenset({"hyperdisk-balanced"})
+# Boot disk types of each machine series, from GCE's machine series pages (the "Supported disk types" of
+# each): Persistent Disk on the older series, Hyperdisk only on the Titanium ones (N4, C4, A3 Ultra, A4), no
+# Standard PD on G2, C3 and A3. A series not listed here is not checked (GKE answers for it).
+# Longest prefix first: a3-ultragpu before a3.
+_DISKS_BY_SERIES: tuple[tuple[str, frozenset[str]], ...] = (
+    ("a3-ultragpu-", _HYPERDISK), ("a4x-", _HYPERDISK), ("a4-", _HYPERDISK),
+    ("n4d-", _HYPERDISK), ("n4-", _HYPERDISK), ("c4d-", _HYPERDISK), ("c4-", _HYPERDISK),
+    ("a3-", _PD_FAST_AND_HYPERDISK), ("c3d-", _PD_FAST_AND_HYPERDISK), ("c3-", _PD_FAST_AND_HYPERDISK),
+    ("g2-", _PD_FAST),
+    ("a2-", _PD), ("n1-", _PD), ("n2d-", _PD), ("n2-", _PD), ("e2-", _PD), ("c2d-", _PD), ("c2-", _PD),
+    ("t2d-", _PD),
+)  # fmt: skip
+# Accelerators with no default machine above, by the machines GKE attaches them to.
+_OTHER_ACCELERATOR_MACHINES: dict[str, tuple[str, ...]] = {
+    "nvidia-b200": ("a4-highgpu-8g",),
+    "nvidia-gb200": ("a4x-highgpu-4g",),
+    "nvidia-tesla-v100": ("n1-standard-8",),
+    "nvidia-tesla-p100": ("n1-standard-8",),
+    "nvidia-tesla-p4": ("n1-standard-8",),
+    "nvidia-tesla-k80": ("n1-standard-8",),
+}
+
+
+def _disk_series(machine_type: str) -> tuple[str, frozenset[str]] | None:
+    for prefix, disks in _DISKS_BY_SERIES:
+        if machine_type.startswith(prefix):
+            return prefix.rstrip("-"), disks
+    return None
+
+
+def boot_disk_types(machine_type: str) -> frozenset[str] | None:
+    """The boot disk types GCE offers on a machine type's series; None for a series this table does not know."""
+    series = _disk_series(machine_type)
+    return None if series is None else series[1]
+
+
+def accelerator_machines(accelerator: str) -> tuple[str, ...]:
+    """Every machine type GKE attaches `accelerator` to (for any count) that this catalogue knows."""
+    attached = {machine for (name, _), machines in _ATTACHED.items() if name == accelerator for machine in machines}
+    return tuple(sorted(attached)) or _OTHER_ACCELERATOR_MACHINES.get(accelerator, ())
+
+
+def disk_type_problem(disk_type: str, machine_type: str) -> str | None:
+    """Why `machine_type` cannot boot from `disk_type`, or None when it can (or the series is unknown)."""
+    series = _disk_series(machine_type)
+    if series is None or disk_type in series[1]:
+        return None
+    name, disks = series
+    *others, last = sorted(disks)
+    choices = f"{', '.join(others)} or {last}" if others else last
+    return f"{name} machines boot from {choices} only, not {disk_type}"

@@ -18,6 +18,9 @@ from mlworkload.gcp.plan import NodePoolPlan
 from mlworkload.metrics import GCP_API_ERRORS
 
 _T = TypeVar("_T")
+# With a service account of its own, a node's access is what IAM grants that account: Google's advice for custom
+# node service accounts is the cloud-platform scope with IAM roles (the default scopes are for the default SA).
+CLOUD_PLATFORM_SCOPE: Final = "https://www.googleapis.com/auth/cloud-platform"
 _LOCATION_POLICIES: Final = {
     "ANY": container_v1.NodePoolAutoscaling.LocationPolicy.ANY,
     "BALANCED": container_v1.NodePoolAutoscaling.LocationPolicy.BALANCED,
@@ -44,6 +47,11 @@ class PoolInfo:
     locations: tuple[str, ...] = ()
     version: str = ""
     image_type: str = ""
+    service_account: str = ""  # "default": the Compute Engine default service account
+    disk_type: str = ""
+    disk_size_gb: int = 0
+    secure_boot: bool = False
+    image_streaming: bool = False  # config.gcfsConfig.enabled
 
     @property
     def managed(self) -> bool:
@@ -114,6 +122,10 @@ class NodePools(Protocol):
         *,
         locations: Sequence[str] | None = None,
         resource_labels: Mapping[str, str] | None = None,
+        image_type: str | None = None,
+        image_streaming: bool | None = None,
+        disk_type: str | None = None,
+        disk_size_gb: int | None = None,
     ) -> OperationInfo:
         """UpdateNodePool of what is given, guarded by `pool.etag` (ABORTED when the pool changed since)."""
         ...
@@ -146,6 +158,7 @@ def node_pool_resource(plan: NodePoolPlan) -> container_v1.NodePool:
             mode=container_v1.WorkloadMetadataConfig.Mode.GKE_METADATA
         ),
     )
+    _node_settings(config, plan)
     return container_v1.NodePool(
         name=plan.name,
         initial_node_count=0,
@@ -159,6 +172,25 @@ def node_pool_resource(plan: NodePoolPlan) -> container_v1.NodePool:
         ),
         management=container_v1.NodeManagement(auto_upgrade=True, auto_repair=True),
     )
+
+
+def _node_settings(config: container_v1.NodeConfig, plan: NodePoolPlan) -> None:
+    """The policy's node settings; what it leaves out stays unset, so GKE applies its defaults."""
+    if plan.service_account is not None:
+        config.service_account = plan.service_account
+        config.oauth_scopes = [CLOUD_PLATFORM_SCOPE]
+    if plan.disk_type is not None:
+        config.disk_type = plan.disk_type
+    if plan.disk_size_gb is not None:
+        config.disk_size_gb = plan.disk_size_gb
+    if plan.image_type is not None:
+        config.image_type = plan.image_type
+    if plan.secure_boot is not None:
+        config.shielded_instance_config = container_v1.ShieldedInstanceConfig(
+            enable_secure_boot=plan.secure_boot, enable_integrity_monitoring=True
+        )
+    if plan.image_streaming is not None:
+        config.gcfs_config = container_v1.GcfsConfig(enabled=plan.image_streaming)
 
 
 def operations_parent(cluster: str) -> str:
@@ -181,6 +213,11 @@ def _pool_info(pool: container_v1.NodePool) -> PoolInfo:
         locations=tuple(pool.locations),
         version=pool.version,
         image_type=pool.config.image_type,
+        service_account=pool.config.service_account,
+        disk_type=pool.config.disk_type,
+        disk_size_gb=pool.config.disk_size_gb,
+        secure_boot=pool.config.shielded_instance_config.enable_secure_boot,
+        image_streaming=pool.config.gcfs_config.enabled,
     )
 
 
@@ -255,16 +292,27 @@ class GkeNodePools:
         *,
         locations: Sequence[str] | None = None,
         resource_labels: Mapping[str, str] | None = None,
+        image_type: str | None = None,
+        image_streaming: bool | None = None,
+        disk_type: str | None = None,
+        disk_size_gb: int | None = None,
     ) -> OperationInfo:
-        # node_version and image_type are "Required" in the proto: the pool's own, so nothing else changes.
+        # node_version and image_type are "Required" in the proto: the pool's own unless the image changes, so
+        # nothing else does.
         request = container_v1.UpdateNodePoolRequest(
             name=f"{cluster}/nodePools/{pool.name}",
             node_version=pool.version,
-            image_type=pool.image_type,
+            image_type=image_type or pool.image_type,
             etag=pool.etag,
         )
         if locations is not None:
             request.locations = list(locations)
         if resource_labels is not None:
             request.resource_labels = container_v1.ResourceLabels(labels=dict(resource_labels))
+        if image_streaming is not None:
+            request.gcfs_config = container_v1.GcfsConfig(enabled=image_streaming)
+        if disk_type is not None:
+            request.disk_type = disk_type
+        if disk_size_gb is not None:
+            request.disk_size_gb = disk_size_gb
         return _operation_info(self._call(lambda: self._client.update_node_pool(request=request)), pool.name)

@@ -32,9 +32,18 @@ class NodePoolPlan(ApiModel):
     max_nodes: int
     locations: list[str] = Field(default_factory=list)
     location_policy: Literal["ANY", "BALANCED"] = "ANY"
-    labels: dict[str, str] = Field(default_factory=dict, description="GCP labels on the pool's VMs.")
+    labels: dict[str, str] = Field(
+        default_factory=dict, description="GCP labels on the pool's VMs: the operator's, then the policy's."
+    )
     node_labels: dict[str, str] = Field(default_factory=dict, description="Kubernetes labels on its nodes.")
     taints: list[Taint] = Field(default_factory=list)
+    # Node settings from the policy; None: GKE's default at creation, and whatever the pool has afterwards.
+    service_account: str | None = Field(default=None, description="GSA the nodes run as (set at creation).")
+    secure_boot: bool | None = Field(default=None, description="Shielded nodes' Secure Boot (set at creation).")
+    disk_type: str | None = Field(default=None, description="Boot disk type (updated in place).")
+    disk_size_gb: int | None = Field(default=None, description="Boot disk size in GB (updated in place).")
+    image_type: str | None = Field(default=None, description="Node image type (updated in place).")
+    image_streaming: bool | None = Field(default=None, description="GKE image streaming (updated in place).")
 
     @property
     def cluster_path(self) -> str:

@@ -29,13 +29,14 @@ import functools
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Final, ParamSpec, TypeVar
 
 from mlworkload.api.workload import NodePoolStatus
 from mlworkload.constants import GCP_LABEL_INSTALLATION
 from mlworkload.gcp.errors import FailureKind, GcpError, classify_message
+from mlworkload.gcp.labels import policy_labels, reserved_label
 from mlworkload.gcp.nodepools import NodePools, OperationInfo, PoolInfo, claim_label
 from mlworkload.gcp.plan import NodePoolPlan
 from mlworkload.gcp.retry import Backoff
@@ -74,16 +75,94 @@ class PoolReport:
 
 @dataclass(frozen=True, slots=True)
 class PoolTarget:
-    """The settings a pool should have; None: keep what the pool has."""
+    """The settings a pool should have; None: keep what the pool has.
+
+    `labels` are the policy's GCP labels (no reserved key): on a pool this installation created, every other
+    non-reserved label goes, except the `kept_labels` its workloads disagree on. `service_account` and
+    `secure_boot` are GKE's to set at creation only: a pool that differs is reported, not changed.
+    """
 
     max_nodes: int
     location_policy: str | None = None
     locations: tuple[str, ...] | None = None
     note: str = ""  # why a setting is kept (claimants disagree)
+    labels: Mapping[str, str] | None = None
+    kept_labels: frozenset[str] = frozenset()
+    image_type: str | None = None
+    image_streaming: bool | None = None
+    disk_type: str | None = None
+    disk_size_gb: int | None = None
+    service_account: str | None = None
+    secure_boot: bool | None = None
 
     @classmethod
     def of(cls, plan: NodePoolPlan) -> "PoolTarget":
-        return cls(plan.max_nodes, plan.location_policy, tuple(plan.locations) or None)
+        return cls(
+            plan.max_nodes,
+            plan.location_policy,
+            tuple(plan.locations) or None,
+            labels=policy_labels(plan.labels),
+            image_type=plan.image_type,
+            image_streaming=plan.image_streaming,
+            disk_type=plan.disk_type,
+            disk_size_gb=plan.disk_size_gb,
+            service_account=plan.service_account,
+            secure_boot=plan.secure_boot,
+        )
+
+
+Update = tuple[Callable[[], OperationInfo], str]  # the call, and what it does (for the message)
+
+
+def wanted_labels(info: PoolInfo, target: PoolTarget) -> dict[str, str] | None:
+    """The pool's labels with the policy's in place of its other non-reserved ones; None when nothing changes.
+
+    Reserved labels (ownership, claims, GKE's `goog-` ones) and those its workloads disagree on stay as they are.
+    """
+    if target.labels is None:
+        return None
+    kept = {key: value for key, value in info.labels.items() if reserved_label(key) or key in target.kept_labels}
+    wanted = {**{k: v for k, v in target.labels.items() if k not in target.kept_labels}, **kept}
+    return wanted if wanted != dict(info.labels) else None
+
+
+def settings_update(api: NodePools, cluster: str, info: PoolInfo, target: PoolTarget) -> Update | None:
+    """The first setting GKE changes in place that differs from the target (one operation at a time), or None.
+
+    Image streaming is turned off before the image type changes and on after it: GKE streams images to
+    COS_CONTAINERD nodes only. Image and disk changes make GKE recreate the nodes (a surge upgrade).
+    """
+    update = functools.partial(api.update, cluster, info)
+    labels = wanted_labels(info, target)
+    if labels is not None:
+        changed = sorted(key for key in {*labels, *info.labels} if labels.get(key) != info.labels.get(key))
+        return functools.partial(update, resource_labels=labels), f"setting its GCP labels ({', '.join(changed)})"
+    if target.image_streaming is False and info.image_streaming:
+        return functools.partial(update, image_streaming=False), "turning image streaming off"
+    if target.image_type is not None and target.image_type != info.image_type:
+        return functools.partial(update, image_type=target.image_type), f"changing its image to {target.image_type}"
+    if target.image_streaming and not info.image_streaming and info.image_type in ("", "COS_CONTAINERD"):
+        return functools.partial(update, image_streaming=True), "turning image streaming on"
+    disk_type = target.disk_type if target.disk_type not in (None, info.disk_type) else None
+    disk_size = target.disk_size_gb if target.disk_size_gb not in (None, info.disk_size_gb) else None
+    if disk_type is not None or disk_size is not None:
+        what = " ".join(part for part in (disk_type, f"{disk_size} GB" if disk_size else None) if part)
+        return functools.partial(update, disk_type=disk_type, disk_size_gb=disk_size), f"changing its disks to {what}"
+    return None
+
+
+def creation_drift(info: PoolInfo, target: PoolTarget) -> str:
+    """What the pool was created with that the policy now says otherwise, and GKE cannot change in place."""
+    kept = []
+    if target.service_account is not None and info.service_account != target.service_account:
+        running = "the Compute Engine default" if info.service_account in ("", "default") else info.service_account
+        kept.append(f"its nodes run as {running} service account, not {target.service_account}")
+    if target.secure_boot is not None and info.secure_boot != target.secure_boot:
+        kept.append(f"Secure Boot is {'on' if info.secure_boot else 'off'}")
+    if not kept:
+        return ""
+    return (f"{' and '.join(kept)}: GKE sets these when it creates a pool, so the policy's apply when this one is"
+            " created again (after it is released, or deleted by hand)")  # fmt: skip
 
 
 @dataclass
@@ -380,14 +459,16 @@ class PoolCoordinator:
     async def _maintain(self, plan: NodePoolPlan, state: _Cluster, info: PoolInfo, target: PoolTarget) -> str:
         """Labels and settings of a working pool, one update at a time; what is being done, for the message."""
         key = (plan.cluster_path, plan.name)
+        ours = info.installation == self.installation
+        notes = "; ".join(part for part in (target.note, creation_drift(info, target) if ours else "") if part)
         if state.active is not None or state.blocking or not self._backoff.due(("update", key)):
-            return target.note  # the pool works meanwhile; the next pass looks again
+            return notes  # the pool works meanwhile; the next pass looks again
         cluster, labels = plan.cluster_path, dict(info.labels)
         update: Callable[[], OperationInfo] | None = None
         if not info.installation:  # made before installations: the first installation that uses it adopts it
             labels[GCP_LABEL_INSTALLATION] = self.installation
             update, doing = functools.partial(self._api.update, cluster, info, resource_labels=labels), "adopting it"
-        elif info.installation != self.installation:
+        elif not ours:
             # Another installation's pool: its settings are its creator's; ours is a visible claim.
             if claim_label(self.installation) in labels:
                 return ""
@@ -404,8 +485,10 @@ class PoolCoordinator:
         elif target.locations is not None and set(target.locations) != set(info.locations):
             update = functools.partial(self._api.update, cluster, info, locations=target.locations)
             doing = f"moving it to zones {', '.join(target.locations)}"
+        elif (change := settings_update(self._api, cluster, info, target)) is not None:
+            update, doing = change
         if update is None:
-            return target.note
+            return notes
         try:
             operation = await self._mutate(cluster, state, update)
         except GcpError as error:
@@ -415,11 +498,11 @@ class PoolCoordinator:
             if error.kind is not FailureKind.STALE:
                 self._backoff.failed(("update", key))
             logger.warning("updating node pool %s failed: %s", plan.name, error)
-            return f"{doing} failed: {error.message}"
+            return "; ".join(part for part in (f"{doing} failed: {error.message}", notes) if part)
         if operation is None:
-            return target.note
+            return notes
         logger.info("node pool %s: %s (operation %s)", plan.name, doing, operation.name)
-        return "; ".join(part for part in (doing, target.note) if part)
+        return "; ".join(part for part in (doing, notes) if part)
 
     async def _create(self, plan: NodePoolPlan, state: _Cluster) -> PoolReport:
         if state.active is not None:

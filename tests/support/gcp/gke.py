@@ -77,6 +77,31 @@ Updates of an existing pool, as the REST client sends them (``container_v1`` RES
 - ``nodeVersion``/``imageType`` are "Required" in the proto, but terraform's and gcloud's label and location
   updates send the changed field alone; the fake accepts either (and the operator sends the pool's own).
 
+Node settings (``NodeConfig``), stored as sent and answered on Get and List:
+
+- Defaults when a create leaves them out, as GKE fills them in: ``diskSizeGb`` 100 ("If unspecified, the default
+  disk size is 100GB", ``NodeConfig.disk_size_gb``), ``diskType`` ``pd-balanced`` (GKE's default since 1.24; the
+  proto still says pd-standard), ``imageType`` ``COS_CONTAINERD``, ``serviceAccount`` ``default`` ("if no Service
+  Account is specified, the "default" service account is used", ``NodeConfig.service_account``) with GKE's
+  default scopes, and ``shieldedInstanceConfig`` with integrity monitoring on and Secure Boot off (Shielded GKE
+  Nodes' defaults).
+- GKE adds ``goog-gke-node-pool-provisioning-model`` (``spot``, ``on-demand``) to ``config.resourceLabels`` of the
+  pools it creates; public Terraform configurations ignore it in their diffs because "GKE auto-injects internal
+  GCP resource labels (e.g. goog-gke-node-pool-provisioning-model=spot ...)". ``put_node_pool`` adds none (a pool
+  stored as given).
+- Refused as GKE refuses them (HTTP 400 INVALID_ARGUMENT; the wording is an approximation): a disk under 10 GB
+  ("The smallest allowed disk size is 10GB", ``NodeConfig.disk_size_gb`` and ``UpdateNodePoolRequest``); image
+  streaming (``gcfsConfig.enabled``) on another image than ``COS_CONTAINERD`` ("Your node pools must use the
+  Container-Optimized OS with containerd node image", GKE's image streaming requirements); an image type GKE does
+  not offer; a boot disk type the machine series does not take (``DISK_TYPES_BY_SERIES``: Hyperdisk only on
+  Titanium series such as N4, C4, A3 Ultra and A4; no pd-standard on G2, C3 and A3; no Hyperdisk on N1, N2, E2,
+  A2 and G2, per GCE's machine series pages); a service account that is not an email (or ``default``).
+- ``UpdateNodePool`` applies ``imageType`` (when it differs), ``gcfsConfig``, ``diskType`` and ``diskSizeGb``
+  with the same checks ("Initiates an upgrade operation that migrates the nodes in the node pool to the
+  specified disk type", ``UpdateNodePoolRequest.disk_type``); a node pool's service account and Shielded
+  Instance options cannot be changed there (``UpdateNodePoolRequest`` has no such fields, so the API's own
+  schema refuses them).
+
 Test-facing controls beyond the API: ``delete_node_pool_by_hand`` (someone runs ``gcloud container node-pools
 delete``: a DELETE operation and a STOPPING pool), ``remove_node_pool`` (the pool is gone at once), and
 ``capacity_returned`` (a RUNNING_WITH_ERROR pool's instances came up: RUNNING again - an approximation of GKE
@@ -135,9 +160,35 @@ _BUSY_VERBS: Final = {
     "UPGRADE_NODES": "upgrading a node pool for cluster",
 }
 _UPDATES: Final = frozenset({"UPGRADE_NODES", "UPDATE_CLUSTER"})
+IMAGE_TYPES: Final = frozenset({"COS_CONTAINERD", "UBUNTU_CONTAINERD", "WINDOWS_LTSC_CONTAINERD"})
+DEFAULT_SCOPES: Final = tuple(
+    f"https://www.googleapis.com/auth/{scope}"
+    for scope in ("devstorage.read_only", "logging.write", "monitoring", "service.management.readonly",
+                  "servicecontrol", "trace.append")
+)  # fmt: skip
+_PD: Final = frozenset({"pd-standard", "pd-balanced", "pd-ssd"})
+_HYPERDISK: Final = frozenset({"hyperdisk-balanced"})
+DISK_TYPES_BY_SERIES: Final = {
+    **dict.fromkeys(("e2", "n1", "n2", "n2d", "c2", "c2d", "t2d", "a2"), _PD),
+    "g2": frozenset({"pd-balanced", "pd-ssd"}),
+    **dict.fromkeys(("c3", "c3d", "a3"), frozenset({"pd-balanced", "pd-ssd", "hyperdisk-balanced"})),
+    **dict.fromkeys(("n4", "n4d", "c4", "c4d", "a4", "a4x", "a3-ultragpu"), _HYPERDISK),
+}
+_SERVICE_ACCOUNT: Final = re.compile(r"default|[a-z0-9][a-z0-9-]*@[a-z0-9.-]+\.gserviceaccount\.com")
 
 _P = r"^/v1/projects/(?P<project>[^/]+)/locations/(?P<location>[^/]+)"
 _C = _P + r"/clusters/(?P<cluster>[^/:]+)"
+
+
+def _disk_types(machine: str) -> frozenset[str] | None:
+    series = [name for name in DISK_TYPES_BY_SERIES if machine.startswith(f"{name}-")]
+    return DISK_TYPES_BY_SERIES[max(series, key=len)] if series else None
+
+
+def _default_disk(machine: str) -> str:
+    """pd-balanced, or Hyperdisk Balanced on a series that takes nothing else (approximation)."""
+    disks = _disk_types(machine)
+    return "pd-balanced" if disks is None or "pd-balanced" in disks else "hyperdisk-balanced"
 
 
 def _now() -> str:
@@ -529,6 +580,8 @@ class FakeGke:
                 raise ApiError("ALREADY_EXISTS", f"Already exists: {cluster.path}/nodePools/{name}.")
             self._check_not_busy(cluster, name)
             stored = self._with_defaults(cluster, pool)
+            model = "spot" if stored["config"].get("spot") else "on-demand"
+            stored["config"].setdefault("resourceLabels", {})["goog-gke-node-pool-provisioning-model"] = model
             stored["status"] = "PROVISIONING"
             cluster.node_pools[name] = stored
             op = self._new_operation(cluster, "CREATE_NODE_POOL", pool=name)
@@ -560,6 +613,18 @@ class FakeGke:
                 changes["locations"] = list(update["locations"])
             if "resourceLabels" in update:
                 changes["resourceLabels"] = dict(update["resourceLabels"].get("labels", {}))
+            config = pool.get("config", {})
+            if update.get("imageType") and update["imageType"] != config.get("imageType"):
+                changes["imageType"] = update["imageType"]
+            if "gcfsConfig" in update:
+                changes["gcfsConfig"] = {"enabled": True} if update["gcfsConfig"].get("enabled") else {}
+            if "diskType" in update:
+                changes["diskType"] = update["diskType"]
+            if "diskSizeGb" in update:  # int64 in the request (a JSON string), int32 in NodeConfig
+                changes["diskSizeGb"] = int(update["diskSizeGb"])
+            node_changes = {key: value for key, value in changes.items() if key not in ("locations", "resourceLabels")}
+            if node_changes:
+                self._validate_node_config(pool["name"], {**config, **node_changes})
             self._check_not_busy(cluster, pool["name"])
             op = self._new_operation(cluster, "UPGRADE_NODES", pool=pool["name"])
             op.changes, op.pool_status = changes, pool["status"]
@@ -663,6 +728,10 @@ class FakeGke:
             or (self.known_machine_types is not None and machine_type not in self.known_machine_types)
         ):
             raise invalid_argument(f'Invalid machine type "{machine_type}" in zone "{zone}": GCE_NOT_FOUND')
+        self._validate_node_config(name, config)
+        account = config.get("serviceAccount")
+        if account is not None and not _SERVICE_ACCOUNT.fullmatch(account):
+            raise invalid_argument(f'Invalid service account "{account}": it must be an email address.')
         for accelerator in accelerators:
             kind = accelerator.get("acceleratorType", "")
             if kind not in self.known_accelerator_types:
@@ -670,6 +739,25 @@ class FakeGke:
             if int(accelerator.get("acceleratorCount", "0")) < 1:
                 raise invalid_argument(f'Accelerator count for "{kind}" must be at least 1.')
         self._validate_autoscaling(pool.get("autoscaling", {}))
+
+    @staticmethod
+    def _validate_node_config(pool: str, config: Json) -> None:
+        """The checks of node settings common to create and update (``config`` as the pool would have it)."""
+        size = int(config.get("diskSizeGb", 100))
+        if size and size < 10:
+            raise invalid_argument(f"Invalid disk size {size}GB for node pool {pool}: the smallest allowed disk size "
+                                   "is 10GB.")  # fmt: skip
+        image = config.get("imageType", "COS_CONTAINERD")
+        if image.upper() not in IMAGE_TYPES:
+            raise invalid_argument(f'Invalid image type "{image}": it must be one of {", ".join(sorted(IMAGE_TYPES))}.')
+        if config.get("gcfsConfig", {}).get("enabled") and image.upper() != "COS_CONTAINERD":
+            raise invalid_argument(f"Image streaming (gcfsConfig) requires the COS_CONTAINERD image type; node pool "
+                                   f"{pool} uses {image}.")  # fmt: skip
+        machine = config.get("machineType", "e2-medium")
+        disk, disks = config.get("diskType", _default_disk(machine)), _disk_types(machine)
+        if disks is not None and disk not in disks:
+            raise invalid_argument(f"Invalid value for field 'diskType': '{disk}'. {disk} disk type cannot be used by "
+                                   f"{machine} machine type.")  # fmt: skip
 
     @staticmethod
     def _validate_autoscaling(autoscaling: Json) -> None:
@@ -713,9 +801,12 @@ class FakeGke:
         config = stored.setdefault("config", {})
         config.setdefault("machineType", "e2-medium")
         config.setdefault("diskSizeGb", 100)
-        config.setdefault("diskType", "pd-balanced")
+        config.setdefault("diskType", _default_disk(config["machineType"]))
         config.setdefault("imageType", "COS_CONTAINERD")
         config.setdefault("serviceAccount", "default")
+        if config["serviceAccount"] == "default":
+            config.setdefault("oauthScopes", list(DEFAULT_SCOPES))
+        config.setdefault("shieldedInstanceConfig", {"enableIntegrityMonitoring": True})
         config.setdefault("metadata", {"disable-legacy-endpoints": "true"})
         stored.setdefault("locations", list(cluster.locations))
         stored.setdefault("management", {"autoUpgrade": True, "autoRepair": True})
@@ -774,6 +865,10 @@ class FakeGke:
             pool.setdefault("config", {})["resourceLabels"] = changes["resourceLabels"]
         if "autoscaling" in changes:
             pool["autoscaling"] = changes["autoscaling"]
+        config = pool.setdefault("config", {})
+        for key in ("imageType", "gcfsConfig", "diskType", "diskSizeGb"):
+            if key in changes:
+                config[key] = changes[key]
         pool["status"] = op.pool_status or "RUNNING"
         pool["etag"] = uuid.uuid4().hex[:16]
 

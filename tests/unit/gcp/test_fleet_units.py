@@ -32,23 +32,49 @@ from tests.support.operator import handlers_module
 CLUSTER = "projects/p/locations/us-central1/clusters/c"
 
 
-def plan(max_nodes: int = 8, locations: Sequence[str] = (), policy: str = "ANY", name: str = "mlw-x") -> NodePoolPlan:
+def plan(
+    max_nodes: int = 8, locations: Sequence[str] = (), policy: str = "ANY", name: str = "mlw-x", **settings: Any
+) -> NodePoolPlan:
     return NodePoolPlan(name=name, project="p", location="us-central1", cluster="c", machine_type="g2-standard-8",
-                        spot=True, max_nodes=max_nodes, locations=list(locations), location_policy=policy)  # fmt: skip
+                        spot=True, max_nodes=max_nodes, locations=list(locations), location_policy=policy,
+                        **settings)  # fmt: skip
+
+
+OURS = {GCP_LABEL_MANAGED_BY: MANAGED_BY, "mlworkload-shape": "mlw-l4x1"}  # the operator's: never the policy's
 
 
 @pytest.mark.parametrize(
     ("plans", "expected"),
     [
-        pytest.param([plan(6), plan(2), plan(4)], PoolTarget(2, "ANY", None), id="fewest-nodes"),
+        pytest.param([plan(6), plan(2), plan(4)], PoolTarget(2, "ANY", None, labels={}), id="fewest-nodes"),
         pytest.param([plan(locations=["z-a", "z-b"]), plan(locations=["z-b", "z-c"]), plan()],
-                     PoolTarget(8, "ANY", ("z-b",)), id="zones-intersected-silent-ones-allow-any"),
+                     PoolTarget(8, "ANY", ("z-b",), labels={}), id="zones-intersected-silent-ones-allow-any"),
         pytest.param([plan(locations=["z-a"]), plan(locations=["z-c"])],
-                     PoolTarget(8, "ANY", None, "its workloads allow no zone in common, so its zones are kept"),
+                     PoolTarget(8, "ANY", None, "its workloads allow no zone in common, so its zones are kept",
+                                labels={}),
                      id="no-common-zone-keeps-them"),
         pytest.param([plan(policy="ANY"), plan(policy="BALANCED")],
                      PoolTarget(8, None, None, "its workloads want different location policies, so its policy is "
-                                "kept"), id="policies-disagree"),
+                                "kept", labels={}), id="policies-disagree"),
+        pytest.param([plan(labels={**OURS, "team": "nlp", "cost-center": "a"}),
+                      plan(labels={**OURS, "team": "nlp", "cost-center": "b", "env": "x"})],
+                     PoolTarget(8, "ANY", None, "its workloads' policies disagree on GCP labels cost-center, env, so "
+                                "those are kept", labels={"team": "nlp"},
+                                kept_labels=frozenset({"cost-center", "env"})),
+                     id="labels-agreed-set-disputed-kept"),
+        pytest.param([plan(image_type="COS_CONTAINERD", disk_size_gb=200,
+                           service_account="a@p.iam.gserviceaccount.com"),
+                      plan(image_type="COS_CONTAINERD", disk_size_gb=200)],
+                     PoolTarget(8, "ANY", None, labels={}, image_type="COS_CONTAINERD", disk_size_gb=200,
+                                service_account="a@p.iam.gserviceaccount.com"),
+                     id="settings-set-by-some-and-not-contradicted-apply"),
+        pytest.param([plan(disk_type="pd-ssd", image_streaming=True, secure_boot=True),
+                      plan(disk_type="pd-balanced", image_streaming=False, secure_boot=False)],
+                     PoolTarget(8, "ANY", None, "its workloads' policies want different image streaming settings, so "
+                                "its image streaming setting is kept; its workloads' policies want different disk "
+                                "types, so its disk type is kept; its workloads' policies want different Secure Boot "
+                                "settings, so its Secure Boot setting is kept", labels={}),
+                     id="settings-in-dispute-are-kept"),
     ],
 )  # fmt: skip
 def test_the_strictest_settings_win(plans: list[NodePoolPlan], expected: PoolTarget) -> None:
@@ -95,6 +121,10 @@ class MemoryPools:
         *,
         locations: Sequence[str] | None = None,
         resource_labels: Mapping[str, str] | None = None,
+        image_type: str | None = None,
+        image_streaming: bool | None = None,
+        disk_type: str | None = None,
+        disk_size_gb: int | None = None,
     ) -> OperationInfo:
         raise AssertionError("not expected here")
 
