@@ -157,12 +157,25 @@ def _plan_text(plan: GcpPlan) -> str:
                 f"  + {pool.name}  in {pool.cluster_path}  ({sharing})\n"
                 f"      {pool.machine_type}, {gpus}, {'spot' if pool.spot else 'on-demand'},"
                 f" {pool.min_nodes}..{pool.max_nodes} nodes, {zones}, location policy {pool.location_policy}\n"
-                f"      taints: {', '.join(f'{t.key}={t.value}:{t.effect}' for t in pool.taints) or 'none'}"
+                f"      taints: {', '.join(f'{t.key}={t.value}:{t.effect}' for t in pool.taints) or 'none'}\n"
+                f"      nodes: {_node_settings(pool)}"
             )
     if plan.iam_bindings:
         lines.append("IAM bindings:")
         lines += [f"  + {b.role}\n      on {b.resource}\n      for {b.member}" for b in plan.iam_bindings]
     return "\n".join(lines) + "\n"
+
+
+def _node_settings(pool: NodePoolPlan) -> str:
+    """The policy's node settings of a pool, GKE's default named for each one it leaves out."""
+    disk = f"{pool.disk_type or 'pd-balanced (GKE default)'}, {pool.disk_size_gb or 100} GB"
+    return ", ".join([
+        f"service account {pool.service_account or 'Compute Engine default (GKE default)'}",
+        f"disk {disk}",
+        f"image {pool.image_type or 'COS_CONTAINERD (GKE default)'}",
+        f"secure boot {'on' if pool.secure_boot else 'off'}",
+        f"image streaming {'on' if pool.image_streaming else 'off'}",
+    ])  # fmt: skip
 
 
 def _plan(args: argparse.Namespace, out: TextIO) -> int:

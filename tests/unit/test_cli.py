@@ -69,6 +69,27 @@ def test_plan_text_reads_as_a_change_list() -> None:
     assert "(policy team-nlp's own)" in out
     assert "g2-standard-8, 1 x nvidia-l4, spot, 0..8 nodes, us-central1-a,us-central1-b" in out
     assert "+ roles/storage.objectViewer\n      on projects/_/buckets/team-nlp-datasets" in out
+    assert (
+        "nodes: service account gke-nodes-nlp@my-proj.iam.gserviceaccount.com, disk pd-balanced, 200 GB,"
+        " image COS_CONTAINERD, secure boot on, image streaming on"
+    ) in out  # the policy's nodePools
+
+
+def test_plan_text_names_gkes_defaults_for_node_settings_the_policy_leaves_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in {
+        "MLW_GCP_PROJECT": "ops-proj",
+        "MLW_GCP_LOCATION": "us-east4",
+        "MLW_GKE_CLUSTER": "ops",
+    }.items():
+        monkeypatch.setenv(name, value)
+    code, out, err = run("plan", "-f", write(tmp_path, workload().gpu_group().doc, BARE_POLICY))
+    assert code == 0, err
+    assert (
+        "nodes: service account Compute Engine default (GKE default), disk pd-balanced (GKE default), 100 GB,"
+        " image COS_CONTAINERD (GKE default), secure boot off, image streaming off"
+    ) in out
 
 
 def test_plan_with_nothing_to_do(tmp_path: Path) -> None:

@@ -613,3 +613,18 @@ def test_the_documented_streaming_refusal_is_the_operators_word_for_word() -> No
     [line] = refused.value.lines()
     page = Path(__file__).resolve().parents[2] / "docs" / "platform" / "node-pools.md"
     assert f"\n{line}\n" in page.read_text(encoding="utf-8")
+
+
+def test_a_workload_whose_machine_cannot_boot_from_the_policys_disk_type_is_refused_at_admission() -> None:
+    """The policy check above needs accelerators.allowed; without it, the workload's own machine is judged."""
+    strict = permissive_policy().set("nodePools.diskType", "pd-standard").obj()
+    l4 = workload().gpu_group(accelerator="nvidia-l4").obj()  # g2: no Standard PD
+    t4 = workload().gpu_group(accelerator="nvidia-tesla-t4").obj()  # n1: Standard PD is fine
+
+    [problem] = admit(l4, [strict], None).problems
+    assert problem.path == "spec.workerGroups[0]"
+    assert problem.rule == "boot_disk"
+    assert "g2 machines boot from pd-balanced or pd-ssd only, not pd-standard" in problem.message
+    assert "(nodePools.diskType)" in problem.message
+    assert admit(t4, [strict], None).allowed
+    assert admit(l4, [permissive_policy().obj()], None).allowed  # no disk type: GKE's default

@@ -20,6 +20,7 @@ from mlworkload.gcp.machines import (
     MACHINES,
     MachineType,
     accelerator_fits_machine,
+    disk_type_problem,
     general_machine_for,
     machines_for,
 )
@@ -149,6 +150,22 @@ def check_resources_fit(resolved: ResolvedWorkload) -> list[Problem]:
             problems += _fit_problems(f"{path}.resources", group.spec.resources, machine)
         elif group.spec.accelerator is None:
             problems += _general_fit_problems(f"{path}.resources", group.spec.resources)
+    return problems
+
+
+def check_boot_disk(resolved: ResolvedWorkload) -> list[Problem]:
+    """Every group with a machine type runs on a pool of the policy's node settings: a boot disk type its
+    machine series cannot take would fail only when GKE is asked for the pool."""
+    disk = resolved.policy.node_pools.disk_type
+    if disk is None:
+        return []
+    problems = []
+    for index, group in enumerate(resolved.groups):
+        why = disk_type_problem(disk.value, group.machine_type) if group.machine_type else None
+        if why:
+            problems.append(Problem(f"spec.workerGroups[{index}]", f"{why}, and the node pools of {_by(resolved)}"
+                                    f" boot from {disk.value} (nodePools.diskType): choose another machine or"
+                                    " accelerator, or ask the platform team for a disk type it takes"))  # fmt: skip
     return problems
 
 
@@ -377,6 +394,7 @@ CHECKS: tuple[Check, ...] = (
     check_ray,
     check_accelerators,
     check_resources_fit,
+    check_boot_disk,
     check_capacity,
     check_identity,
     check_network,
