@@ -292,6 +292,10 @@ class ViewState:
     # kopf's indexes (live objects: the ones the policy handler was given stay current).
     policies: dict[str, "StoredPolicy"] = field(default_factory=dict)
     indexes: Mapping[str, Any] | None = None
+    # The workloads reconciled since this process started, until every stored one has been: policy status
+    # counts only what was reconciled, so it waits for all (a restart would otherwise write partial counts
+    # as the resume pass goes). None from then on.
+    heard: set[tuple[str, str]] | None = field(default_factory=set)
 
 
 @dataclass
@@ -384,6 +388,16 @@ def _post_events(body: kopf.Body, outcome: Outcome) -> None:
 
 
 async def run_reconcile(body: Mapping[str, Any], memo: kopf.Memo, indexes: Mapping[str, Any]) -> Outcome:
+    """`_reconcile_serialised`, noting that this process has now heard from the workload, whatever came of it."""
+    try:
+        return await _reconcile_serialised(body, memo, indexes)
+    finally:
+        heard = memo.view.heard if hasattr(memo, "view") else None
+        if heard is not None:
+            heard.add((body["metadata"]["namespace"], body["metadata"]["name"]))
+
+
+async def _reconcile_serialised(body: Mapping[str, Any], memo: kopf.Memo, indexes: Mapping[str, Any]) -> Outcome:
     """One serialised reconcile of one object.
 
     A Kubernetes call the API refuses is reported (a condition when the status can still be written, a
@@ -634,7 +648,7 @@ async def report_policies(memo: kopf.Memo) -> int:
     cluster view, written only where it differs from what is stored. Returns the number of writes."""
     view_state: ViewState = memo.view
     indexes = view_state.indexes
-    if indexes is None or not view_state.ready:
+    if indexes is None or not view_state.ready or not _heard_from_all(view_state, indexes["gpu_index"]):
         return 0
     view = cluster_view(indexes)
     namespaces, phases, now = list(indexes["namespace_index"]), INVENTORY.phases(), memo.reconciler.clock()
@@ -656,6 +670,15 @@ async def report_policies(memo: kopf.Memo) -> int:
         stored.status = status  # its event follows; until then, the next pass must not write it again
         writes += 1
     return writes
+
+
+def _heard_from_all(view_state: ViewState, gpu_index: GpuIndex) -> bool:
+    heard = view_state.heard
+    if heard is not None:
+        if any(key not in heard for key in gpu_index):
+            return False
+        view_state.heard = None
+    return True
 
 
 async def _report_policies_every(seconds: float, memo: kopf.Memo) -> None:

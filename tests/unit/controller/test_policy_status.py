@@ -131,7 +131,7 @@ def memo(kube: FakeKubeApi, reconciler: Reconciler) -> Any:
     found = indexes([doc], {"a-1": {"team": "a"}}, {("a-1", "w"): 2})
     memo = kopf.Memo()
     memo.reconciler = reconciler
-    memo.view = handlers.ViewState(ready=True, indexes=found)
+    memo.view = handlers.ViewState(ready=True, indexes=found, heard=None)  # every workload reconciled once
     memo.view.policies["team-a"] = handlers.StoredPolicy(1, stored.get("status") or {})
     return memo
 
@@ -147,6 +147,18 @@ def test_the_reporter_writes_a_changed_status_once_and_an_unchanged_one_never(ku
     assert REGISTRY.get_sample_value("mlworkload_policy_gpu_quota", {"policy": "team-a"}) == 8
 
     assert asyncio.run(handlers.report_policies(memo)) == 0  # the same view: not a single request
+    assert kube.writes == ["status MLWorkloadPolicy/team-a"]
+
+
+def test_after_a_start_nothing_is_reported_until_every_workload_was_reconciled(kube: FakeKubeApi, memo: Any) -> None:
+    """Counts come from reconciles: a restart must not write the partial counts of a resume pass in progress."""
+    handlers = handlers_module()
+    memo.view.heard = set()
+
+    assert asyncio.run(handlers.report_policies(memo)) == 0
+    memo.view.heard.add(("a-1", "w"))  # the only stored workload, reconciled
+    assert asyncio.run(handlers.report_policies(memo)) == 1
+    assert memo.view.heard is None  # settled: later workloads are real changes, reported as they come
     assert kube.writes == ["status MLWorkloadPolicy/team-a"]
 
 
