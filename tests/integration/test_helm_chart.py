@@ -71,7 +71,7 @@ def test_the_full_values_render_every_optional_object() -> None:
         "ServiceAccount", "CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding", "Service", "Deployment",
         "ValidatingWebhookConfiguration", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding",
         "Certificate", "MLWorkloadPolicy", "PodMonitoring", "ServiceMonitor", "PodDisruptionBudget", "ConfigMap",
-        "PrometheusRule", "Rules", "PodMonitor", "ClusterPodMonitoring",
+        "PrometheusRule", "Rules", "PodMonitor", "ClusterPodMonitoring", "Role", "RoleBinding",
     }  # fmt: skip
 
 
@@ -251,7 +251,8 @@ def test_by_default_the_webhook_pods_keep_the_certificate_they_alone_may_touch()
 def test_with_cert_manager_the_ca_is_injected_and_the_webhook_touches_no_secret(values: list[str]) -> None:
     manifests = render(*values)
     assert by_kind(manifests, "Secret") == []
-    assert by_kind(manifests, "Role") == []
+    # Roles there may be (operator.namespaces set: the watched namespaces'), but none on a Secret.
+    assert not any("secrets" in rule["resources"] for role in by_kind(manifests, "Role") for rule in role["rules"])
     configuration = one(manifests, "ValidatingWebhookConfiguration")
     assert configuration["metadata"]["annotations"]["cert-manager.io/inject-ca-from"] == (
         "mlworkload-system/mlworkload-webhook"

@@ -6,7 +6,7 @@ test's event loop. Settings come from the same MLW_* environment variables a dep
 
 import os
 import socket
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
@@ -87,8 +87,11 @@ def running_operator(
     resync_seconds: float = RESYNC_SECONDS,
     webhook_port: int = 0,
     settings: Mapping[str, str] | None = None,
+    namespaces: Sequence[str] = (),
 ) -> Iterator[KopfRunner]:
-    """The operator, watching all namespaces, until the block ends; its exit must be clean.
+    """The operator, watching all namespaces (or only `namespaces`, as a deployment with operator.namespaces set
+    runs: kopf's `--namespace` for each, and MLW_NAMESPACES for the operator's own listings), until the block
+    ends; its exit must be clean.
 
     `settings`: more MLW_* variables, e.g. live GCP mode against a FakeGcp (see `live_gcp_settings`).
     """
@@ -97,9 +100,11 @@ def running_operator(
         "KUBECONFIG": str(kubeconfig),
         "MLW_RESYNC_SECONDS": str(resync_seconds),
         "MLW_WEBHOOK_PORT": str(webhook_port),
+        **({"MLW_NAMESPACES": ",".join(namespaces)} if namespaces else {}),
         **(settings or {}),
     }
-    args = ["run", "--standalone", "--all-namespaces"]
+    scope = [arg for namespace in namespaces for arg in ("--namespace", namespace)] or ["--all-namespaces"]
+    args = ["run", "--standalone", *scope]
     with environment(env):
         # The handlers module reads MLW_RESYNC_SECONDS when first imported: the first run in a
         # process fixes the resync interval for the rest (every test uses the same value).
