@@ -78,14 +78,23 @@ def test_names_scope_columns_and_status() -> None:
     columns = version["additionalPrinterColumns"]
     shown = [c["name"] for c in columns if not c.get("priority")]
     assert shown == ["Type", "Phase", "Ready", "Reason", "GPUs", "Age"]
-    assert [c["name"] for c in columns if c.get("priority") == 1] == ["Dashboard", "Serve", "Ray", "Ray State"]
+    wide = [c["name"] for c in columns if c.get("priority") == 1]
+    assert wide == ["Dashboard", "Serve", "Ray", "Ray State", "Workers"]
     assert columns[2]["jsonPath"] == '.status.conditions[?(@.type=="Ready")].status'
+    policy_version = policy["spec"]["versions"][0]
+    assert policy_version["subresources"] == {"status": {}}
+    assert [c["name"] for c in policy_version["additionalPrinterColumns"]] == [
+        "Priority", "Ready", "Namespaces", "Workloads", "GPUs", "Quota", "Age",
+    ]  # fmt: skip
     # Every column reads a field the schema has (a typo shows an empty column, never an error).
-    schema = version["schema"]["openAPIV3Schema"]
-    for column in (c for c in columns if not c["jsonPath"].startswith(".metadata.")):  # metadata: the API's own
-        node = schema
-        for part in re.sub(r"\[\?\(.*?\)\]", "", column["jsonPath"]).strip(".").split("."):
-            node = node.get("items", node)["properties"][part]
+    for crd_version in (version, policy_version):
+        schema = crd_version["schema"]["openAPIV3Schema"]
+        for column in crd_version["additionalPrinterColumns"]:
+            if column["jsonPath"].startswith(".metadata."):  # the API's own
+                continue
+            node = schema
+            for part in re.sub(r"\[\?\(.*?\)\]", "", column["jsonPath"]).strip(".").split("."):
+                node = node.get("items", node)["properties"][part]
 
 
 def rules_at(schema: dict[str, Any], path: str) -> list[str]:

@@ -157,6 +157,7 @@ def build_crds() -> list[Schema]:
             {"name": "Serve", "type": "string", "jsonPath": ".status.serveURL", "priority": 1},
             {"name": "Ray", "type": "string", "jsonPath": ".status.ray.kind", "priority": 1},
             {"name": "Ray State", "type": "string", "jsonPath": ".status.ray.state", "priority": 1},
+            {"name": "Workers", "type": "string", "jsonPath": ".status.ray.workers", "priority": 1},
         ],
         with_status=True,
     )

@@ -547,6 +547,9 @@ class RayObjectStatus(ApiModel):
     kind: str = Field(description="RayCluster, RayJob or RayService.")
     name: str = Field(description="Its name.")
     state: str = Field(default="", description="Its state as KubeRay reports it.")
+    workers: str = Field(
+        default="", description="Ready and desired worker pods of its Ray cluster, as KubeRay counts them (2/4)."
+    )
 
 
 class NodePoolStatus(ApiModel):

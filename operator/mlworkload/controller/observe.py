@@ -81,11 +81,13 @@ RAY_CLUSTER_SPEC: Final[dict[str, tuple[str, ...]]] = {
 }
 # The status fields raystatus.py reads, per Ray kind.
 _RAY_STATUS: Final = {
-    "RayCluster": ("state", "conditions"),
+    "RayCluster": ("state", "conditions", "readyWorkerReplicas", "desiredWorkerReplicas"),
     "RayJob": ("jobDeploymentStatus", "jobStatus", "reason", "message", "jobId", "succeeded", "failed",
-               "startTime", "endTime"),
+               "startTime", "endTime", "rayClusterStatus"),
     "RayService": ("serviceStatus", "conditions", "activeServiceStatus"),
 }  # fmt: skip
+# Of the status of a RayJob's or RayService's cluster, only its worker counts (status.ray.workers).
+_WORKER_COUNTS: Final = ("readyWorkerReplicas", "desiredWorkerReplicas")
 _KEPT_LABELS: Final = (LABEL_MANAGED_BY, LABEL_WORKLOAD)
 _KEPT_ANNOTATIONS: Final = (HASH_ANNOTATION, BACKENDS_ANNOTATION)
 
@@ -113,12 +115,21 @@ def applied_hash(obj: Mapping[str, Any]) -> str | None:
 
 def _ray_status(kind: str, status: Mapping[str, Any]) -> dict[str, Any]:
     kept = {key: status[key] for key in _RAY_STATUS[kind] if key in status}
+    if isinstance(kept.get("rayClusterStatus"), dict):
+        kept["rayClusterStatus"] = _worker_counts(kept["rayClusterStatus"])
     if isinstance(kept.get("activeServiceStatus"), dict):  # only the applications' verdicts, not their deployments
-        apps = kept["activeServiceStatus"].get("applicationStatuses") or {}
+        active = kept["activeServiceStatus"]
+        apps = active.get("applicationStatuses") or {}
         kept["activeServiceStatus"] = {"applicationStatuses": {
             name: {k: app[k] for k in ("status", "message") if k in app} for name, app in apps.items()
             if isinstance(app, dict)}}  # fmt: skip
+        if isinstance(active.get("rayClusterStatus"), dict):
+            kept["activeServiceStatus"]["rayClusterStatus"] = _worker_counts(active["rayClusterStatus"])
     return kept
+
+
+def _worker_counts(cluster_status: Mapping[str, Any]) -> dict[str, Any]:
+    return {key: cluster_status[key] for key in _WORKER_COUNTS if key in cluster_status}
 
 
 def _worker_replicas(kind: str, spec: Mapping[str, Any]) -> dict[str, Any]:

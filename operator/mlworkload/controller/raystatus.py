@@ -6,6 +6,7 @@ conditions (Ready, UpgradeInProgress) and per-application statuses. The controll
 answer: is Ray ready, is it progressing, did it finish, did it fail for good.
 """
 
+import dataclasses
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -29,6 +30,7 @@ class RayObservation:
     progressing: bool = False  # an upgrade or a retry is under way
     permanent: bool = False  # retrying will not fix it (Stalled)
     job: dict[str, Any] | None = None  # status.job for a RayJob
+    workers: str = ""  # "ready/desired" worker pods of the Ray cluster, as KubeRay counts them; "" when unknown
 
 
 def _conditions(status: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -37,6 +39,13 @@ def _conditions(status: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 def _is_true(conditions: dict[str, dict[str, Any]], kind: str) -> bool:
     return conditions.get(kind, {}).get("status") == "True"
+
+
+def _workers(cluster_status: Any) -> str:
+    """KubeRay's worker counts of a RayCluster status, as "ready/desired"."""
+    if not isinstance(cluster_status, dict) or "desiredWorkerReplicas" not in cluster_status:
+        return ""
+    return f"{int(cluster_status.get('readyWorkerReplicas') or 0)}/{int(cluster_status['desiredWorkerReplicas'] or 0)}"
 
 
 def observe_ray_cluster(status: dict[str, Any]) -> RayObservation:
@@ -78,8 +87,10 @@ def observe_ray_job(status: dict[str, Any]) -> RayObservation:
     message = str(status.get("message", ""))
     job = _job_status(status)
 
-    def seen(state: RayState, why: str, text: str, **flags: bool) -> RayObservation:
-        return RayObservation(state, why, text, deployment or "New", job=job, **flags)
+    def seen(
+        state: RayState, why: str, text: str, *, progressing: bool = False, permanent: bool = False
+    ) -> RayObservation:
+        return RayObservation(state, why, text, deployment or "New", progressing, permanent, job=job)
 
     if deployment == "Complete" and job_status == "SUCCEEDED":
         return seen(RayState.SUCCEEDED, "RayJobSucceeded", message or "the job succeeded")
@@ -126,8 +137,18 @@ def observe_ray_service(status: dict[str, Any]) -> RayObservation:
 _OBSERVERS = {"RayCluster": observe_ray_cluster, "RayJob": observe_ray_job, "RayService": observe_ray_service}
 
 
+def _cluster_status(kind: str, status: dict[str, Any]) -> Any:
+    """Where each kind keeps the status of its Ray cluster (a RayService's: the active one, serving traffic)."""
+    if kind == "RayJob":
+        return status.get("rayClusterStatus")
+    if kind == "RayService":
+        return (status.get("activeServiceStatus") or {}).get("rayClusterStatus")
+    return status
+
+
 def observe_ray(kind: str, ray_object: dict[str, Any] | None) -> RayObservation:
     """The state of the workload's Ray object, or ABSENT when it does not exist (yet)."""
     if ray_object is None:
         return RayObservation(RayState.ABSENT, "RayObjectMissing", f"the {kind} has not been created yet")
-    return _OBSERVERS[kind](ray_object.get("status") or {})
+    status = ray_object.get("status") or {}
+    return dataclasses.replace(_OBSERVERS[kind](status), workers=_workers(_cluster_status(kind, status)))

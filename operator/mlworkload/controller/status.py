@@ -193,7 +193,7 @@ def compute_status(seen: Observation, previous: MLWorkloadStatus | None, now: da
         observed_generation=seen.generation,
         phase=_phase(seen, ray, ready),
         conditions=conditions,
-        ray=RayObjectStatus(kind=seen.ray_kind, name=seen.ray_name, state=ray.kuberay_state)
+        ray=RayObjectStatus(kind=seen.ray_kind, name=seen.ray_name, state=ray.kuberay_state, workers=ray.workers)
         if ray.state is not RayState.ABSENT
         else None,
         node_pools=list(seen.pools),

@@ -105,3 +105,18 @@ def test_a_missing_object_is_absent() -> None:
 def test_a_stopped_ray_job_is_final() -> None:
     seen = observe_ray("RayJob", {"status": {"jobDeploymentStatus": "Complete", "jobStatus": "STOPPED"}})
     assert (seen.state, seen.reason, seen.permanent) == (RayState.FAILED, "RayJobStopped", True)
+
+
+WORKER_COUNTS = {"readyWorkerReplicas": 2, "desiredWorkerReplicas": 4, "availableWorkerReplicas": 2}
+WORKERS = {
+    "RayCluster": {"state": "ready", **WORKER_COUNTS},
+    "RayJob": {"jobDeploymentStatus": "Running", "rayClusterStatus": WORKER_COUNTS},
+    "RayService": {"activeServiceStatus": {"rayClusterStatus": WORKER_COUNTS}},
+}
+
+
+@pytest.mark.parametrize(("kind", "status"), WORKERS.items(), ids=WORKERS.keys())
+def test_the_worker_counts_come_from_the_ray_cluster_of_each_kind(kind: str, status: dict[str, Any]) -> None:
+    assert observe_ray(kind, {"status": status}).workers == "2/4"
+    assert observe_ray(kind, {"status": {}}).workers == ""  # KubeRay has not counted yet: no column, not 0/0
+    assert observe_ray(kind, None).workers == ""
