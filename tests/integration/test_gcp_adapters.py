@@ -827,10 +827,12 @@ NODE_SETTINGS: dict[str, Any] = {
 PROVISIONING_MODEL = "goog-gke-node-pool-provisioning-model"  # GKE's own label on the pools it creates
 
 
-def settings_pool(settings: dict[str, Any] | None = None, **changes: Any) -> NodePoolPlan:
-    """The GPU pool as the builder plans it under a policy with these node settings."""
+def settings_pool(settings: dict[str, Any] | None = None, *, admitted: bool = True, **changes: Any) -> NodePoolPlan:
+    """The GPU pool as the builder plans it under a policy with these node settings (`admitted`: whether
+    admission lets the workload through; a refused one still gets a plan, to put GKE's own answer to test)."""
     rules = permissive_policy().set("nodePools", {**NODE_SETTINGS, **changes} if settings is None else settings)
-    (pool,) = build_gcp_plan(resolved(workload().gpu_group(capacity="Spot"), rules)).node_pools
+    doc = workload().gpu_group(capacity="Spot")
+    (pool,) = build_gcp_plan(resolved(doc, rules, admitted=admitted)).node_pools
     assert pool.name == GPU_POOL  # settings never rename a pool
     return pool
 
@@ -982,7 +984,10 @@ async def test_a_disk_type_the_machine_cannot_boot_from_is_gkes_refusal_reported
     fake: FakeGcp, rig: Rig
 ) -> None:
     live = rig.provisioner()
-    state = await live.ensure("team-nlp/a", pools_only(settings_pool({"diskType": "pd-standard"})), NOTHING_RECORDED)
+    # Admission refuses this workload (policy.checks.check_boot_disk): GKE's refusal is what a machine series
+    # the operator's table does not know, or a policy changed under a running workload, still meets.
+    plan = pools_only(settings_pool({"diskType": "pd-standard"}, admitted=False))
+    state = await live.ensure("team-nlp/a", plan, NOTHING_RECORDED)
     assert rpc_statuses(fake, "container", "CreateNodePool") == [400]
     assert states(state) == {GPU_POOL: "Failed"}
     assert state.node_pools.reason == FailureKind.INVALID.value

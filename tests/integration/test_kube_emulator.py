@@ -193,7 +193,7 @@ def test_discovery_of_groups_and_preferred_versions(
         ("/apis/cloud.google.com/v1", "backendconfigs", "BackendConfig", True, False),
         ("/apis/cloud.google.com/v1", "computeclasses", "ComputeClass", False, True),
         ("/apis/mlworkload.io/v1alpha1", "mlworkloads", "MLWorkload", True, True),
-        ("/apis/mlworkload.io/v1alpha1", "mlworkloadpolicies", "MLWorkloadPolicy", False, False),
+        ("/apis/mlworkload.io/v1alpha1", "mlworkloadpolicies", "MLWorkloadPolicy", False, True),
         ("/apis/ray.io/v1", "rayclusters", "RayCluster", True, True),
         ("/apis/ray.io/v1", "rayjobs", "RayJob", True, True),
         ("/apis/ray.io/v1", "rayservices", "RayService", True, True),
