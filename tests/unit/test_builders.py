@@ -1,5 +1,9 @@
 """Every builder branch: Ray objects, placement, identity, isolation, exposure, the GCP plan."""
 
+import os
+import subprocess
+import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -8,6 +12,12 @@ import yaml
 from mlworkload.builders import build_gcp_plan, build_objects
 from mlworkload.builders.names import kuberay_check_name
 from mlworkload.builders.nodepools import GKE_POOL_NAME_PATTERN, gke_name
+from mlworkload.builders.pods import (
+    PRESTOP_BUDGET_SECONDS,
+    RAY_STOP_SECONDS,
+    SAFE_TO_EVICT_ANNOTATION,
+    prestop_drain_script,
+)
 from mlworkload.policy import PlatformDefaults, admit
 from mlworkload.problems import Refused
 from tests.support.documents import (
@@ -19,6 +29,7 @@ from tests.support.documents import (
     resolved,
     workload,
 )
+from tests.support.schemas import validate_object
 
 Manifest = dict[str, Any]
 
@@ -187,6 +198,61 @@ def test_rayjob_without_runtime_env_or_deadline_leaves_them_out() -> None:
     assert "runtimeEnvYAML" not in spec
     assert "activeDeadlineSeconds" not in spec
     assert spec["ttlSecondsAfterFinished"] == 0
+
+
+@pytest.mark.parametrize(
+    ("asked", "pending_limit", "expected"),
+    [(None, None, None), (900, None, 900), (None, 1800, 1800), (600, 1800, 600)],
+)
+def test_rayjob_pre_running_deadline_from_the_spec_or_the_policy(
+    asked: int | None, pending_limit: int | None, expected: int | None
+) -> None:
+    doc = workload().job(**({"preRunningDeadlineSeconds": asked} if asked else {}))
+    rules = permissive_policy().set("lifecycle.maxJobPendingSeconds", pending_limit)
+    ray_job = only(render(doc, rules), "RayJob")
+    assert ray_job["spec"].get("preRunningDeadlineSeconds") == expected
+    assert validate_object(ray_job) == []  # KubeRay 1.7's RayJob CRD: int32, minimum 1
+
+
+def test_the_kuberay_schema_would_refuse_a_pre_running_deadline_of_zero() -> None:
+    """The check above is live: KubeRay's CRD has `minimum: 1`, as the MLWorkload's `gt=0`."""
+    ray_job = only(render(workload().job(preRunningDeadlineSeconds=60)), "RayJob")
+    ray_job["spec"]["preRunningDeadlineSeconds"] = 0
+    assert any("preRunningDeadlineSeconds" in error for error in validate_object(ray_job))
+
+
+INCREMENTAL_OPTIONS = {"gatewayClassName": "gke-l7-rilb", "maxSurgePercent": 20, "stepSizePercent": 5,
+                       "intervalSeconds": 10}  # fmt: skip
+UPGRADE_STRATEGIES = {
+    "KubeRay's default": None,
+    "NewCluster": {"type": "NewCluster"},
+    "None": {"type": "None"},
+    "incremental": {"type": "NewClusterWithIncrementalUpgrade", "clusterUpgradeOptions": INCREMENTAL_OPTIONS},
+    "incremental, KubeRay's surge": {
+        "type": "NewClusterWithIncrementalUpgrade",
+        "clusterUpgradeOptions": {"gatewayClassName": "istio", "stepSizePercent": 10, "intervalSeconds": 30},
+    },
+}
+ALL_STRATEGIES = permissive_policy().set(
+    "lifecycle.allowedUpgradeStrategies", ["NewCluster", "NewClusterWithIncrementalUpgrade", "None"]
+)
+
+
+@pytest.mark.parametrize("strategy", UPGRADE_STRATEGIES.values(), ids=UPGRADE_STRATEGIES.keys())
+def test_rayservice_carries_the_upgrade_strategy_as_asked(strategy: Manifest | None) -> None:
+    doc = workload().service().group(maxReplicas=2).set("spec.autoscaling.enabled", True)
+    ray_service = only(render(doc.set("spec.serve.upgradeStrategy", strategy), ALL_STRATEGIES), "RayService")
+    assert ray_service["spec"].get("upgradeStrategy") == strategy  # none asked: none written, KubeRay's default
+    assert validate_object(ray_service) == []  # KubeRay 1.7's RayService CRD
+
+
+def test_the_kuberay_schema_would_refuse_incremental_options_without_their_required_fields() -> None:
+    """The check above is live: KubeRay's CRD requires gatewayClassName, stepSizePercent and intervalSeconds."""
+    doc = workload().service().set("spec.autoscaling.enabled", True)
+    doc.set("spec.serve.upgradeStrategy", UPGRADE_STRATEGIES["incremental"])
+    ray_service = only(render(doc, ALL_STRATEGIES), "RayService")
+    del ray_service["spec"]["upgradeStrategy"]["clusterUpgradeOptions"]["intervalSeconds"]
+    assert any("intervalSeconds" in error for error in validate_object(ray_service))
 
 
 def test_rayservice_carries_the_serve_config_and_a_serve_port() -> None:
@@ -665,3 +731,142 @@ def test_no_gcp_changes_for_a_cpu_workload_without_identity() -> None:
 def test_the_plan_is_refused_when_gcp_is_needed_but_unknown() -> None:
     with pytest.raises(Refused, match="no GKE cluster is known"):
         build_gcp_plan(resolved(workload().gpu_group(), policy().set("gcp", None)))
+
+
+# --- spot disruption: the preStop drain, the grace period, the autoscaler annotation, disruption budgets -----
+
+
+SPOT_MIX = (
+    workload()
+    .group("spot", capacity="Spot")
+    .gpu_group("swf", capacity="SpotWithFallback")
+    .group("steady", capacity="OnDemand")
+)
+
+
+def groups_of(ray_object: Manifest) -> dict[str, Manifest]:
+    return {group["groupName"]: group["template"] for group in cluster_spec(ray_object)["workerGroupSpecs"]}
+
+
+@pytest.mark.parametrize(
+    "make", [lambda d: d, lambda d: d.job(), lambda d: d.service()], ids=["Cluster", "Job", "Service"]
+)
+def test_spot_workers_drain_within_the_reclaim_notice(make: Any) -> None:
+    objects = render(make(copy_doc(SPOT_MIX)))
+    ray_object = next(o for o in objects if o["apiVersion"] == "ray.io/v1")
+    assert validate_object(ray_object) == []
+    templates = groups_of(ray_object)
+    for name in ("spot", "swf"):
+        template = templates[name]
+        assert template["metadata"]["annotations"] == {SAFE_TO_EVICT_ANNOTATION: "true"}
+        assert template["spec"]["terminationGracePeriodSeconds"] == 25  # GKE: <= 25 s of the 30 s notice
+        command = template["spec"]["containers"][0]["lifecycle"]["preStop"]["exec"]["command"]
+        assert command[:2] == ["/bin/sh", "-c"]
+        assert "ray drain-node" in command[2]
+        assert "DRAIN_NODE_REASON_PREEMPTION" in command[2]
+        assert "ray stop" in command[2]
+    # Within GKE's smallest window for non-system pods (15 s after 1.27), with time left for SIGTERM.
+    assert PRESTOP_BUDGET_SECONDS + RAY_STOP_SECONDS < 15
+    steady = templates["steady"]
+    assert "annotations" not in steady["metadata"]
+    assert "terminationGracePeriodSeconds" not in steady["spec"]
+    assert "lifecycle" not in steady["spec"]["containers"][0]
+    head = cluster_spec(ray_object)["headGroupSpec"]["template"]
+    assert head["metadata"]["annotations"] == {SAFE_TO_EVICT_ANNOTATION: "false"}  # its node is never scaled down
+    assert "lifecycle" not in head["spec"]["containers"][0]
+
+
+def copy_doc(doc: WorkloadDoc) -> WorkloadDoc:
+    copied = workload()
+    copied.doc = yaml.safe_load(yaml.safe_dump(doc.doc))
+    return copied
+
+
+@pytest.mark.parametrize(
+    ("doc", "budgets"),
+    [
+        (workload().gpu_group(), ["demo-head"]),
+        (workload().job().gpu_group(), ["demo-head"]),
+        (workload().service().group("a").gpu_group("b"), ["demo-head", "demo-serve-workers"]),
+        (workload().service(), ["demo-head", "demo-serve-workers"]),  # no workers yet: it selects nothing
+    ],
+    ids=["Cluster", "Job", "Service", "Service-without-workers"],
+)
+def test_disruption_budgets_guard_the_head_and_a_services_workers(doc: WorkloadDoc, budgets: list[str]) -> None:
+    objects = render(doc.set("metadata.uid", "uid-1"))
+    found = [o for o in objects if o["kind"] == "PodDisruptionBudget"]
+    assert [o["metadata"]["name"] for o in found] == budgets
+    for budget in found:
+        assert validate_object(budget) == []
+        assert budget["metadata"]["ownerReferences"][0]["uid"] == "uid-1"
+        spec = budget["spec"]
+        # KubeRay's pods have no owner with a scale subresource: an integer minAvailable is all a budget can use.
+        assert spec["minAvailable"] == 1
+        assert "maxUnavailable" not in spec
+        assert spec["unhealthyPodEvictionPolicy"] == "AlwaysAllow"
+    head = found[0]["spec"]["selector"]["matchLabels"]
+    assert head == {"app.kubernetes.io/managed-by": "mlworkload", "mlworkload.io/workload": "demo",
+                    "mlworkload.io/role": "head"}  # fmt: skip
+    ray_object = next(o for o in objects if o["apiVersion"] == "ray.io/v1")
+    spec = cluster_spec(ray_object)
+    # The budgets select what the templates carry, and come before the Ray object that makes the pods.
+    assert head.items() <= spec["headGroupSpec"]["template"]["metadata"]["labels"].items()
+    if len(found) == 2:
+        workers = found[1]["spec"]["selector"]["matchLabels"]
+        assert all(workers.items() <= g["template"]["metadata"]["labels"].items() for g in spec["workerGroupSpecs"])
+    kinds_in_order = [o["kind"] for o in objects]
+    assert kinds_in_order.index("PodDisruptionBudget") < kinds_in_order.index(ray_object["kind"])
+
+
+# The preStop script, run for real against stand-ins for `python` (the node id) and `ray` (which logs its calls).
+FAKE_PYTHON = "#!/bin/sh\n{body}\n"
+FAKE_RAY = '#!/bin/sh\necho "$@" >> "{log}"\n[ "$1" = drain-node ] && exit {drain}\nexit 0\n'
+
+
+def run_prestop(tmp_path: Path, *, python: str, drain: int = 0, budget: int = 3) -> tuple[list[str], float]:
+    bin_dir, log = tmp_path / "bin", tmp_path / "ray.log"
+    bin_dir.mkdir()
+    (bin_dir / "python").write_text(FAKE_PYTHON.format(body=python))
+    (bin_dir / "ray").write_text(FAKE_RAY.format(log=log, drain=drain))
+    for tool in ("python", "ray"):
+        (bin_dir / tool).chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "HOSTNAME": "demo-spot-worker-x1"}
+    started = time.monotonic()
+    done = subprocess.run(["/bin/sh", "-c", prestop_drain_script(budget=budget, stop=2)], env=env, timeout=30,
+                          check=False)  # fmt: skip
+    assert done.returncode == 0  # a preStop hook never fails
+    calls = log.read_text().splitlines() if log.exists() else []
+    return calls, time.monotonic() - started
+
+
+def test_the_prestop_hook_drains_this_ray_node_then_stops_ray(tmp_path: Path) -> None:
+    calls, took = run_prestop(tmp_path, python="echo 2026-11-23 noise; echo 0123abcd")
+    assert len(calls) == 2
+    drain = calls[0].split()
+    assert drain[:5] == ["drain-node", "--node-id", "0123abcd", "--reason", "DRAIN_NODE_REASON_PREEMPTION"]
+    assert "pod demo-spot-worker-x1 is being terminated" in calls[0]
+    assert 0 < int(drain[drain.index("--deadline-remaining-seconds") + 1]) <= 3
+    assert calls[1] == "stop --grace-period 1"
+    assert took < 3  # nothing runs on this node: no wait
+
+
+def test_without_a_node_id_or_a_drain_the_hook_only_stops_ray(tmp_path: Path) -> None:
+    calls, _ = run_prestop(tmp_path, python="exit 1")  # no Ray driver: the head is gone
+    assert calls == ["stop --grace-period 1"]
+
+
+def test_a_refused_drain_still_stops_ray(tmp_path: Path) -> None:
+    calls, _ = run_prestop(tmp_path, python="echo 0123abcd", drain=2)  # Ray 2.9 has no drain-node command
+    assert [call.split()[0] for call in calls] == ["drain-node", "stop"]
+
+
+def test_the_hook_waits_while_ray_runs_work_here_but_never_past_its_budget(tmp_path: Path) -> None:
+    # A Ray worker process running a task, as its process title shows it (an idle one is `ray::IDLE`).
+    busy = subprocess.Popen(["bash", "-c", 'exec -a "ray::train_step" sleep 30'])
+    try:
+        calls, took = run_prestop(tmp_path, python="echo 0123abcd", budget=3)
+    finally:
+        busy.kill()
+        busy.wait()
+    assert [call.split()[0] for call in calls] == ["drain-node", "stop"]
+    assert 1.5 < took < 7

@@ -439,6 +439,8 @@ LITERAL_REASONS: Final[Mapping[str, tuple[str, ...]]] = {
         "RayClusterProvisioning",
         "RayJobStopped",
         "DeadlineExceeded",
+        "PreRunningDeadlineExceeded",
+        "JobStatusCheckTimeoutExceeded",
         "AppFailed",
         "SubmissionFailed",
         "ValidationFailed",

@@ -113,6 +113,20 @@ def test_policy_defaults_fill_identity_isolation_iap_deadline_and_gcp() -> None:
     assert resolved.gcp == PolicyGcp(project="my-proj", location="us-central1", cluster="ml-cluster")
 
 
+@pytest.mark.parametrize(
+    ("asked", "policy_pending", "resolved_to"),
+    [(None, 1800, 1800), (300, 1800, 300), (None, None, None), (300, None, 300)],
+)
+def test_the_pre_running_deadline_defaults_to_the_policys_max_job_pending_seconds(
+    asked: int | None, policy_pending: int | None, resolved_to: int | None
+) -> None:
+    doc = workload().job(**({"preRunningDeadlineSeconds": asked} if asked else {}))
+    rules = permissive_policy().set("lifecycle.maxJobPendingSeconds", policy_pending)
+    verdict = admit(doc.obj(), [rules.obj()], None)
+    assert verdict.allowed, verdict.problems
+    assert verdict.resolved.pre_running_deadline_seconds == resolved_to
+
+
 def test_the_operators_gcp_setting_applies_when_the_policy_names_no_cluster() -> None:
     fallback = PolicyGcp(project="ops-proj", location="europe-west4", cluster="ops")
     verdict = admit(workload().obj(), [policy().set("gcp", None).obj()], None, PlatformDefaults(gcp=fallback))
@@ -141,6 +155,20 @@ class Case:
 
 def l4(**fields: Any) -> WorkloadDoc:
     return workload().gpu_group("gpu", **fields)
+
+
+INCREMENTAL = {
+    "type": "NewClusterWithIncrementalUpgrade",
+    "clusterUpgradeOptions": {"gatewayClassName": "gke-l7-rilb", "stepSizePercent": 10, "intervalSeconds": 30},
+}
+
+
+def incremental() -> WorkloadDoc:
+    return workload().service().set("spec.autoscaling.enabled", True).set("spec.serve.upgradeStrategy", INCREMENTAL)
+
+
+def with_strategies(*strategies: str) -> PolicyDoc:
+    return permissive_policy().set("lifecycle.allowedUpgradeStrategies", list(strategies))
 
 
 CASES = {
@@ -361,6 +389,38 @@ CASES = {
         workload().job(activeDeadlineSeconds=7200), permissive_policy().set("lifecycle.maxJobRuntimeSeconds", 3600),
         ["spec.job.activeDeadlineSeconds: 7200 exceeds the 3600 seconds policy permissive allows"],
     ),
+    "job pre-running deadline within the maximum": Case(
+        workload().job(preRunningDeadlineSeconds=600), permissive_policy().set("lifecycle.maxJobPendingSeconds", 600)
+    ),
+    "job pre-running deadline above the maximum": Case(
+        workload().job(preRunningDeadlineSeconds=7200), permissive_policy().set("lifecycle.maxJobPendingSeconds", 3600),
+        ["spec.job.preRunningDeadlineSeconds: 7200 exceeds the 3600 seconds policy permissive allows"
+         " (maxJobPendingSeconds)"],
+    ),
+    "service with KubeRay's default strategy": Case(workload().service()),
+    "service asking None": Case(workload().service().set("spec.serve.upgradeStrategy", {"type": "None"})),
+    "incremental upgrade, not listed": Case(
+        incremental(),
+        refused=["spec.serve.upgradeStrategy.type: NewClusterWithIncrementalUpgrade is not allowed by policy"
+                 " permissive (lifecycle.allowedUpgradeStrategies); allowed: NewCluster, None"],
+    ),
+    "incremental upgrade, listed": Case(incremental(), with_strategies("NewClusterWithIncrementalUpgrade")),
+    "incremental upgrade without autoscaling": Case(
+        incremental().set("spec.autoscaling.enabled", False), with_strategies("NewClusterWithIncrementalUpgrade"),
+        ["spec.serve.upgradeStrategy.type: NewClusterWithIncrementalUpgrade needs spec.autoscaling.enabled: true:"
+         " KubeRay grows the new cluster and shrinks the old one through the Ray autoscaler"],
+    ),
+    "NewCluster asked, only None allowed": Case(
+        workload().service().set("spec.serve.upgradeStrategy", {"type": "NewCluster"}), with_strategies("None"),
+        ["spec.serve.upgradeStrategy.type: NewCluster is not allowed by policy permissive"
+         " (lifecycle.allowedUpgradeStrategies); allowed: None"],
+    ),
+    "KubeRay's default, only None allowed": Case(
+        workload().service(), with_strategies("None"),
+        ["spec.serve.upgradeStrategy: none is set, so KubeRay's default NewCluster applies, which policy permissive"
+         " does not allow (lifecycle.allowedUpgradeStrategies); allowed: None; set spec.serve.upgradeStrategy.type"],
+    ),
+    "the strategy rule ignores other types": Case(workload().job(), with_strategies("None")),
 }  # fmt: skip
 
 
@@ -502,6 +562,86 @@ def test_policies_are_validated_naming_the_field(path: str, value: Any, expected
     with pytest.raises(Refused) as refused:
         policy().set(path, value).obj()
     assert any(expected in line for line in refused.value.lines()), refused.value.lines()
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (["Recreate"], "spec.lifecycle.allowedUpgradeStrategies[0]: 'Recreate' is not one of the allowed values"),
+        ([], "spec.lifecycle.allowedUpgradeStrategies: List should have at least 1 item"),
+        (["None", "None"], "spec.lifecycle.allowedUpgradeStrategies: upgrade strategies must be unique; repeated:"
+                           " None"),
+    ],
+)  # fmt: skip
+def test_allowed_upgrade_strategies_are_validated(value: Any, expected: str) -> None:
+    doc = policy().set("lifecycle.allowedUpgradeStrategies", value)
+    with pytest.raises(Refused) as refused:
+        doc.obj()
+    assert any(expected in line for line in refused.value.lines()), refused.value.lines()
+    assert validate_object(doc.doc) != []  # and the CRD refuses it too, while the webhook is down
+
+
+def test_the_default_upgrade_strategies_leave_out_the_one_that_needs_gateway_api() -> None:
+    assert [s.value for s in policy().obj().spec.lifecycle.upgrade_strategies] == ["NewCluster", "None"]
+    listed = with_strategies("NewClusterWithIncrementalUpgrade").obj().spec.lifecycle.upgrade_strategies
+    assert [s.value for s in listed] == ["NewClusterWithIncrementalUpgrade"]
+
+
+# The workload's lifecycle fields: refused by the model (the webhook) and by the CRD (kubectl, webhook down) alike.
+LIFECYCLE_FIELDS = {
+    "pre-running deadline": (workload().job(preRunningDeadlineSeconds=600), None),
+    "pre-running deadline shorter than the active one": (
+        workload().job(preRunningDeadlineSeconds=600, activeDeadlineSeconds=3600), None),
+    "pre-running deadline as long as the active one": (
+        workload().job(preRunningDeadlineSeconds=3600, activeDeadlineSeconds=3600),
+        "spec.job: preRunningDeadlineSeconds must be less than activeDeadlineSeconds: both count from when KubeRay"
+        " starts the job, and the active deadline would end it first (3600 >= 3600)"),
+    "pre-running deadline zero": (workload().job(preRunningDeadlineSeconds=0),
+                                  "spec.job.preRunningDeadlineSeconds: Input should be greater than 0"),
+    "pre-running deadline beyond int32": (workload().job(preRunningDeadlineSeconds=2**31),
+                                          "spec.job.preRunningDeadlineSeconds"),
+    "every strategy type": (incremental(), None),
+    "strategy None": (workload().service().set("spec.serve.upgradeStrategy", {"type": "None"}), None),
+    "unknown strategy": (workload().service().set("spec.serve.upgradeStrategy", {"type": "Recreate"}),
+                         "spec.serve.upgradeStrategy.type: 'Recreate' is not one of the allowed values"),
+    "strategy without a type": (workload().service().set("spec.serve.upgradeStrategy", {}),
+                                "spec.serve.upgradeStrategy.type"),
+    "incremental without options": (
+        workload().service().set("spec.serve.upgradeStrategy", {"type": "NewClusterWithIncrementalUpgrade"}),
+        "spec.serve.upgradeStrategy: clusterUpgradeOptions is required for type NewClusterWithIncrementalUpgrade"
+        " and forbidden otherwise"),
+    "options with NewCluster": (
+        workload().service().set("spec.serve.upgradeStrategy", {**INCREMENTAL, "type": "NewCluster"}),
+        "clusterUpgradeOptions is required for type NewClusterWithIncrementalUpgrade and forbidden otherwise"),
+    "a step larger than the surge": (
+        incremental().set("spec.serve.upgradeStrategy.clusterUpgradeOptions.maxSurgePercent", 5),
+        "spec.serve.upgradeStrategy.clusterUpgradeOptions: stepSizePercent must not exceed maxSurgePercent"
+        " (default 100) (10 > 5)"),
+    "a surge of zero": (incremental().set("spec.serve.upgradeStrategy.clusterUpgradeOptions.maxSurgePercent", 0),
+                        "spec.serve.upgradeStrategy.clusterUpgradeOptions.maxSurgePercent"),
+    "a step of zero": (incremental().set("spec.serve.upgradeStrategy.clusterUpgradeOptions.stepSizePercent", 0),
+                       "spec.serve.upgradeStrategy.clusterUpgradeOptions.stepSizePercent"),
+    "no gateway class": (incremental().set("spec.serve.upgradeStrategy.clusterUpgradeOptions.gatewayClassName", None),
+                         "spec.serve.upgradeStrategy.clusterUpgradeOptions.gatewayClassName"),
+    "a gateway class that is no object name": (
+        incremental().set("spec.serve.upgradeStrategy.clusterUpgradeOptions.gatewayClassName", "GKE L7"),
+        "spec.serve.upgradeStrategy.clusterUpgradeOptions.gatewayClassName"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(("doc", "refusal"), LIFECYCLE_FIELDS.values(), ids=LIFECYCLE_FIELDS.keys())
+def test_the_lifecycle_fields_are_refused_by_the_model_and_the_crd_alike(doc: WorkloadDoc, refusal: str | None) -> None:
+    api_server_errors = validate_object(doc.doc)
+    try:
+        doc.obj()
+        lines: list[str] = []
+    except Refused as refused:
+        lines = refused.lines()
+    if refusal is None:
+        assert (api_server_errors, lines) == ([], [])
+    else:
+        assert any(refusal in line for line in lines), lines
+        assert api_server_errors != []
 
 
 def test_good_policy_patterns_pass() -> None:

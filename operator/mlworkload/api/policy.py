@@ -13,7 +13,7 @@ from pydantic import Field, StrictBool, StrictInt, field_validator, model_valida
 
 from mlworkload.api.base import ApiModel, cel, with_cel
 from mlworkload.api.meta import LabelSelector, NetworkPolicyPeer, ObjectMeta, valid_cidrs
-from mlworkload.api.workload import GSA_PATTERN, INT32_MAX, Isolation
+from mlworkload.api.workload import GSA_PATTERN, INT32_MAX, Isolation, UpgradeStrategyType
 from mlworkload.gcp.labels import GCP_LABEL_VALUE_PATTERN, MAX_POLICY_LABELS, label_problems
 from mlworkload.gcp.machines import GKE_ACCELERATORS, accelerator_machines, disk_type_problem
 
@@ -400,8 +400,13 @@ class PolicyLabels(ApiModel):
     required: list[str] = Field(default_factory=list, description="Label keys every workload must set.")
 
 
+# NewClusterWithIncrementalUpgrade needs what the operator cannot see from here (Gateway API's CRDs, a Gateway
+# controller and GatewayClass, KubeRay's RayServiceIncrementalUpgrade feature gate): allowed only when listed.
+DEFAULT_UPGRADE_STRATEGIES = (UpgradeStrategyType.NEW_CLUSTER, UpgradeStrategyType.NONE)
+
+
 class PolicyLifecycle(ApiModel):
-    """Time limits."""
+    """Time limits, and how services are upgraded."""
 
     max_cluster_idle_seconds: StrictInt | None = Field(
         default=None, gt=0, description="Cluster type: suspend after this long with no Ray activity."
@@ -409,6 +414,40 @@ class PolicyLifecycle(ApiModel):
     max_job_runtime_seconds: StrictInt | None = Field(
         default=None, gt=0, le=INT32_MAX, description="Cap and default for job.activeDeadlineSeconds."
     )
+    max_job_pending_seconds: StrictInt | None = Field(
+        default=None,
+        gt=0,
+        le=INT32_MAX,
+        description=(
+            "Cap and default for job.preRunningDeadlineSeconds: how long a job may wait to start running"
+            " (for capacity, quota) before KubeRay fails it."
+        ),
+    )
+    allowed_upgrade_strategies: list[UpgradeStrategyType] | None = Field(
+        default=None,
+        description=(
+            "Service upgrade strategies workloads may use (serve.upgradeStrategy.type; none set counts as"
+            " KubeRay's default, NewCluster). Omitted: NewCluster and None. List NewClusterWithIncrementalUpgrade"
+            " only where Gateway API and a GatewayClass are installed and KubeRay's RayServiceIncrementalUpgrade"
+            " feature gate is on."
+        ),
+        min_length=1,
+        json_schema_extra={"x-kubernetes-list-type": "set"},
+    )
+
+    @property
+    def upgrade_strategies(self) -> tuple[UpgradeStrategyType, ...]:
+        """The strategies allowed: the list, or by default all but the one that needs Gateway API."""
+        if self.allowed_upgrade_strategies is None:
+            return DEFAULT_UPGRADE_STRATEGIES
+        return tuple(self.allowed_upgrade_strategies)
+
+    @field_validator("allowed_upgrade_strategies")
+    @classmethod
+    def _unique_strategies(cls, strategies: list[UpgradeStrategyType] | None) -> list[UpgradeStrategyType] | None:
+        repeated = sorted({s.value for s in strategies or [] if (strategies or []).count(s) > 1})
+        _refuse([f"upgrade strategies must be unique; repeated: {', '.join(repeated)}"] if repeated else [])
+        return strategies
 
 
 class MLWorkloadPolicySpec(ApiModel):

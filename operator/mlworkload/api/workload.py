@@ -326,8 +326,23 @@ class AutoscalingSpec(ApiModel):
     )
 
 
+_PRE_RUNNING_MESSAGE = (
+    "preRunningDeadlineSeconds must be less than activeDeadlineSeconds: both count from when KubeRay starts"
+    " the job, and the active deadline would end it first"
+)
+
+
 class JobSpec(ApiModel):
     """The batch job (type Job only)."""
+
+    model_config = with_cel(
+        cel(
+            "!has(self.preRunningDeadlineSeconds) || !has(self.activeDeadlineSeconds)"
+            " || self.preRunningDeadlineSeconds < self.activeDeadlineSeconds",
+            _PRE_RUNNING_MESSAGE,
+            ".preRunningDeadlineSeconds",
+        )
+    )
 
     entrypoint: str = Field(description="Command run by `ray job submit`.", min_length=1, max_length=8192)
     runtime_env: dict[str, Any] | None = Field(
@@ -353,6 +368,114 @@ class JobSpec(ApiModel):
         le=INT32_MAX,
         description="Seconds the Ray cluster is kept after the job ends, then deleted. Default 0.",
     )
+    pre_running_deadline_seconds: StrictInt | None = Field(
+        default=None,
+        gt=0,
+        le=INT32_MAX,
+        description=(
+            "Seconds the job may take to start running (its Ray cluster ready, the job submitted), counted from"
+            " when KubeRay starts it, like activeDeadlineSeconds; past them KubeRay fails it"
+            " (PreRunningDeadlineExceeded; retried under backoffLimit). Default: the policy's maxJobPendingSeconds;"
+            " none: no limit."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _starts_before_its_end(self) -> Self:
+        pre, active = self.pre_running_deadline_seconds, self.active_deadline_seconds
+        if pre is not None and active is not None and pre >= active:
+            raise ValueError(_PRE_RUNNING_MESSAGE + f" ({pre} >= {active})")
+        return self
+
+
+class UpgradeStrategyType(StrEnum):
+    """How KubeRay replaces a RayService's Ray cluster when the cluster changes (KubeRay's RayServiceUpgradeType)."""
+
+    NEW_CLUSTER = "NewCluster"
+    NEW_CLUSTER_WITH_INCREMENTAL_UPGRADE = "NewClusterWithIncrementalUpgrade"
+    NONE = "None"
+
+
+# KubeRay's default when a RayService names no upgrade strategy: isZeroDowntimeUpgradeEnabled in
+# ray-operator/controllers/ray/rayservice_controller.go (v1.7.0), "If no fields are set, zero downtime upgrade
+# by default is enabled" -- unless KubeRay's operator runs with ENABLE_ZERO_DOWNTIME=false.
+KUBERAY_DEFAULT_UPGRADE_STRATEGY = UpgradeStrategyType.NEW_CLUSTER
+_INCREMENTAL = UpgradeStrategyType.NEW_CLUSTER_WITH_INCREMENTAL_UPGRADE
+_KUBERAY_MAX_SURGE_PERCENT = 100  # the RayService CRD's default of clusterUpgradeOptions.maxSurgePercent
+_OPTIONS_MESSAGE = "clusterUpgradeOptions is required for type NewClusterWithIncrementalUpgrade and forbidden otherwise"
+_STEP_MESSAGE = "stepSizePercent must not exceed maxSurgePercent (default 100)"
+
+
+class ClusterUpgradeOptions(ApiModel):
+    """How a NewClusterWithIncrementalUpgrade moves capacity and traffic (KubeRay's clusterUpgradeOptions)."""
+
+    model_config = with_cel(
+        cel(
+            "self.stepSizePercent <= (has(self.maxSurgePercent) ? self.maxSurgePercent"
+            f" : {_KUBERAY_MAX_SURGE_PERCENT})",
+            _STEP_MESSAGE,
+            ".stepSizePercent",
+        )
+    )
+
+    gateway_class_name: str = Field(
+        description=(
+            "The GatewayClass (Gateway API) KubeRay's Gateway for the service uses, e.g. gke-l7-rilb or istio;"
+            " the platform team names it."
+        ),
+        pattern=DNS1123_SUBDOMAIN,
+        max_length=253,
+    )
+    max_surge_percent: StrictInt | None = Field(
+        default=None,
+        ge=1,
+        le=100,
+        description=(
+            "Percent of the service's capacity the new cluster adds at each step; both clusters together never"
+            " exceed 100% plus this. Default: KubeRay's, 100."
+        ),
+    )
+    step_size_percent: StrictInt = Field(
+        ge=1, le=100, description="Percent of the traffic moved to the new cluster every intervalSeconds."
+    )
+    interval_seconds: StrictInt = Field(gt=0, le=INT32_MAX, description="Seconds between two traffic steps.")
+
+    @model_validator(mode="after")
+    def _step_within_surge(self) -> Self:
+        surge = _KUBERAY_MAX_SURGE_PERCENT if self.max_surge_percent is None else self.max_surge_percent
+        if self.step_size_percent > surge:
+            raise ValueError(f"{_STEP_MESSAGE} ({self.step_size_percent} > {surge})")
+        return self
+
+
+class UpgradeStrategy(ApiModel):
+    """How KubeRay upgrades the service when its Ray cluster changes (KubeRay's upgradeStrategy)."""
+
+    model_config = with_cel(
+        cel(
+            "self.type == 'NewClusterWithIncrementalUpgrade' ? has(self.clusterUpgradeOptions)"
+            " : !has(self.clusterUpgradeOptions)",
+            _OPTIONS_MESSAGE,
+        )
+    )
+
+    type: UpgradeStrategyType = Field(
+        description=(
+            "NewCluster: a second cluster of the same size, traffic switched when it is ready (twice the GPUs"
+            " meanwhile); NewClusterWithIncrementalUpgrade: the new cluster grows step by step while traffic moves"
+            " through a Gateway (needs Gateway API, and autoscaling); None: cluster changes are not rolled out."
+            " Must be allowed by the policy."
+        )
+    )
+    cluster_upgrade_options: ClusterUpgradeOptions | None = Field(
+        default=None, description="Required for NewClusterWithIncrementalUpgrade, forbidden otherwise."
+    )
+
+    @model_validator(mode="after")
+    def _options_follow_the_type(self) -> Self:
+        if (self.type is _INCREMENTAL) != (self.cluster_upgrade_options is not None):
+            raise ValueError(_OPTIONS_MESSAGE)
+        return self
 
 
 class ServeSpec(ApiModel):
@@ -362,6 +485,17 @@ class ServeSpec(ApiModel):
         description="Ray Serve config (serveConfigV2), as an object with `applications`.",
         json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
     )
+    upgrade_strategy: UpgradeStrategy | None = Field(
+        default=None,
+        description=(
+            "How a change of the Ray cluster (image, resources, groups) is rolled out. Default: KubeRay's, NewCluster."
+        ),
+    )
+
+    @property
+    def effective_upgrade_strategy(self) -> UpgradeStrategyType:
+        """The strategy KubeRay follows: the one asked for, or KubeRay's default."""
+        return KUBERAY_DEFAULT_UPGRADE_STRATEGY if self.upgrade_strategy is None else self.upgrade_strategy.type
 
     @field_validator("config")
     @classmethod
@@ -595,6 +729,38 @@ class JobRunStatus(ApiModel):
     message: str = Field(default="", description="KubeRay's message.")
 
 
+MAX_RECENT_PREEMPTIONS = 32
+
+
+class PreemptionStatus(ApiModel):
+    """One worker pod lost to a preemption."""
+
+    time: str = Field(description="When Kubernetes marked the pod for termination (RFC 3339).")
+    pod: str = Field(description="The worker pod.")
+    node: str = Field(default="", description="The node it ran on.")
+    group: str = Field(default="", description="Its worker group.")
+    reason: str = Field(
+        default="",
+        description=(
+            "Why: NodeShutdown (a Spot VM reclaimed), PreemptionByScheduler, DeletionByPodGC or"
+            " DeletionByTaintManager (its node went away), TerminationByKubelet."
+        ),
+    )
+    message: str = Field(default="", description="What Kubernetes said.")
+
+
+class DisruptionsStatus(ApiModel):
+    """Worker pods lost to preemptions (Spot reclaims, higher-priority pods, vanished nodes)."""
+
+    count: StrictInt = Field(default=0, ge=0, description="Preempted worker pods so far.")
+    last_preemption: PreemptionStatus | None = Field(default=None, description="The latest one.")
+    recent_pods: list[str] = Field(
+        default_factory=list,
+        max_length=MAX_RECENT_PREEMPTIONS,
+        description="UIDs of the latest preempted pods, oldest first: each pod is counted once.",
+    )
+
+
 class Phase(StrEnum):
     PENDING = "Pending"
     PROVISIONING = "Provisioning"
@@ -622,6 +788,7 @@ class MLWorkloadStatus(ApiModel):
     dashboard_url: str | None = Field(default=None, alias="dashboardURL", description="Ray dashboard URL.")
     serve_url: str | None = Field(default=None, alias="serveURL", description="Ray Serve URL.")
     job: JobRunStatus | None = Field(default=None, description="Job outcome (type Job).")
+    disruptions: DisruptionsStatus | None = Field(default=None, description="Worker pods lost to preemptions.")
 
 
 class MLWorkload(ApiModel):

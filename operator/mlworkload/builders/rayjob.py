@@ -27,4 +27,8 @@ def build_ray_job(resolved: ResolvedWorkload) -> Manifest:
         spec["runtimeEnvYAML"] = dump(job.runtime_env)
     if resolved.active_deadline_seconds is not None:
         spec["activeDeadlineSeconds"] = resolved.active_deadline_seconds
+    if resolved.pre_running_deadline_seconds is not None:
+        # KubeRay >= 1.6: fails the job with reason PreRunningDeadlineExceeded when it is not Running this long
+        # after its StartTime (checkPreRunningDeadlineAndUpdateStatusIfNeeded, rayjob_controller.go).
+        spec["preRunningDeadlineSeconds"] = resolved.pre_running_deadline_seconds
     return ray_object(resolved, "RayJob", spec)

@@ -7,6 +7,8 @@ answer: is Ray ready, is it progressing, did it finish, did it fail for good.
 """
 
 import dataclasses
+import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -64,7 +66,57 @@ def observe_ray_cluster(status: dict[str, Any]) -> RayObservation:
     return RayObservation(RayState.PROVISIONING, "RayClusterProvisioning", waiting, state)
 
 
-_JOB_FAILURE_REASONS = {"DeadlineExceeded", "AppFailed", "SubmissionFailed", "ValidationFailed"}
+# KubeRay's JobFailedReason values (ray-operator/apis/ray/v1/rayjob_types.go), each reported as the workload's own
+# reason; any other (JobDeploymentStatusTransitionGracePeriodExceeded, a newer one) as RayJobFailed. Two came
+# with KubeRay 1.6 and 1.7, set in ray-operator/controllers/ray/rayjob_controller.go:
+# - "PreRunningDeadlineExceeded" (v1.6.0, checkPreRunningDeadlineAndUpdateStatusIfNeeded): the job was not Running
+#   spec.preRunningDeadlineSeconds after its StartTime; KubeRay's message is "The RayJob has passed the
+#   preRunningDeadlineSeconds. StartTime: %v. PreRunningDeadlineSeconds: %d". Retried under backoffLimit.
+# - "JobStatusCheckTimeoutExceeded" (v1.7.0, checkJobStatusCheckTimeoutAndUpdateStatusIfNeeded): the Ray dashboard
+#   answered no job status check for RAYJOB_STATUS_CHECK_TIMEOUT_SECONDS (KubeRay's setting, default 300); its
+#   message is "Job status checks have been failing since %v; exceeded timeout of %ds". Never retried
+#   (checkBackoffLimitAndUpdateStatusIfNeeded: "not eligible for retry").
+PRE_RUNNING_DEADLINE_EXCEEDED = "PreRunningDeadlineExceeded"
+JOB_STATUS_CHECK_TIMEOUT_EXCEEDED = "JobStatusCheckTimeoutExceeded"
+_JOB_FAILURE_REASONS = {
+    "DeadlineExceeded",
+    "AppFailed",
+    "SubmissionFailed",
+    "ValidationFailed",
+    "PreRunningDeadlineExceeded",
+    "JobStatusCheckTimeoutExceeded",
+}
+_PRE_RUNNING_SECONDS = re.compile(r"PreRunningDeadlineSeconds: (\d+)")
+
+
+def _never_started(kuberay_message: str) -> str:
+    seconds = _PRE_RUNNING_SECONDS.search(kuberay_message)
+    when = f"{seconds[1]} s after KubeRay began to start it" if seconds else "by its deadline"
+    return (
+        f"the job never started: it was not running {when} (spec.job.preRunningDeadlineSeconds, by default the"
+        " policy's lifecycle.maxJobPendingSeconds)."
+        " Usually its Ray pods found no node: no Spot capacity (a stockout),"
+        " the project's GPU quota in the region, or node pools at their maximum size; or pulling the image took"
+        " that long. See NodePoolsReady and the Ray pods' events"
+        + (f". KubeRay: {kuberay_message}" if kuberay_message else "")
+    )
+
+
+def _status_unknown_too_long(kuberay_message: str) -> str:
+    return (
+        "KubeRay could not reach the Ray dashboard of the job's cluster to check the job's status for too long"
+        " (KubeRay's RAYJOB_STATUS_CHECK_TIMEOUT_SECONDS, default 300 s), and failed it without retrying; the"
+        " job itself may have been running. Usually the head pod was restarted, evicted or overloaded, or"
+        " a NetworkPolicy keeps KubeRay's operator from the dashboard (port 8265)"
+        + (f". KubeRay: {kuberay_message}" if kuberay_message else "")
+    )
+
+
+# What a bare KubeRay message does not say: what happened to the user's job, and what usually causes it.
+_EXPLAINED: dict[str, Callable[[str], str]] = {
+    PRE_RUNNING_DEADLINE_EXCEEDED: _never_started,
+    JOB_STATUS_CHECK_TIMEOUT_EXCEEDED: _status_unknown_too_long,
+}
 
 
 def _job_status(status: dict[str, Any]) -> dict[str, Any]:
@@ -98,13 +150,18 @@ def observe_ray_job(status: dict[str, Any]) -> RayObservation:
         return seen(RayState.FAILED, "RayJobStopped", message or "the job was stopped", permanent=True)
     if deployment in {"Failed", "ValidationFailed"} or (deployment == "Complete" and job_status != "SUCCEEDED"):
         why = reason if reason in _JOB_FAILURE_REASONS else "RayJobFailed"
+        if reason in _EXPLAINED:
+            return seen(RayState.FAILED, why, _EXPLAINED[reason](message), permanent=True)
         return seen(RayState.FAILED, why, message or f"the job ended with {job_status or deployment}", permanent=True)
     if deployment in {"Suspended", "Suspending"}:
         return seen(RayState.SUSPENDED, "RayJobSuspended", "the job is suspended")
     if deployment == "Running" and job_status == "RUNNING":
         return seen(RayState.READY, "RayJobRunning", message or "the job is running")
     if deployment == "Retrying":
-        return seen(RayState.PROVISIONING, "RayJobRetrying", message or "the job is being retried", progressing=True)
+        # KubeRay retries PreRunningDeadlineExceeded (never JobStatusCheckTimeoutExceeded), reason kept until it resets.
+        never_started = reason == PRE_RUNNING_DEADLINE_EXCEEDED
+        text = f"retrying (backoffLimit): {_never_started(message)}" if never_started else message
+        return seen(RayState.PROVISIONING, "RayJobRetrying", text or "the job is being retried", progressing=True)
     return seen(RayState.PROVISIONING, "RayJobStarting", message or f"the job is {deployment or 'new'}")
 
 

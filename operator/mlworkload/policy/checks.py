@@ -12,7 +12,7 @@ from fnmatch import fnmatchcase
 
 from mlworkload.api.policy import SpotRule, TokenAuth
 from mlworkload.api.quantity import GIB, parse_quantity
-from mlworkload.api.workload import Capacity, Isolation, Resources, Visibility
+from mlworkload.api.workload import Capacity, Isolation, Resources, UpgradeStrategyType, Visibility
 from mlworkload.constants import PORT_GCS
 from mlworkload.gcp.machines import (
     CPU_FAMILIES,
@@ -374,18 +374,51 @@ def check_capacity(resolved: ResolvedWorkload) -> list[Problem]:
 
 
 def check_lifecycle(resolved: ResolvedWorkload) -> list[Problem]:
-    limit = resolved.policy.lifecycle.max_job_runtime_seconds
     job = resolved.workload.spec.job
-    if job is None or limit is None or job.active_deadline_seconds is None:
+    if job is None:
         return []
-    if job.active_deadline_seconds <= limit:
-        return []
+    rules = resolved.policy.lifecycle
+    limits = (
+        ("activeDeadlineSeconds", job.active_deadline_seconds, rules.max_job_runtime_seconds, "maxJobRuntimeSeconds"),
+        ("preRunningDeadlineSeconds", job.pre_running_deadline_seconds, rules.max_job_pending_seconds,
+         "maxJobPendingSeconds"),
+    )  # fmt: skip
     return [
-        Problem(
-            "spec.job.activeDeadlineSeconds",
-            f"{job.active_deadline_seconds} exceeds the {limit} seconds {_by(resolved)} allows (maxJobRuntimeSeconds)",
-        )
+        Problem(f"spec.job.{field}", f"{asked} exceeds the {limit} seconds {_by(resolved)} allows ({rule})")
+        for field, asked, limit, rule in limits
+        if asked is not None and limit is not None and asked > limit
     ]
+
+
+def check_upgrade_strategy(resolved: ResolvedWorkload) -> list[Problem]:
+    """A Service's upgrade strategy within the policy, and what KubeRay needs for it.
+
+    GPU headroom: NewCluster runs a second Ray cluster of the same size until it serves (twice the Service's
+    GPUs for the length of an upgrade), NewClusterWithIncrementalUpgrade up to maxSurgePercent more. The quota
+    (check_quota) counts a Service's GPUs once, deliberately: the extra cluster lives only during an upgrade,
+    and when its pods find no capacity KubeRay keeps the old cluster serving (the upgrade waits, the service
+    does not go down). Platform teams who cannot afford the headroom allow only None (docs/platform/policies.md).
+    """
+    serve = resolved.workload.spec.serve
+    if serve is None:
+        return []
+    asked = serve.effective_upgrade_strategy
+    path = "spec.serve.upgradeStrategy"
+    problems = []
+    allowed = resolved.policy.lifecycle.upgrade_strategies
+    listing = f"(lifecycle.allowedUpgradeStrategies); allowed: {_listing(strategy.value for strategy in allowed)}"
+    if asked not in allowed and serve.upgrade_strategy is None:
+        problems.append(Problem(path, f"none is set, so KubeRay's default {asked.value} applies, which {_by(resolved)}"
+                                f" does not allow {listing}; set {path}.type"))  # fmt: skip
+    elif asked not in allowed:
+        problems.append(Problem(f"{path}.type", f"{asked.value} is not allowed by {_by(resolved)} {listing}"))
+    incremental = asked is UpgradeStrategyType.NEW_CLUSTER_WITH_INCREMENTAL_UPGRADE
+    if incremental and not resolved.workload.spec.autoscaling.enabled:
+        # KubeRay's ValidateClusterUpgradeOptions: "Ray Autoscaler is required for NewClusterWithIncrementalUpgrade".
+        problems.append(Problem(f"{path}.type", "NewClusterWithIncrementalUpgrade needs spec.autoscaling.enabled:"
+                                " true: KubeRay grows the new cluster and shrinks the old one through the Ray"
+                                " autoscaler"))  # fmt: skip
+    return problems
 
 
 CHECKS: tuple[Check, ...] = (
@@ -400,6 +433,7 @@ CHECKS: tuple[Check, ...] = (
     check_network,
     check_exposure,
     check_lifecycle,
+    check_upgrade_strategy,
 )
 
 
@@ -411,7 +445,10 @@ def check_workload(resolved: ResolvedWorkload) -> list[Problem]:
 
 
 def check_quota(resolved: ResolvedWorkload, gpus_of_others: int) -> list[Problem]:
-    """The cross-object rule: all governed workloads together stay within the GPU quota."""
+    """The cross-object rule: all governed workloads together stay within the GPU quota.
+
+    A Service counts its GPUs once, also under the NewCluster upgrade strategy, whose upgrades run a second
+    cluster for a while: see check_upgrade_strategy."""
     quota = resolved.policy.quota.max_gpus
     own = resolved.workload.spec.gpus_at_max_scale
     if quota is None or own == 0 or gpus_of_others + own <= quota:

@@ -112,6 +112,8 @@ class ResolvedWorkload:
     kuberay_operator: NetworkPolicyPeer = field(default_factory=lambda: PlatformDefaults().kuberay_operator)
     api_server_cidrs: tuple[str, ...] = ()
     token_auth: bool = False
+    pre_running_deadline_seconds: int | None = None
+    """Job: spec.job.preRunningDeadlineSeconds, or the policy's lifecycle.maxJobPendingSeconds."""
 
     @property
     def name(self) -> str:
@@ -188,9 +190,10 @@ def resolve(
         key: workload.metadata.labels[key] for key in rules.labels.required if key in workload.metadata.labels
     }
     tenant = pool_tenant(governing.name) if rules.node_pools.sharing is PoolSharing.POLICY else None
-    deadline = None
+    deadline = pre_running = None
     if spec.job is not None:
         deadline = spec.job.active_deadline_seconds or rules.lifecycle.max_job_runtime_seconds
+        pre_running = spec.job.pre_running_deadline_seconds or rules.lifecycle.max_job_pending_seconds
     return ResolvedWorkload(
         workload=workload,
         policy_name=governing.name,
@@ -208,4 +211,5 @@ def resolve(
         kuberay_operator=rules.network.kuberay_operator or defaults.kuberay_operator,
         api_server_cidrs=tuple(rules.network.api_server_cidrs) or defaults.api_server_cidrs,
         token_auth=_token_auth(rules.ray.token_auth, spec.ray.version),
+        pre_running_deadline_seconds=pre_running,
     )

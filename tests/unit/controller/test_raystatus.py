@@ -58,6 +58,14 @@ JOB = {
     "validation failed": ({"jobDeploymentStatus": "ValidationFailed", "reason": "ValidationFailed"},
                           RayState.FAILED, "ValidationFailed", True),
     "retrying": ({"jobDeploymentStatus": "Retrying", "failed": 1}, RayState.PROVISIONING, "RayJobRetrying", False),
+    "never started": ({"jobDeploymentStatus": "Failed", "reason": "PreRunningDeadlineExceeded"}, RayState.FAILED,
+                      "PreRunningDeadlineExceeded", True),
+    "status unknown too long": ({"jobDeploymentStatus": "Failed", "jobStatus": "RUNNING",
+                                 "reason": "JobStatusCheckTimeoutExceeded"}, RayState.FAILED,
+                                "JobStatusCheckTimeoutExceeded", True),
+    "another KubeRay reason": ({"jobDeploymentStatus": "Failed", "jobStatus": "FAILED",
+                                "reason": "JobDeploymentStatusTransitionGracePeriodExceeded"}, RayState.FAILED,
+                               "RayJobFailed", True),
     "suspended": ({"jobDeploymentStatus": "Suspended"}, RayState.SUSPENDED, "RayJobSuspended", False),
 }  # fmt: skip
 
@@ -77,6 +85,61 @@ def test_ray_job_outcome_fields() -> None:
                         "startTime": "2026-11-23T10:00:00Z", "endTime": "2026-11-23T11:00:00Z"}  # fmt: skip
     assert seen.progressing is False
     assert observe_ray("RayJob", {"status": {"jobDeploymentStatus": "Retrying"}}).progressing
+
+
+# KubeRay v1.7.0, ray-operator/controllers/ray/rayjob_controller.go: checkPreRunningDeadlineAndUpdateStatusIfNeeded
+# sets reason PreRunningDeadlineExceeded (rayjob_types.go, since v1.6.0) and this message (fmt.Sprintf of "The RayJob
+# has passed the preRunningDeadlineSeconds. StartTime: %v. PreRunningDeadlineSeconds: %d");
+# checkJobStatusCheckTimeoutAndUpdateStatusIfNeeded sets JobStatusCheckTimeoutExceeded (since v1.7.0) and
+# "Job status checks have been failing since %v; exceeded timeout of %ds".
+NEVER_STARTED = {
+    "jobDeploymentStatus": "Failed", "reason": "PreRunningDeadlineExceeded", "failed": 1, "succeeded": 0,
+    "message": "The RayJob has passed the preRunningDeadlineSeconds. StartTime: 2026-11-23 12:00:00 +0000 UTC."
+               " PreRunningDeadlineSeconds: 600",
+    "startTime": "2026-11-23T12:00:00Z", "endTime": "2026-11-23T12:10:00Z",
+}  # fmt: skip
+STATUS_UNKNOWN = {
+    "jobDeploymentStatus": "Failed", "jobStatus": "RUNNING", "reason": "JobStatusCheckTimeoutExceeded", "failed": 1,
+    "message": "Job status checks have been failing since 2026-11-23 12:00:00; exceeded timeout of 300s",
+}  # fmt: skip
+
+
+def test_a_job_that_never_started_says_for_how_long_and_what_usually_causes_it() -> None:
+    seen = observe_ray("RayJob", {"status": NEVER_STARTED})
+    assert (seen.state, seen.reason, seen.permanent) == (RayState.FAILED, "PreRunningDeadlineExceeded", True)
+    assert seen.message.startswith(
+        "the job never started: it was not running 600 s after KubeRay began to start it"
+        " (spec.job.preRunningDeadlineSeconds, by default the policy's lifecycle.maxJobPendingSeconds)."
+        " Usually its Ray pods found no node: no Spot capacity (a stockout),"
+        " the project's GPU quota in the region, or node pools at their maximum size"
+    )
+    assert seen.message.endswith(f"KubeRay: {NEVER_STARTED['message']}")  # KubeRay's own words are kept
+    assert seen.job is not None
+    assert (seen.job["status"], seen.job["attempts"], seen.job["message"]) == ("", 1, NEVER_STARTED["message"])
+
+
+def test_a_never_started_job_without_kuberays_message_still_explains() -> None:
+    seen = observe_ray("RayJob", {"status": {"jobDeploymentStatus": "Failed", "reason": "PreRunningDeadlineExceeded"}})
+    assert seen.message.startswith("the job never started: it was not running by its deadline")
+    assert "KubeRay:" not in seen.message
+
+
+def test_a_job_whose_status_kuberay_could_not_check_says_what_that_means() -> None:
+    seen = observe_ray("RayJob", {"status": STATUS_UNKNOWN})
+    assert (seen.state, seen.reason, seen.permanent) == (RayState.FAILED, "JobStatusCheckTimeoutExceeded", True)
+    assert seen.message.startswith(
+        "KubeRay could not reach the Ray dashboard of the job's cluster to check the job's status for too long"
+        " (KubeRay's RAYJOB_STATUS_CHECK_TIMEOUT_SECONDS, default 300 s), and failed it without retrying"
+    )
+    assert seen.message.endswith(f"KubeRay: {STATUS_UNKNOWN['message']}")
+
+
+def test_a_retry_after_the_pre_running_deadline_says_why() -> None:
+    """KubeRay retries PreRunningDeadlineExceeded under backoffLimit (only DeadlineExceeded and
+    JobStatusCheckTimeoutExceeded are "not eligible for retry"), keeping the reason until the retry resets it."""
+    seen = observe_ray("RayJob", {"status": {**NEVER_STARTED, "jobDeploymentStatus": "Retrying"}})
+    assert (seen.state, seen.reason, seen.progressing) == (RayState.PROVISIONING, "RayJobRetrying", True)
+    assert seen.message.startswith("retrying (backoffLimit): the job never started: it was not running 600 s")
 
 
 def service(ready: str, upgrading: str = "False", **apps: str) -> dict[str, Any]:
