@@ -42,6 +42,14 @@ POLICY_GPU_QUOTA = Gauge(
 GCP_API_ERRORS = Counter(
     "mlworkload_gcp_api_errors_total", "Failed GCP API calls, by API and condition reason.", ["api", "reason"]
 )
+# Per team (namespace) and by the labels of mlworkload_gpus_requested, so a rate divides by what is asked for; never
+# per workload or pod: a namespace has a handful of accelerator and capacity values, whatever it runs.
+PREEMPTIONS = Counter(
+    "mlworkload_preemptions_total",
+    "Ray worker pods lost to preemptions (Spot reclaims, higher-priority pods, vanished nodes), by namespace,"
+    " accelerator (none for CPU groups) and capacity.",
+    ["namespace", "accelerator", "capacity"],
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -41,7 +41,8 @@ def test_render_prints_multi_document_yaml() -> None:
     assert (code, err) == (0, "")
     documents = list(yaml.safe_load_all(out))
     assert [d["kind"] for d in documents] == [
-        "ServiceAccount", "NetworkPolicy", "NetworkPolicy", "RayCluster", "Service", "BackendConfig", "Ingress"
+        "ServiceAccount", "NetworkPolicy", "NetworkPolicy", "PodDisruptionBudget", "RayCluster", "Service",
+        "BackendConfig", "Ingress",
     ]  # fmt: skip
 
 

@@ -10,6 +10,7 @@ from mlworkload.builders.ingress import build_ingress, build_managed_certificate
 from mlworkload.builders.metadata import Manifest
 from mlworkload.builders.networkpolicy import build_network_policies
 from mlworkload.builders.nodepools import build_node_pools
+from mlworkload.builders.pdb import build_pod_disruption_budgets
 from mlworkload.builders.ray_object import build_ray_object
 from mlworkload.builders.service import build_endpoint_service
 from mlworkload.builders.serviceaccount import build_service_account
@@ -19,12 +20,13 @@ from mlworkload.problems import Problem, Refused
 
 
 def build_objects(resolved: ResolvedWorkload) -> list[Manifest]:
-    """Kubernetes objects in the order they are applied: identity and isolation before the Ray
-    pods that rely on them, the load balancer last."""
+    """Kubernetes objects in the order they are applied: identity, isolation and disruption budgets before the
+    Ray pods that rely on them, the load balancer last."""
     objects = [
         build_service_account(resolved),
         *build_network_policies(resolved),
         *build_compute_classes(resolved),
+        *build_pod_disruption_budgets(resolved),
     ]
     objects.append(build_ray_object(resolved))
     for endpoint in exposed_endpoints(resolved):

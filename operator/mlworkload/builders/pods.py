@@ -6,7 +6,7 @@ GKE placement, the Workload Identity ServiceAccount, ownership labels and harden
 
 from typing import Any
 
-from mlworkload.api.workload import EnvVar
+from mlworkload.api.workload import Capacity, EnvVar
 from mlworkload.builders.metadata import Manifest, pod_labels
 from mlworkload.builders.names import service_account_name
 from mlworkload.builders.scheduling import HEAD_PLACEMENT, Placement, worker_placement
@@ -49,6 +49,84 @@ API_TOKEN_VOLUME = "autoscaler-kube-api-access"
 # exactly this lifetime (--service-account-extend-token-expiration, on by default), so the
 # autoscaler gets the token it would get from automounting, only not in the other containers.
 API_TOKEN_EXPIRATION_SECONDS = 3607
+
+
+# --- Spot disruption -----------------------------------------------------------------------------------------
+#
+# GKE, "Spot VMs": "When Compute Engine needs to reclaim the resources used by Spot VMs, a termination notice is
+# sent to GKE. Spot VMs terminate 30 seconds after receiving a termination notice. By default, clusters use
+# graceful node shutdown. The kubelet notices the termination notice and gracefully terminates Pods that are
+# running on the node." Of those 30 s the kubelet keeps the last ones for system Pods (priority classes
+# system-cluster-critical and system-node-critical): on a best-effort basis, the same page says, non-system Pods
+# get 25 s up to GKE 1.27 and 15 s in later versions. (GKE on AWS and Azure spell out the same defaults:
+# "ShutdownGracePeriod: 30 seconds, ShutdownGracePeriodCriticalPods: 15 seconds. These settings give non-system
+# Pods 15 seconds to gracefully terminate before they are forcibly stopped.")
+#
+# So a Spot worker gets terminationGracePeriodSeconds 25: the most any GKE version grants a non-system Pod on a
+# reclaim (during a node shutdown the kubelet uses the smaller of the two), and what an eviction, a scale-down
+# or KubeRay's own deletion of the pod then also gets. Its preStop hook is built for the smallest window, 15 s:
+# done with the drain and the wait within PRESTOP_BUDGET_SECONDS, then `ray stop`, within 3 s more.
+SPOT_TERMINATION_GRACE_SECONDS = 25
+PRESTOP_BUDGET_SECONDS = 10
+RAY_STOP_SECONDS = 3
+
+# The cluster autoscaler FAQ ("What types of pods can prevent CA from removing a node?"): pods annotated
+# `"cluster-autoscaler.kubernetes.io/safe-to-evict": "false"` do; `"true"` lifts its other objections (a pod with
+# local storage, one not backed by a controller object), never a PodDisruptionBudget. Spot workers are expendable
+# by design: "true". The head holds the cluster's state: "false", so its node is never scaled down under it.
+SAFE_TO_EVICT_ANNOTATION = "cluster-autoscaler.kubernetes.io/safe-to-evict"
+SPOT_CAPACITIES = frozenset({Capacity.SPOT, Capacity.SPOT_WITH_FALLBACK})
+
+
+def prestop_drain_script(budget: int = PRESTOP_BUDGET_SECONDS, stop: int = RAY_STOP_SECONDS) -> str:
+    """The preStop hook of a Spot worker's Ray container: drain this Ray node, so Ray schedules nothing more on it
+    and reschedules elsewhere what it must, then stop Ray; never longer than `budget` + `stop` seconds, and it
+    never fails (a hook that fails only delays the SIGTERM that follows it).
+
+    1. This node's id: a driver connected to the local raylet asks `ray.get_runtime_context().get_node_id()`
+       (public API). KubeRay's `RAY_ADDRESS` (the head's GCS) lets `ray.init(address="auto")` find the cluster.
+    2. `ray drain-node --reason DRAIN_NODE_REASON_PREEMPTION --deadline-remaining-seconds <left>`: the GCS marks
+       the node draining, as Ray's own autoscaler does before it removes a node. Ray ships the command from 2.10
+       on (2.9 has none: there step 4 is all), hidden ("This is NOT a public API"); KubeRay's proposal for
+       graceful termination (kuberay#5004, #5005) relies on the same one. A PREEMPTION drain cannot be refused;
+       Serve moves its replicas and proxies off a draining node, and recent Ray Train versions report the
+       preemption to the training function (`ray.train.get_preemption_info`).
+    3. While a Ray worker process still runs a task or holds an actor (its process title is `ray::<name>`, an
+       idle one's `ray::IDLE`), wait, up to the budget: work that ends in time needs no retry. An idle node (the
+       Ray autoscaler scaling down) goes at once.
+    4. `ray stop`: the raylet leaves the cluster now rather than at SIGKILL (before Ray 2.33 the container's
+       shell swallows the SIGTERM that follows). Without a node id or a drain (an older Ray, a head already
+       gone), this is all that happens.
+    """
+    python = ('import ray; ray.init(address="auto", logging_level="ERROR", log_to_driver=False);'
+              ' print(ray.get_runtime_context().get_node_id())')  # fmt: skip
+    return "\n".join([
+        "busy() {",
+        "  for f in /proc/[0-9]*/cmdline; do",
+        "    case \"$(tr '\\0' ' ' < \"$f\" 2>/dev/null)\" in \"ray::IDLE\"*) ;; \"ray::\"*) return 0 ;; esac",
+        "  done",
+        "  return 1",
+        "}",
+        f"end=$(( $(date +%s) + {budget} ))",
+        f"node=$(timeout {max(budget - 4, 1)} python -c '{python}' 2>/dev/null | tail -n 1)",
+        "left=$(( end - $(date +%s) ))",
+        "if [ -n \"$node\" ] && [ \"$left\" -gt 1 ] && timeout 4 ray drain-node --node-id \"$node\""
+        " --reason DRAIN_NODE_REASON_PREEMPTION --reason-message \"pod ${HOSTNAME:-} is being terminated\""
+        " --deadline-remaining-seconds \"$left\" >/dev/null 2>&1; then",
+        "  while [ \"$(date +%s)\" -lt \"$end\" ] && busy; do sleep 1; done",
+        "fi",
+        f"timeout {stop} ray stop --grace-period 1 >/dev/null 2>&1",
+        "exit 0",
+    ])  # fmt: skip
+
+
+def _prepare_for_spot(template: Manifest) -> None:
+    """A Spot worker's template: the drain on the way out, a grace period that fits the reclaim notice, and the
+    cluster autoscaler told it may evict the pod."""
+    spec = template["spec"]
+    spec["terminationGracePeriodSeconds"] = SPOT_TERMINATION_GRACE_SECONDS
+    spec["containers"][0]["lifecycle"] = {"preStop": {"exec": {"command": ["/bin/sh", "-c", prestop_drain_script()]}}}
+    template["metadata"]["annotations"] = {SAFE_TO_EVICT_ANNOTATION: "true"}
 
 
 def pod_security_context() -> Manifest:
@@ -174,6 +252,7 @@ def build_head_template(resolved: ResolvedWorkload) -> Manifest:
     container = _ray_container(resolved, "ray-head", _resources(head.resources.cpu, head.resources.memory))
     container["ports"] = [{"name": name, "containerPort": port} for name, port in HEAD_PORTS]
     template = _pod_template(resolved, role="head", group="head", container=container, placement=HEAD_PLACEMENT)
+    template["metadata"]["annotations"] = {SAFE_TO_EVICT_ANNOTATION: "false"}
     if resolved.workload.spec.autoscaling.enabled:
         # The autoscaler, in its own container on the head, is the one Ray process that calls the
         # Kubernetes API; the Ray container next to it does not mount this volume.
@@ -186,7 +265,10 @@ def build_worker_template(resolved: ResolvedWorkload, group: ResolvedGroup) -> M
     gpus = spec.accelerator.count if spec.accelerator else 0
     container = _ray_container(resolved, "ray-worker", _resources(spec.resources.cpu, spec.resources.memory, gpus))
     placement = worker_placement(group)
-    return _pod_template(resolved, role="worker", group=group.name, container=container, placement=placement)
+    template = _pod_template(resolved, role="worker", group=group.name, container=container, placement=placement)
+    if group.capacity in SPOT_CAPACITIES:
+        _prepare_for_spot(template)
+    return template
 
 
 def build_submitter_template(resolved: ResolvedWorkload) -> Manifest:

@@ -45,6 +45,7 @@ _RESOURCES = [
     Resource("v1", "Event", "events"),
     Resource("networking.k8s.io/v1", "NetworkPolicy", "networkpolicies"),
     Resource("networking.k8s.io/v1", "Ingress", "ingresses"),
+    Resource("policy/v1", "PodDisruptionBudget", "poddisruptionbudgets"),
     Resource("cloud.google.com/v1", "BackendConfig", "backendconfigs"),
     Resource("networking.gke.io/v1", "ManagedCertificate", "managedcertificates"),
     Resource("cloud.google.com/v1", "ComputeClass", "computeclasses", namespaced=False),

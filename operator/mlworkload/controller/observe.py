@@ -50,6 +50,7 @@ OWNED_KINDS: Final[tuple[Resource, ...]] = tuple(
     for key in [
         ("v1", "ServiceAccount"),
         ("networking.k8s.io/v1", "NetworkPolicy"),
+        ("policy/v1", "PodDisruptionBudget"),
         ("ray.io/v1", "RayCluster"),
         ("ray.io/v1", "RayJob"),
         ("ray.io/v1", "RayService"),

@@ -32,7 +32,7 @@ from mlworkload.controller.freshness import WorkloadVersions
 from mlworkload.controller.kube import RESOURCES, WORKLOADS, KubeApi, KubeError, Resource
 from mlworkload.controller.observe import OWNED_KINDS, AppliedMemory, ChildSource, ListedChildren
 from mlworkload.controller.raystatus import RayState, observe_ray
-from mlworkload.controller.scaleup import observe_scale_up
+from mlworkload.controller.scaleup import observe_disruptions, observe_scale_up, report_preemptions
 from mlworkload.controller.status import Observation, compute_status
 from mlworkload.gcp.clusters import ClusterInspector
 from mlworkload.gcp.errors import GcpError
@@ -330,11 +330,16 @@ async def reconcile(
         outcome.result = "unchanged"
     # Applying may have stopped before the Ray object (a refused write): then it is as last listed.
     ray = observe_ray(kind, outcome.apply.live.get((kind, workload.name)) or observed.get((kind, workload.name)))
+    # Worker pods preempted since the last status (its pods are read only when Ray is short of workers).
+    disruption = await observe_disruptions(reconciler.kube, workload.namespace, workload.name, ray, previous)
     node_pools = gcp.node_pools
     if gcp.pools and node_pools.ready and ray.state is RayState.PROVISIONING:
         # The pools exist, but the autoscaler may fail to add nodes to them (quota, stockout).
         node_pools = (
-            await observe_scale_up(reconciler.kube, workload.namespace, workload.name, reconciler.clock()) or node_pools
+            await observe_scale_up(
+                reconciler.kube, workload.namespace, workload.name, reconciler.clock(), disruption.pods
+            )
+            or node_pools
         )
     conflicts = outcome.apply.conflicts
     enforcement = await _network_policy_enforcement(reconciler, resolved, previous)
@@ -355,8 +360,13 @@ async def reconcile(
         degraded=gcp.degraded,
         dashboard_url=exposure.urls.get("dashboard"),
         serve_url=exposure.urls.get("serve"),
+        disruptions=disruption.status,
+        recovering=disruption.recovering,
     )
-    return await _write_status(reconciler, body, previous, seen, outcome)
+    outcome = await _write_status(reconciler, body, previous, seen, outcome)
+    if outcome.status_written:  # counted in the status now: the metric and the Event follow, once
+        report_preemptions(body, resolved, disruption.new)
+    return outcome
 
 
 def _note_write_failure(reconciler: Reconciler, owner: str, generation: int, outcome: Outcome) -> None:

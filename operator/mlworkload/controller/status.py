@@ -5,6 +5,7 @@ while the operator or Ray is still moving towards that; `Stalled` is True when i
 without a change to the spec, the policy or GCP quota. kubectl wait, Argo CD and Flux read them.
 """
 
+import dataclasses
 import datetime
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -12,6 +13,7 @@ from typing import Literal
 
 from mlworkload.api.workload import (
     Condition,
+    DisruptionsStatus,
     GpuStatus,
     IamBindingStatus,
     JobRunStatus,
@@ -71,6 +73,9 @@ class Observation:
     dashboard_url: str | None = None
     serve_url: str | None = None
     extra_conditions: Sequence[Condition] = field(default_factory=tuple)
+    # Preemptions of worker pods (scaleup.observe_disruptions); None: as the previous status says.
+    disruptions: DisruptionsStatus | None = None
+    recovering: Readiness | None = None  # Ray is short of workers since a preemption (never blocks Ready)
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +132,36 @@ def _blocker(seen: Observation, ray: RayObservation) -> Readiness | None:
     return Readiness(False, ray.reason, ray.message, permanent=ray.permanent)
 
 
+def _parse_time(value: object) -> datetime.datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def _with_preempted_attempt(ray: RayObservation, disruptions: DisruptionsStatus | None) -> RayObservation:
+    """A RayJob attempt that failed (for good, or retried under backoffLimit) while one of its worker pods was
+    preempted says so: the application may well be fine. A preemption counts for the attempt when it came at or
+    after the attempt's start (KubeRay sets status.startTime anew for each attempt) and not after its end."""
+    last = disruptions.last_preemption if disruptions is not None else None
+    failed = ray.state is RayState.FAILED or ray.reason == "RayJobRetrying"
+    if ray.job is None or last is None or not failed:
+        return ray
+    when, start, end = (_parse_time(last.time), _parse_time(ray.job.get("startTime")),
+                        _parse_time(ray.job.get("endTime")))  # fmt: skip
+    if when is None or (start is not None and when < start) or (end is not None and when > end):
+        return ray
+    attempt = int(ray.job.get("attempts") or 0) or 1
+    what = "by a higher-priority pod" if last.reason == "PreemptionByScheduler" else "spot"
+    where = f" on node {last.node}" if last.node else ""
+    note = (f"attempt {attempt} was preempted ({what}): worker pod {last.pod} of group {last.group or '?'}{where}"
+            f" ({last.reason}) at {last.time}")  # fmt: skip
+    job = {**ray.job, "message": f"{note}; KubeRay: {ray.job['message']}" if ray.job.get("message") else note}
+    return dataclasses.replace(ray, message=f"{note}; KubeRay: {ray.message}" if ray.message else note, job=job)
+
+
 def rfc3339(now: datetime.datetime) -> str:
     """A condition's time, as metav1.Time serialises it (seconds, UTC)."""
     return now.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -142,6 +177,8 @@ def compute_status(seen: Observation, previous: MLWorkloadStatus | None, now: da
         ray = RayObservation(RayState.ABSENT, REASON_DELETING, "the workload is being deleted")
     else:
         ray = RayObservation(RayState.ABSENT, "NotStarted", "waiting for admission")
+    disruptions = seen.disruptions if seen.disruptions is not None else previous.disruptions if previous else None
+    ray = _with_preempted_attempt(ray, disruptions)
     blocker = _blocker(seen, ray)
     suspended = (seen.suspended or ray.state is RayState.SUSPENDED) and not seen.refusal
     ready = blocker is None and not suspended and not seen.deleting
@@ -150,7 +187,10 @@ def compute_status(seen: Observation, previous: MLWorkloadStatus | None, now: da
     # A write that will be retried keeps the operator at work, and says so, without taking Ready from a
     # workload that runs: a 409 or a 503 must not make Argo CD flip a healthy service to Progressing.
     retrying = seen.write_failure if seen.write_failure is not None and not seen.write_failure.permanent else None
-    reconciling = (not settled) or ray.progressing or retrying is not None
+    # Short of workers since a preemption: at work again (Ray replaces them), whatever else is going on, unless a
+    # person must act first; Ready stays as it is.
+    recovering = seen.recovering if not (seen.deleting or suspended or (blocker and blocker.permanent)) else None
+    reconciling = (not settled) or ray.progressing or retrying is not None or recovering is not None
 
     cond = ConditionFactory(seen.generation, before, stamp)
     if ready:
@@ -166,6 +206,8 @@ def compute_status(seen: Observation, previous: MLWorkloadStatus | None, now: da
         reconciling_why = (REASON_UP_TO_DATE, "")
     elif retrying is not None:
         reconciling_why = (retrying.reason, retrying.message)
+    elif recovering is not None:
+        reconciling_why = (recovering.reason, recovering.message)
     elif blocker is not None:
         reconciling_why = (blocker.reason, blocker.message)
     else:  # ready, with an upgrade under way
@@ -202,4 +244,5 @@ def compute_status(seen: Observation, previous: MLWorkloadStatus | None, now: da
         dashboard_url=seen.dashboard_url,
         serve_url=seen.serve_url,
         job=JobRunStatus.model_validate(ray.job) if ray.job is not None else None,
+        disruptions=disruptions,
     )

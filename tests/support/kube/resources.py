@@ -120,6 +120,15 @@ BUILTIN_RESOURCES: Final[tuple[ResourceSpec, ...]] = (
     ResourceSpec("networking.k8s.io", "networkpolicies", "NetworkPolicy", ("v1",), True),
     ResourceSpec("networking.k8s.io", "ingresses", "Ingress", ("v1",), True, status_subresource=True),
     ResourceSpec(
+        "policy",
+        "poddisruptionbudgets",
+        "PodDisruptionBudget",
+        ("v1",),
+        True,
+        short_names=("pdb",),
+        status_subresource=True,
+    ),
+    ResourceSpec(
         "apiextensions.k8s.io",
         "customresourcedefinitions",
         "CustomResourceDefinition",

@@ -32,7 +32,8 @@ async def test_first_reconcile_applies_every_child_and_reports_status(
     assert outcome.result == "applied"
     assert sorted(outcome.apply.applied) == sorted([
         "ServiceAccount/demo", "NetworkPolicy/demo-head", "NetworkPolicy/demo-workers-gpu",
-        "ComputeClass/mlw-permissive-l4x1-swf", "RayCluster/demo", "Service/demo-dashboard",
+        "ComputeClass/mlw-permissive-l4x1-swf", "PodDisruptionBudget/demo-head", "RayCluster/demo",
+        "Service/demo-dashboard",
         "BackendConfig/demo-dashboard", "Ingress/demo-dashboard",
     ])  # fmt: skip
     ray_cluster = kube.objects["RayCluster", "team-nlp", "demo"]

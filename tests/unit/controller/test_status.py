@@ -2,11 +2,22 @@
 
 import datetime
 
-from mlworkload.api.workload import Condition, MLWorkloadStatus, NodePoolStatus
+from mlworkload.api.workload import (
+    Condition,
+    DisruptionsStatus,
+    MLWorkloadStatus,
+    NodePoolStatus,
+    PreemptionStatus,
+)
 from mlworkload.controller.raystatus import RayObservation, RayState
+from mlworkload.controller.reconcile import Reconciler, reconcile
 from mlworkload.controller.status import Observation, compute_status
 from mlworkload.gcp.provisioner import Readiness
+from mlworkload.policy import ClusterView
 from mlworkload.problems import Problem
+from tests.support.documents import permissive_policy, workload
+from tests.support.fake_kube import FakeKubeApi
+from tests.support.kuberay import preempted, worker_pod
 
 NOW = datetime.datetime(2026, 11, 23, 12, 0, tzinfo=datetime.UTC)
 LATER = NOW + datetime.timedelta(minutes=5)
@@ -137,3 +148,116 @@ def test_a_degraded_node_pool_is_reported_without_taking_ready() -> None:
     )  # fmt: skip
     assert next(c for c in status.conditions if c.type == "Degraded").message == message
     assert "Degraded" not in conditions(compute_status(seen(ray=RUNNING), None, NOW))
+
+
+# --- preemptions ------------------------------------------------------------------------------------------------
+
+PREEMPTED = PreemptionStatus(time="2026-11-23T11:58:00Z", pod="llm-serve-gpu-worker-x7tzd", node="gke-spot-3",
+                             group="gpu", reason="NodeShutdown", message="terminated")  # fmt: skip
+DISRUPTIONS = DisruptionsStatus(count=1, last_preemption=PREEMPTED, recent_pods=["uid-1"])
+RECOVERING = Readiness(False, "RecoveringFromPreemption", "worker group gpu lost pod ...; 1/2 workers ready")
+
+
+def test_a_preemption_keeps_ready_and_reconciles_until_ray_has_its_workers_back() -> None:
+    status = compute_status(seen(ray=RUNNING, disruptions=DISRUPTIONS, recovering=RECOVERING), None, NOW)
+    assert conditions(status)["Ready"] == ("True", "RayServiceRunning")
+    assert conditions(status)["Reconciling"] == ("True", "RecoveringFromPreemption")
+    assert next(c for c in status.conditions if c.type == "Reconciling").message == RECOVERING.message
+    assert status.disruptions == DISRUPTIONS
+    assert status.to_dict()["disruptions"] == {
+        "count": 1, "recentPods": ["uid-1"],
+        "lastPreemption": {"time": "2026-11-23T11:58:00Z", "pod": "llm-serve-gpu-worker-x7tzd", "node": "gke-spot-3",
+                           "group": "gpu", "reason": "NodeShutdown",
+                           "message": "terminated"},
+    }  # fmt: skip
+    recovered = compute_status(seen(ray=RUNNING), status, LATER)  # no read this time: the record stays
+    assert conditions(recovered)["Reconciling"] == ("False", "UpToDate")
+    assert recovered.disruptions == DISRUPTIONS
+
+
+def test_recovery_says_more_than_ray_catching_up_but_a_stall_says_most() -> None:
+    unhealthy = RayObservation(RayState.PROVISIONING, "ServeApplicationsUnhealthy", "app: UNHEALTHY", "Running")
+    status = compute_status(seen(ray=unhealthy, recovering=RECOVERING), None, NOW)
+    assert conditions(status)["Reconciling"] == ("True", "RecoveringFromPreemption")
+    assert conditions(status)["Ready"] == ("False", "ServeApplicationsUnhealthy")
+    stalled = Readiness(False, "QuotaExceeded", "GPUS_ALL_REGIONS", permanent=True)
+    status = compute_status(seen(ray=RUNNING, node_pools=stalled, recovering=RECOVERING), None, NOW)
+    assert (conditions(status)["Stalled"], conditions(status)["Reconciling"]) == (
+        ("True", "QuotaExceeded"), ("False", "UpToDate"))  # fmt: skip
+
+
+def job(state: RayState, reason: str, **fields: object) -> RayObservation:
+    report = {"status": "FAILED", "attempts": 2, "message": "Job entrypoint command failed with exit code 1",
+              "startTime": "2026-11-23T11:50:00Z", "endTime": "2026-11-23T11:59:00Z"} | fields  # fmt: skip
+    return RayObservation(state, reason, str(report["message"]), "Failed", permanent=state is RayState.FAILED,
+                          job=report)  # fmt: skip
+
+
+def test_a_job_attempt_that_lost_a_worker_to_a_preemption_says_so() -> None:
+    status = compute_status(seen(ray=job(RayState.FAILED, "AppFailed"), disruptions=DISRUPTIONS), None, NOW)
+    note = ("attempt 2 was preempted (spot): worker pod llm-serve-gpu-worker-x7tzd of group gpu on node"
+            " gke-spot-3 (NodeShutdown) at 2026-11-23T11:58:00Z; KubeRay: Job entrypoint command failed with exit"
+            " code 1")  # fmt: skip
+    assert status.job is not None
+    assert status.job.message == note
+    assert status.job.attempts == 2
+    stalled = next(c for c in status.conditions if c.type == "Stalled")
+    assert (stalled.reason, stalled.message) == ("AppFailed", note)
+    retrying = compute_status(seen(ray=job(RayState.PROVISIONING, "RayJobRetrying", status="RUNNING"),
+                                   disruptions=DISRUPTIONS), None, NOW)  # fmt: skip
+    assert next(c for c in retrying.conditions if c.type == "Reconciling").message.startswith("attempt 2 was preempted")
+
+
+def test_a_preemption_outside_the_attempt_is_not_its_cause() -> None:
+    for ray in (job(RayState.FAILED, "AppFailed", startTime="2026-11-23T11:59:00Z"),  # before this attempt began
+                job(RayState.FAILED, "AppFailed", endTime="2026-11-23T11:55:00Z"),  # after it had failed
+                job(RayState.READY, "RayJobRunning", status="RUNNING")):  # fmt: skip
+        status = compute_status(seen(ray=ray, disruptions=DISRUPTIONS), None, NOW)
+        assert status.job is not None
+        assert "preempted" not in status.job.message
+
+
+# --- the whole reconcile: pods read only while Ray is short of workers, and nothing written twice --------------
+
+VIEW = ClusterView(policies=[permissive_policy().obj()], default_labels={})
+READY_CLUSTER = {"state": "ready", "readyWorkerReplicas": 2, "desiredWorkerReplicas": 2,
+                 "conditions": [{"type": "HeadPodReady", "status": "True"},
+                                {"type": "RayClusterProvisioned", "status": "True"}]}  # fmt: skip
+
+
+async def test_a_preempted_worker_pod_is_counted_once(kube: FakeKubeApi, reconciler: Reconciler) -> None:
+    kube.put(workload().group("spot", capacity="Spot", replicas=2).set("metadata.generation", 1).doc)
+    body = lambda: kube.objects["MLWorkload", "team-nlp", "demo"]  # noqa: E731
+    await reconcile(reconciler, body(), VIEW)
+    kube.objects["RayCluster", "team-nlp", "demo"]["status"] = READY_CLUSTER
+    pods = [worker_pod("team-nlp", "demo", "spot", f"demo-spot-worker-{n}", node=f"gke-spot-{n}") for n in "ab"]
+    for pod in pods:
+        kube.put(pod)
+    await reconcile(reconciler, body(), VIEW)
+    assert "list Pod" not in kube.reads  # all workers ready: no read
+    assert "disruptions" not in kube.status_of("MLWorkload", "team-nlp", "demo")
+    # A Spot VM reclaimed: the kubelet marks the pod, KubeRay counts one ready worker fewer.
+    kube.put(preempted(kube.objects["Pod", "team-nlp", "demo-spot-worker-a"], at="2026-11-23T11:58:00Z"))
+    kube.objects["RayCluster", "team-nlp", "demo"]["status"] = READY_CLUSTER | {"readyWorkerReplicas": 1}
+    outcome = await reconcile(reconciler, body(), VIEW)
+    assert outcome.status_written
+    status = kube.status_of("MLWorkload", "team-nlp", "demo")
+    assert status["disruptions"]["count"] == 1
+    assert status["disruptions"]["lastPreemption"] == {
+        "time": "2026-11-23T11:58:00Z", "pod": "demo-spot-worker-a", "node": "gke-spot-a", "group": "spot",
+        "reason": "NodeShutdown", "message": "Pod was terminated in response to imminent node shutdown."}  # fmt: skip
+    state = {c["type"]: (c["status"], c["reason"]) for c in status["conditions"]}
+    assert (state["Ready"], state["Reconciling"]) == (("True", "RayClusterReady"), ("True", "RecoveringFromPreemption"))
+    # The same pod on the next pass: nothing new, nothing written.
+    writes = len(kube.writes)
+    again = await reconcile(reconciler, body(), VIEW)
+    assert (again.status_written, kube.writes[writes:]) == (False, [])
+    assert kube.status_of("MLWorkload", "team-nlp", "demo")["disruptions"]["count"] == 1
+    # The pod replaced and ready: recovered, the record stays.
+    del kube.objects["Pod", "team-nlp", "demo-spot-worker-a"]
+    kube.put(worker_pod("team-nlp", "demo", "spot", "demo-spot-worker-c", node="gke-spot-c"))
+    kube.objects["RayCluster", "team-nlp", "demo"]["status"] = READY_CLUSTER
+    await reconcile(reconciler, body(), VIEW)
+    status = kube.status_of("MLWorkload", "team-nlp", "demo")
+    assert {c["type"]: c["reason"] for c in status["conditions"]}["Reconciling"] == "UpToDate"
+    assert status["disruptions"]["count"] == 1
