@@ -18,6 +18,7 @@ import pytest
 from tests.support.documents import WorkloadDoc, created_workloads, permissive_policy, workload
 from tests.support.kube import KubeEmulatorServer, wait_until
 from tests.support.kuberay import KubeRaySimulator
+from tests.support.observed import workload_condition, workload_status
 from tests.support.operator import free_port, running_operator
 
 NS = "team-life"
@@ -57,18 +58,12 @@ def create(server: KubeEmulatorServer) -> Iterator[Callable[[WorkloadDoc], str]]
     yield from created_workloads(server.put_object, lambda name: server.delete_object(MLW, "MLWorkload", name, NS))
 
 
-@pytest.fixture
-def kuberay(server: KubeEmulatorServer) -> KubeRaySimulator:
-    return KubeRaySimulator(server)
-
-
 def status(server: KubeEmulatorServer, name: str) -> dict[str, Any]:
-    obj = server.get_object(MLW, "MLWorkload", name, NS)
-    return (obj or {}).get("status") or {}
+    return workload_status(server, NS, name)
 
 
 def condition(server: KubeEmulatorServer, name: str, kind: str) -> dict[str, Any]:
-    return next((c for c in status(server, name).get("conditions", []) if c["type"] == kind), {})
+    return workload_condition(server, NS, name, kind)
 
 
 def ray_spec(server: KubeEmulatorServer, kind: str, name: str) -> dict[str, Any]:

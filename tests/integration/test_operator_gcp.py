@@ -18,6 +18,7 @@ from mlworkload.builders.ingress import neg_backend_name
 from tests.support.documents import GSA, WorkloadDoc, created_workloads, permissive_policy, workload
 from tests.support.gcp import FakeGcp, stockout
 from tests.support.kube import KubeEmulatorServer, wait_until
+from tests.support.observed import workload_condition, workload_status
 from tests.support.operator import emulated_cluster, running_operator
 
 NS = "team-gcp"
@@ -59,13 +60,11 @@ def operator(server: KubeEmulatorServer, fake: FakeGcp, tmp_path_factory: pytest
 
 
 def status(server: KubeEmulatorServer, name: str) -> dict[str, Any]:
-    found = server.get_object(MLW, "MLWorkload", name, NS) or {}
-    result: dict[str, Any] = found.get("status") or {}
-    return result
+    return workload_status(server, NS, name)
 
 
 def condition(server: KubeEmulatorServer, name: str, kind: str) -> dict[str, Any]:
-    return next((c for c in status(server, name).get("conditions", []) if c["type"] == kind), {})
+    return workload_condition(server, NS, name, kind)
 
 
 def wait_condition(server: KubeEmulatorServer, name: str, kind: str, state: str, reason: str) -> dict[str, Any]:

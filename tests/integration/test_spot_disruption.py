@@ -12,6 +12,7 @@ from prometheus_client import REGISTRY
 from tests.support.documents import WorkloadDoc, created_workloads, permissive_policy, workload
 from tests.support.kube import KubeEmulatorServer, wait_until
 from tests.support.kuberay import NODE_SHUTDOWN_MESSAGE, KubeRaySimulator, preempted, worker_pod
+from tests.support.observed import workload_condition, workload_status
 from tests.support.operator import running_operator
 
 NS = "team-spot"
@@ -40,17 +41,12 @@ def create(server: KubeEmulatorServer) -> Iterator[Callable[[WorkloadDoc], str]]
     yield from created_workloads(server.put_object, lambda name: server.delete_object(MLW, "MLWorkload", name, NS))
 
 
-@pytest.fixture
-def kuberay(server: KubeEmulatorServer) -> KubeRaySimulator:
-    return KubeRaySimulator(server)
-
-
 def status(server: KubeEmulatorServer, name: str) -> dict[str, Any]:
-    return (server.get_object(MLW, "MLWorkload", name, NS) or {}).get("status") or {}
+    return workload_status(server, NS, name)
 
 
 def condition(server: KubeEmulatorServer, name: str, kind: str) -> dict[str, Any]:
-    return next((c for c in status(server, name).get("conditions", []) if c["type"] == kind), {})
+    return workload_condition(server, NS, name, kind)
 
 
 def budgets(server: KubeEmulatorServer, name: str) -> list[str]:
