@@ -40,7 +40,7 @@ from mlworkload.gcp.retry import Backoff
 from mlworkload.settings import OperatorSettings
 from tests.support import gcp as fakes
 from tests.support.clock import ManualClock
-from tests.support.documents import GSA, WorkloadDoc, permissive_policy, resolved, workload
+from tests.support.documents import GSA, NODE_SETTINGS, WorkloadDoc, permissive_policy, resolved, workload
 from tests.support.gcp import (
     ApiError,
     FakeGcp,
@@ -814,16 +814,7 @@ async def test_the_strictest_workload_wins_and_zones_are_intersected(fake: FakeG
 
 # --- node settings from the policy -------------------------------------------------------------------------
 
-NODE_SA = f"gke-nodes@{PROJECT}.iam.gserviceaccount.com"
-NODE_SETTINGS: dict[str, Any] = {
-    "serviceAccount": NODE_SA,
-    "diskType": "pd-ssd",
-    "diskSizeGb": 200,
-    "imageType": "COS_CONTAINERD",
-    "secureBoot": True,
-    "imageStreaming": True,
-    "resourceLabels": {"cost-center": "cc-1234", "team": "nlp"},
-}
+NODE_SA = NODE_SETTINGS["serviceAccount"]
 PROVISIONING_MODEL = "goog-gke-node-pool-provisioning-model"  # GKE's own label on the pools it creates
 
 

@@ -5,12 +5,14 @@ workload("train").job().gpu_group("a100", accelerator="nvidia-tesla-a100", count
 
 import copy
 from collections.abc import Callable, Iterator
-from typing import Any, Self
+from typing import Any, Final, Self
 
 from mlworkload.api.load import parse_policy, parse_workload
 from mlworkload.api.policy import MLWorkloadPolicy
 from mlworkload.api.workload import MLWorkload
 from mlworkload.policy import ResolvedWorkload, admit
+from mlworkload.problems import Refused
+from tests.support.schemas import validate_object
 
 RAY_VERSION = "2.41.0"
 GSA = "ray-nlp@my-proj.iam.gserviceaccount.com"
@@ -87,6 +89,28 @@ class PolicyDoc:
 
 def policy(name: str = "team-nlp") -> PolicyDoc:
     return PolicyDoc(name)
+
+
+# Every node setting a policy may set (spec.nodePools), each different from GKE's default.
+NODE_SETTINGS: Final[dict[str, Any]] = {
+    "serviceAccount": "gke-nodes@my-proj.iam.gserviceaccount.com",
+    "diskType": "pd-ssd",
+    "diskSizeGb": 200,
+    "imageType": "COS_CONTAINERD",
+    "secureBoot": True,
+    "imageStreaming": True,
+    "resourceLabels": {"cost-center": "cc-1234", "team": "nlp"},
+}
+
+
+def verdicts(doc: "WorkloadDoc | PolicyDoc") -> tuple[list[str], bool]:
+    """What the API server says of the document (the CRD's schema and CEL: what `kubectl apply` refuses while
+    the webhook is down), and whether the operator's models accept it."""
+    try:
+        doc.obj()
+    except Refused:
+        return validate_object(doc.doc), False
+    return validate_object(doc.doc), True
 
 
 API_SERVER_CIDR = "172.16.0.2/32"

@@ -7,9 +7,7 @@ from typing import Any
 import pytest
 
 from mlworkload.api.crd import build_crds, crd_files
-from mlworkload.problems import Refused
-from tests.support.documents import WorkloadDoc, workload
-from tests.support.schemas import validate_object
+from tests.support.documents import WorkloadDoc, verdicts, workload
 
 CRDS_DIR = Path(__file__).resolve().parents[2] / "crds"
 
@@ -173,12 +171,7 @@ CEL_CASES = {
 
 @pytest.mark.parametrize(("doc", "valid"), CEL_CASES.values(), ids=CEL_CASES.keys())
 def test_crd_schema_and_cel_agree_with_the_models(doc: WorkloadDoc, valid: bool) -> None:
-    api_server_errors = validate_object(doc.doc)
-    try:
-        doc.obj()
-        model_valid = True
-    except Refused:
-        model_valid = False
+    api_server_errors, model_valid = verdicts(doc)
     assert (not api_server_errors, model_valid) == (valid, valid), api_server_errors
 
 

@@ -53,7 +53,7 @@ from mlworkload.gcp.plan import IamBinding, NodePoolPlan, Taint
 from mlworkload.gcp.pools import PoolReport, PoolTarget, creation_drift, settings_update, wanted_labels
 from mlworkload.gcp.provisioner import NO_NODE_POOLS, Readiness
 from mlworkload.gcp.retry import Backoff
-from tests.support.documents import WorkloadDoc, permissive_policy, resolved, workload
+from tests.support.documents import NODE_SETTINGS, WorkloadDoc, permissive_policy, resolved, workload
 from tests.support.gcp import (
     ApiError,
     iap_permission_denied,
@@ -420,17 +420,6 @@ def test_the_request_carries_locations_policy_labels_and_every_taint_effect() ->
         container_v1.NodeTaint.Effect.PREFER_NO_SCHEDULE,
         container_v1.NodeTaint.Effect.NO_EXECUTE,
     ]
-
-
-NODE_SETTINGS = {
-    "serviceAccount": "gke-nodes@my-proj.iam.gserviceaccount.com",
-    "diskType": "pd-ssd",
-    "diskSizeGb": 200,
-    "imageType": "COS_CONTAINERD",
-    "secureBoot": True,
-    "imageStreaming": True,
-    "resourceLabels": {"cost-center": "cc-1234", "team": "nlp"},
-}
 
 
 def settings_plan(settings: dict[str, Any] = NODE_SETTINGS, sharing: str = "Policy") -> NodePoolPlan:
