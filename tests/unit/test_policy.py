@@ -1,5 +1,6 @@
 """Policy selection, defaults and every check: table-driven, refusals included."""
 
+import copy
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -755,3 +756,48 @@ def test_a_workload_whose_machine_cannot_boot_from_the_policys_disk_type_is_refu
     assert "(nodePools.diskType)" in problem.message
     assert admit(t4, [strict], None).allowed
     assert admit(l4, [permissive_policy().obj()], None).allowed  # no disk type: GKE's default
+
+
+IDLE_POLICY = permissive_policy().set("lifecycle.maxClusterIdleSeconds", 3600)
+AUTOSCALED = workload().group(replicas=0, minReplicas=0, maxReplicas=2).set("spec.autoscaling", {"enabled": True})
+
+
+@pytest.mark.parametrize(
+    ("asked", "rules", "window"),
+    [(None, IDLE_POLICY, 3600), (600, IDLE_POLICY, 600), (600, permissive_policy(), 600),
+     (None, permissive_policy(), None)],
+)  # fmt: skip
+def test_the_idle_window_is_the_workloads_within_the_policys_cap(
+    asked: int | None, rules: PolicyDoc, window: int | None
+) -> None:
+    doc = copy.deepcopy(AUTOSCALED)
+    if asked is not None:
+        doc.set("spec.lifecycle", {"idleSeconds": asked})
+    verdict = admit(doc.obj(), [rules.obj()], None)
+    assert verdict.allowed, [str(p) for p in verdict.problems]
+    assert verdict.resolved.idle_seconds == window
+
+
+def test_an_idle_window_above_the_cap_or_without_the_autoscaler_is_refused() -> None:
+    above = copy.deepcopy(AUTOSCALED).set("spec.lifecycle", {"idleSeconds": 7200})
+    problems = [str(p) for p in admit(above.obj(), [IDLE_POLICY.obj()], None).problems]
+    assert any("spec.lifecycle.idleSeconds" in p and "maxClusterIdleSeconds" in p and "7200" in p for p in problems)
+    unobservable = workload().group().set("spec.lifecycle", {"idleSeconds": 60})
+    problems = [str(p) for p in admit(unobservable.obj(), [IDLE_POLICY.obj()], None).problems]
+    assert any("spec.autoscaling.enabled" in p for p in problems)
+    # Without the autoscaler the policy's limit cannot be observed: no window, and nothing refused.
+    assert admit(workload().group().obj(), [IDLE_POLICY.obj()], None).resolved.idle_seconds is None
+
+
+def test_lifecycle_is_for_clusters_and_the_runtime_cap_is_validated() -> None:
+    with pytest.raises(Refused):
+        workload().job().set("spec.lifecycle", {"idleSeconds": 60}).obj()
+    with pytest.raises(Refused):
+        permissive_policy().set("lifecycle.maxClusterRuntimeSeconds", 0).obj()
+    assert (
+        permissive_policy()
+        .set("lifecycle.maxClusterRuntimeSeconds", 86400)
+        .obj()
+        .spec.lifecycle.max_cluster_runtime_seconds
+        == 86400
+    )

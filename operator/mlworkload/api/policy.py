@@ -409,7 +409,22 @@ class PolicyLifecycle(ApiModel):
     """Time limits, and how services are upgraded."""
 
     max_cluster_idle_seconds: StrictInt | None = Field(
-        default=None, gt=0, description="Cluster type: suspend after this long with no Ray activity."
+        default=None,
+        gt=0,
+        le=INT32_MAX,
+        description=(
+            "Cluster type: suspend the RayCluster after this many seconds idle (every worker group at its"
+            " minReplicas, as KubeRay reports it). Default and cap for spec.lifecycle.idleSeconds."
+        ),
+    )
+    max_cluster_runtime_seconds: StrictInt | None = Field(
+        default=None,
+        gt=0,
+        le=INT32_MAX,
+        description=(
+            "Cluster and Service types: the longest a workload may run, from its creation. Accepted and"
+            " validated; not enforced yet (docs/platform/policies.md)."
+        ),
     )
     max_job_runtime_seconds: StrictInt | None = Field(
         default=None, gt=0, le=INT32_MAX, description="Cap and default for job.activeDeadlineSeconds."

@@ -601,6 +601,21 @@ class ExposeSpec(ApiModel):
     serve: Endpoint | None = Field(default=None, description="Ray Serve HTTP (port 8000).")
 
 
+class LifecycleSpec(ApiModel):
+    """Time limits of the workload (type Cluster only)."""
+
+    idle_seconds: StrictInt | None = Field(
+        default=None,
+        gt=0,
+        le=INT32_MAX,
+        description=(
+            "Cluster: suspend the Ray cluster after this many seconds idle (every worker group at its minReplicas"
+            " as KubeRay reports it, the Ray autoscaler on). Default and cap: the policy's"
+            " lifecycle.maxClusterIdleSeconds; neither set: never."
+        ),
+    )
+
+
 class MLWorkloadSpec(ApiModel):
     """What to run: a Ray cluster, job or service, and what surrounds it on GKE."""
 
@@ -617,6 +632,7 @@ class MLWorkloadSpec(ApiModel):
             "!(self.type == 'Service' && has(self.suspend) && self.suspend)",
             "suspend applies to types Cluster and Job only",
         ),
+        cel("self.type == 'Cluster' || !has(self.lifecycle)", "spec.lifecycle applies to type Cluster only"),
     )
 
     type: WorkloadType = Field(description="Cluster, Job or Service -> RayCluster, RayJob or RayService.")
@@ -636,6 +652,7 @@ class MLWorkloadSpec(ApiModel):
     identity: IdentitySpec = Field(default_factory=IdentitySpec, description="GCP identity (Workload Identity).")
     network: NetworkSpec = Field(default_factory=NetworkSpec, description="Network isolation of the Ray pods.")
     expose: ExposeSpec = Field(default_factory=ExposeSpec, description="Dashboard and Serve Ingresses.")
+    lifecycle: LifecycleSpec | None = Field(default=None, description="Cluster: idle limit.")
 
     @model_validator(mode="after")
     def _type_sections(self) -> Self:
@@ -646,6 +663,8 @@ class MLWorkloadSpec(ApiModel):
             problems.append("serve is required for type Service and forbidden for other types")
         if self.type is WorkloadType.SERVICE and self.suspend:
             problems.append("suspend applies to types Cluster and Job only")
+        if self.type is not WorkloadType.CLUSTER and self.lifecycle is not None:
+            problems.append("spec.lifecycle applies to type Cluster only")
         names = [group.name for group in self.worker_groups]
         duplicates = sorted({name for name in names if names.count(name) > 1})
         if duplicates:
@@ -771,6 +790,19 @@ class Phase(StrEnum):
     DELETING = "Deleting"
 
 
+class IdleStatus(ApiModel):
+    """The idle window of a Cluster (controller/idle.py), kept in status so that a restart resumes it."""
+
+    since: str = Field(description="Since when the Ray cluster is seen idle without a break (RFC 3339).")
+    deadline: str = Field(description="When it is suspended if it stays idle (RFC 3339).")
+    suspended_at: str | None = Field(
+        default=None, description="When the operator suspended it for idleness; a spec change resumes it."
+    )
+    suspended_generation: StrictInt | None = Field(
+        default=None, description="The spec generation it was suspended at: any later one resumes it."
+    )
+
+
 class MLWorkloadStatus(ApiModel):
     """What the operator observed. Written by the operator only."""
 
@@ -789,6 +821,7 @@ class MLWorkloadStatus(ApiModel):
     serve_url: str | None = Field(default=None, alias="serveURL", description="Ray Serve URL.")
     job: JobRunStatus | None = Field(default=None, description="Job outcome (type Job).")
     disruptions: DisruptionsStatus | None = Field(default=None, description="Worker pods lost to preemptions.")
+    idle: IdleStatus | None = Field(default=None, description="Cluster: the idle window, or the idle suspension.")
 
 
 class MLWorkload(ApiModel):

@@ -61,5 +61,6 @@ def ray_object(resolved: ResolvedWorkload, kind: str, spec: Manifest) -> Manifes
 
 def build_ray_cluster(resolved: ResolvedWorkload) -> Manifest:
     spec = build_ray_cluster_spec(resolved)
-    spec["suspend"] = resolved.workload.spec.suspend
+    # The user's suspend, or the operator's after an idle window (controller/idle.py, status.idle).
+    spec["suspend"] = resolved.workload.spec.suspend or resolved.idle_suspended
     return ray_object(resolved, "RayCluster", spec)

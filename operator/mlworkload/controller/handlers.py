@@ -47,6 +47,7 @@ from mlworkload.constants import (
 )
 from mlworkload.controller import watchdog
 from mlworkload.controller.freshness import WorkloadVersions
+from mlworkload.controller.idle import seconds_until
 from mlworkload.controller.kube import (
     CLIENT_THREADS,
     POLICIES,
@@ -126,6 +127,9 @@ CERT_FILE_CHECK_SECONDS = 10.0
 # environment here (the same MLW_RESYNC_SECONDS that `mlworkload run --resync-seconds` sets).
 RESYNC_SECONDS = float(os.environ.get("MLW_RESYNC_SECONDS") or 300)
 GCP_POLL_SECONDS = float(os.environ.get("MLW_GCP_POLL_SECONDS") or 10)
+# While a Cluster's idle window is open (status.idle.deadline), how often its deadline is looked at: the
+# suspension comes at most this long after the deadline (the resync would be up to RESYNC_SECONDS late).
+IDLE_POLL_SECONDS = float(os.environ.get("MLW_IDLE_POLL_SECONDS") or 30)
 # Reconciles running at once: one per thread of the Kubernetes client, so calls never queue behind each
 # other inside a started reconcile and workloads finish roughly in the order they arrived. kopf's own
 # `settings.queueing.worker_limit` cannot do it: it deadlocks the initial indexing when a kind has more
@@ -515,6 +519,20 @@ async def gcp_progress(
     await run_reconcile(body, memo, indexes)
 
 
+def _idle_window_open(status: kopf.Status, meta: kopf.Meta, **_: Any) -> bool:
+    """An idle window runs (controller/idle.py): its deadline needs a reconcile when it comes. kopf judges this on
+    the workload's events (the status write that opens or closes the window is one), not on time."""
+    idle = status.get("idle") or {}
+    return bool(idle.get("deadline")) and not idle.get("suspendedAt") and not meta.get("deletionTimestamp")
+
+
+async def idle_deadline(body: kopf.Body, status: kopf.Status, memo: kopf.Memo, **indexes: Any) -> None:
+    """Reconcile once the idle window's deadline has passed: the reconcile suspends the Ray cluster."""
+    due = seconds_until((status.get("idle") or {}).get("deadline"), memo.reconciler.clock())
+    if due is not None and due <= 0:
+        await run_reconcile(body, memo, indexes)
+
+
 async def ray_child_changed(
     event: kopf.RawEvent, body: kopf.Body, namespace: str | None, labels: kopf.Labels, memo: kopf.Memo, **indexes: Any
 ) -> None:
@@ -849,6 +867,7 @@ def registry_for(role: Role, keep_certificates: bool = True) -> kopf.OperatorReg
         kopf.timer(*WORKLOAD, interval=RESYNC_SECONDS, initial_delay=RESYNC_SECONDS, registry=registry)(resync)
         kopf.timer(*WORKLOAD, interval=GCP_POLL_SECONDS, initial_delay=GCP_POLL_SECONDS, when=_gcp_pending,
                    registry=registry)(gcp_progress)  # fmt: skip
+        kopf.timer(*WORKLOAD, interval=IDLE_POLL_SECONDS, when=_idle_window_open, registry=registry)(idle_deadline)
         # The children cache (controller/observe.py): kopf fills every index before any handler runs.
         for resource in OWNED_KINDS:
             kopf.index(*_group_version(resource), resource.plural, id=index_name(resource), labels=OWNED,

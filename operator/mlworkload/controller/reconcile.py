@@ -6,13 +6,16 @@ Level-triggered and idempotent: it reads the world, compares with the desired st
 only differences, so running it twice in a row writes nothing the second time.
 """
 
+import contextlib
 import dataclasses
 import datetime
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, cast
+
+import kopf
 
 from mlworkload.api.load import parse_policy, parse_workload
 from mlworkload.api.workload import GpuStatus, IamBindingStatus, Isolation, MLWorkload, MLWorkloadStatus, WorkloadType
@@ -21,6 +24,7 @@ from mlworkload.builders.iam import WORKLOAD_IDENTITY_USER, could_have_granted, 
 from mlworkload.constants import (
     CONDITION_NETWORK_POLICIES_ENFORCED,
     REASON_GCP_NOT_CONFIGURED,
+    REASON_IDLE_TIMEOUT,
     REASON_INVALID_SPEC,
     REASON_NETWORK_POLICIES_ENFORCED,
     REASON_NETWORK_POLICIES_NOT_ENFORCED,
@@ -29,6 +33,7 @@ from mlworkload.constants import (
 from mlworkload.controller.apply import ApplyResult, apply_children, delete_stale
 from mlworkload.controller.exposure import observe_exposure
 from mlworkload.controller.freshness import WorkloadVersions
+from mlworkload.controller.idle import IdleDecision, decide, describe, floor_of, is_idle
 from mlworkload.controller.kube import RESOURCES, WORKLOADS, KubeApi, KubeError, Resource
 from mlworkload.controller.observe import OWNED_KINDS, AppliedMemory, ChildSource, ListedChildren
 from mlworkload.controller.raystatus import RayState, observe_ray
@@ -88,13 +93,19 @@ class WriteRetries:
         return max(0.0, next_attempt - self.backoff.clock())
 
 
+def wall_clock() -> datetime.datetime:
+    """The operator's clock (condition times, idle windows). Looked up at each call: an in-process test replaces
+    this module attribute to move the running operator's time by hand (tests/integration/test_idle_suspend.py)."""
+    return datetime.datetime.now(datetime.UTC)
+
+
 @dataclass(frozen=True)
 class Reconciler:
     kube: KubeApi
     gcp: GcpProvisioner
     defaults: PlatformDefaults = field(default_factory=PlatformDefaults)
     clusters: ClusterInspector | None = None  # live GCP only: can tell whether NetworkPolicies are enforced
-    clock: Callable[[], datetime.datetime] = lambda: datetime.datetime.now(datetime.UTC)
+    clock: Callable[[], datetime.datetime] = lambda: wall_clock()  # noqa: PLW0108 (looked up late, for tests)
     write_retries: WriteRetries = field(default_factory=WriteRetries)
     # What this process applied, so children seen through the watch cache are judged without a read.
     applied: AppliedMemory = field(default_factory=AppliedMemory)
@@ -311,6 +322,9 @@ async def reconcile(
     source = children if children is not None else ListedChildren(reconciler.kube)
     scope = (workload.namespace, workload.name)
     observed = await source.children(*scope)
+    # The idle window is judged on the Ray cluster as last seen, before applying: an expired window suspends it
+    # in this very pass (the builders read `idle_suspended`).
+    resolved, idle = _decide_idle(reconciler, resolved, observed.get((kind, workload.name)), previous, base)
     exposure = observe_exposure(resolved, observed)
     gcp = await _provision(reconciler, resolved, recorded, exposure.backends)
     # Children are applied while node pools provision: their pods simply wait for the nodes.
@@ -352,7 +366,10 @@ async def reconcile(
         pools=gcp.pools,
         identity=gcp.identity,
         bindings=gcp.bindings,
-        suspended=workload.spec.suspend,
+        suspended=workload.spec.suspend or idle.suspend,
+        suspended_by_user=workload.spec.suspend,
+        idle=idle.record,
+        idle_known=True,
         gpus=_gpus(workload),
         # A failed IAP grant shows on the endpoints it concerns; the Ray workload itself is unaffected.
         endpoints=exposure.readiness if gcp.access is None or gcp.access.ready else gcp.access,
@@ -364,9 +381,41 @@ async def reconcile(
         recovering=disruption.recovering,
     )
     outcome = await _write_status(reconciler, body, previous, seen, outcome)
-    if outcome.status_written:  # counted in the status now: the metric and the Event follow, once
-        report_preemptions(body, resolved, disruption.new)
+    _report(outcome, body, resolved, disruption.new, idle)
     return outcome
+
+
+def _report(
+    outcome: Outcome, body: Mapping[str, Any], resolved: ResolvedWorkload, new: Sequence[Any], idle: IdleDecision
+) -> None:
+    """Once the status records them (so once each): the preemptions' metric and Events, the idle suspension's Event."""
+    if not outcome.status_written:
+        return
+    report_preemptions(body, resolved, new)
+    if idle.newly_suspended and idle.record is not None:
+        _post_event(body, REASON_IDLE_TIMEOUT, describe(idle.record))
+
+
+def _decide_idle(
+    reconciler: Reconciler,
+    resolved: ResolvedWorkload,
+    ray_object: Mapping[str, Any] | None,
+    previous: MLWorkloadStatus | None,
+    base: Mapping[str, Any],
+) -> tuple[ResolvedWorkload, IdleDecision]:
+    """The idle record after this pass, and the workload as the builders see it (suspended if idle too long)."""
+    window = resolved.idle_seconds
+    seen_idle = window is not None and is_idle(dict(ray_object) if ray_object else None, floor_of(resolved.workload))
+    before = previous.idle if previous is not None else None
+    idle = decide(before, window=window, idle=seen_idle, generation=base["generation"], now=reconciler.clock())
+    return (dataclasses.replace(resolved, idle_suspended=True) if idle.suspend else resolved), idle
+
+
+def _post_event(body: Mapping[str, Any], reason: str, message: str) -> None:
+    """An Event on the workload (kopf's poster: only inside the operator; unit tests and tools post nothing)."""
+    target = body if isinstance(body, kopf.Body) else kopf.Body(cast(kopf.RawBody, body))
+    with contextlib.suppress(LookupError):
+        kopf.info(target, reason=reason, message=message)
 
 
 def _note_write_failure(reconciler: Reconciler, owner: str, generation: int, outcome: Outcome) -> None:

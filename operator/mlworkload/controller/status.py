@@ -16,6 +16,7 @@ from mlworkload.api.workload import (
     DisruptionsStatus,
     GpuStatus,
     IamBindingStatus,
+    IdleStatus,
     JobRunStatus,
     MLWorkloadStatus,
     NodePoolStatus,
@@ -36,11 +37,13 @@ from mlworkload.constants import (
     REASON_ALLOWED,
     REASON_CHILD_CONFLICT,
     REASON_DELETING,
+    REASON_IDLE_TIMEOUT,
     REASON_NODE_POOL_DEGRADED,
     REASON_POLICY_VIOLATION,
     REASON_SUSPENDED,
     REASON_UP_TO_DATE,
 )
+from mlworkload.controller.idle import describe as describe_idle
 from mlworkload.controller.raystatus import RayObservation, RayState
 from mlworkload.gcp.provisioner import NO_IDENTITY, NO_NODE_POOLS, Readiness
 from mlworkload.problems import Problem
@@ -64,7 +67,8 @@ class Observation:
     pools: Sequence[NodePoolStatus] = ()
     identity: Readiness = NO_IDENTITY
     bindings: Sequence[IamBindingStatus] = ()
-    suspended: bool = False
+    suspended: bool = False  # by the user (spec.suspend) or for idleness (idle.suspendedAt)
+    suspended_by_user: bool = False  # spec.suspend: reported as Suspended even when idle as well
     deleting: bool = False
     gpus: GpuStatus | None = None
     endpoints: Readiness | None = None  # what GKE has made of the exposed endpoints (never blocks Ready)
@@ -76,6 +80,10 @@ class Observation:
     # Preemptions of worker pods (scaleup.observe_disruptions); None: as the previous status says.
     disruptions: DisruptionsStatus | None = None
     recovering: Readiness | None = None  # Ray is short of workers since a preemption (never blocks Ready)
+    # The idle window or suspension (controller/idle.py); unless `idle_known`, as the previous status says (a
+    # refused or deleted workload keeps its record: nothing is decided for it).
+    idle: IdleStatus | None = None
+    idle_known: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +170,13 @@ def _with_preempted_attempt(ray: RayObservation, disruptions: DisruptionsStatus 
     return dataclasses.replace(ray, message=f"{note}; KubeRay: {ray.message}" if ray.message else note, job=job)
 
 
+def _suspended_why(seen: Observation, idle: IdleStatus | None) -> tuple[str, str]:
+    """Ready's reason while suspended: the user's spec.suspend, else the operator's idle suspension."""
+    if idle is not None and idle.suspended_at is not None and not seen.suspended_by_user:
+        return REASON_IDLE_TIMEOUT, describe_idle(idle)
+    return REASON_SUSPENDED, "the workload is suspended"
+
+
 def rfc3339(now: datetime.datetime) -> str:
     """A condition's time, as metav1.Time serialises it (seconds, UTC)."""
     return now.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -179,6 +194,7 @@ def compute_status(seen: Observation, previous: MLWorkloadStatus | None, now: da
         ray = RayObservation(RayState.ABSENT, "NotStarted", "waiting for admission")
     disruptions = seen.disruptions if seen.disruptions is not None else previous.disruptions if previous else None
     ray = _with_preempted_attempt(ray, disruptions)
+    idle = seen.idle if seen.idle_known else previous.idle if previous else None
     blocker = _blocker(seen, ray)
     suspended = (seen.suspended or ray.state is RayState.SUSPENDED) and not seen.refusal
     ready = blocker is None and not suspended and not seen.deleting
@@ -196,7 +212,7 @@ def compute_status(seen: Observation, previous: MLWorkloadStatus | None, now: da
     if ready:
         ready_why = (ray.reason, ray.message)
     elif suspended:
-        ready_why = (REASON_SUSPENDED, "the workload is suspended")
+        ready_why = _suspended_why(seen, idle)
     elif seen.deleting:
         ready_why = (REASON_DELETING, "the workload is being deleted")
     else:
@@ -245,4 +261,5 @@ def compute_status(seen: Observation, previous: MLWorkloadStatus | None, now: da
         serve_url=seen.serve_url,
         job=JobRunStatus.model_validate(ray.job) if ray.job is not None else None,
         disruptions=disruptions,
+        idle=idle,
     )

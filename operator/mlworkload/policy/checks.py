@@ -374,10 +374,20 @@ def check_capacity(resolved: ResolvedWorkload) -> list[Problem]:
 
 
 def check_lifecycle(resolved: ResolvedWorkload) -> list[Problem]:
+    rules = resolved.policy.lifecycle
+    lifecycle = resolved.workload.spec.lifecycle
+    idle = lifecycle.idle_seconds if lifecycle is not None else None
+    cap = rules.max_cluster_idle_seconds
+    if idle is not None and cap is not None and idle > cap:
+        allows = f"{cap} seconds {_by(resolved)} allows (lifecycle.maxClusterIdleSeconds)"
+        return [Problem("spec.lifecycle.idleSeconds", f"{idle} exceeds the {allows}")]
+    if idle is not None and not resolved.workload.spec.autoscaling.enabled:
+        # Idleness is seen by the autoscaler's scaling down (controller/idle.py): without it, never.
+        return [Problem("spec.lifecycle.idleSeconds", "needs spec.autoscaling.enabled: true: a Cluster is seen idle"
+                        " when the Ray autoscaler has scaled every worker group down to its minReplicas")]  # fmt: skip
     job = resolved.workload.spec.job
     if job is None:
         return []
-    rules = resolved.policy.lifecycle
     limits = (
         ("activeDeadlineSeconds", job.active_deadline_seconds, rules.max_job_runtime_seconds, "maxJobRuntimeSeconds"),
         ("preRunningDeadlineSeconds", job.pre_running_deadline_seconds, rules.max_job_pending_seconds,

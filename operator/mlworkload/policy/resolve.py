@@ -114,6 +114,12 @@ class ResolvedWorkload:
     token_auth: bool = False
     pre_running_deadline_seconds: int | None = None
     """Job: spec.job.preRunningDeadlineSeconds, or the policy's lifecycle.maxJobPendingSeconds."""
+    idle_seconds: int | None = None
+    """Cluster with the autoscaler: spec.lifecycle.idleSeconds, or the policy's lifecycle.maxClusterIdleSeconds
+    (controller/idle.py); None: never suspended for idleness."""
+    idle_suspended: bool = False
+    """The operator holds the Ray cluster suspended for idleness (status.idle, set by the reconcile, never by
+    resolve): the builders suspend it whatever spec.suspend says."""
 
     @property
     def name(self) -> str:
@@ -177,6 +183,17 @@ def _resolve_endpoint(
     return ResolvedEndpoint(endpoint.visibility, iap, endpoint.host, certificates)
 
 
+def idle_window(workload: MLWorkload, policy_max: int | None) -> int | None:
+    """Seconds of idleness before a Cluster is suspended (controller/idle.py): its own spec.lifecycle.idleSeconds
+    (check_lifecycle keeps it within the policy's cap), else the policy's maxClusterIdleSeconds. None: never;
+    also for other types, and without the Ray autoscaler, whose scaling down is what idleness is seen by."""
+    spec = workload.spec
+    if spec.type is not WorkloadType.CLUSTER or not spec.autoscaling.enabled:
+        return None
+    own = spec.lifecycle.idle_seconds if spec.lifecycle is not None else None
+    return own if own is not None else policy_max
+
+
 def resolve(
     workload: MLWorkload, policy: MLWorkloadPolicy | None, defaults: PlatformDefaults | None = None
 ) -> ResolvedWorkload:
@@ -212,4 +229,5 @@ def resolve(
         api_server_cidrs=tuple(rules.network.api_server_cidrs) or defaults.api_server_cidrs,
         token_auth=_token_auth(rules.ray.token_auth, spec.ray.version),
         pre_running_deadline_seconds=pre_running,
+        idle_seconds=idle_window(workload, rules.lifecycle.max_cluster_idle_seconds),
     )

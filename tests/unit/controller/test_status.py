@@ -5,6 +5,7 @@ import datetime
 from mlworkload.api.workload import (
     Condition,
     DisruptionsStatus,
+    IdleStatus,
     MLWorkloadStatus,
     NodePoolStatus,
     PreemptionStatus,
@@ -12,7 +13,7 @@ from mlworkload.api.workload import (
 from mlworkload.controller.raystatus import RayObservation, RayState
 from mlworkload.controller.reconcile import Reconciler, reconcile
 from mlworkload.controller.status import Observation, compute_status
-from mlworkload.gcp.provisioner import Readiness
+from mlworkload.gcp.provisioner import DryRunProvisioner, Readiness
 from mlworkload.policy import ClusterView
 from mlworkload.problems import Problem
 from tests.support.documents import permissive_policy, workload
@@ -261,3 +262,65 @@ async def test_a_preempted_worker_pod_is_counted_once(kube: FakeKubeApi, reconci
     status = kube.status_of("MLWorkload", "team-nlp", "demo")
     assert {c["type"]: c["reason"] for c in status["conditions"]}["Reconciling"] == "UpToDate"
     assert status["disruptions"]["count"] == 1
+
+
+# --- idle Clusters: the window in status, written when it changes only, then the suspension -------------------
+
+IDLE_VIEW = ClusterView(policies=[permissive_policy().set("lifecycle.maxClusterIdleSeconds", 600).obj()],
+                        default_labels={})  # fmt: skip
+AT_THE_FLOOR = READY_CLUSTER | {"readyWorkerReplicas": 0, "desiredWorkerReplicas": 0}
+
+
+async def test_an_idle_cluster_is_suspended_after_its_window_with_no_writes_meanwhile(kube: FakeKubeApi) -> None:
+    clock = [NOW]
+    reconciler = Reconciler(kube=kube, gcp=DryRunProvisioner(), clock=lambda: clock[0])
+    doc = workload().group(replicas=1, minReplicas=0, maxReplicas=4).set("spec.autoscaling", {"enabled": True})
+    kube.put(doc.set("metadata.generation", 1).doc)
+    body = lambda: kube.objects["MLWorkload", "team-nlp", "demo"]  # noqa: E731
+    ray = lambda: kube.objects["RayCluster", "team-nlp", "demo"]  # noqa: E731
+    await reconcile(reconciler, body(), IDLE_VIEW)
+    ray()["status"] = READY_CLUSTER | {"readyWorkerReplicas": 1, "desiredWorkerReplicas": 1}  # a worker busy
+    await reconcile(reconciler, body(), IDLE_VIEW)
+    assert "idle" not in kube.status_of("MLWorkload", "team-nlp", "demo")
+    ray()["status"] = AT_THE_FLOOR  # the autoscaler removed it: idle from now
+    await reconcile(reconciler, body(), IDLE_VIEW)
+    assert kube.status_of("MLWorkload", "team-nlp", "demo")["idle"] == {
+        "since": "2026-11-23T12:00:00Z", "deadline": "2026-11-23T12:10:00Z"}  # fmt: skip
+    writes = len(kube.writes)
+    clock[0] = NOW + datetime.timedelta(seconds=599)
+    steady = await reconcile(reconciler, body(), IDLE_VIEW)
+    assert (steady.status_written, kube.writes[writes:]) == (False, [])  # the window runs: nothing written
+    clock[0] = NOW + datetime.timedelta(seconds=600)
+    suspended = await reconcile(reconciler, body(), IDLE_VIEW)
+    assert suspended.status_written
+    assert ray()["spec"]["suspend"] is True
+    status = kube.status_of("MLWorkload", "team-nlp", "demo")
+    assert status["phase"] == "Suspended"
+    assert status["idle"]["suspendedAt"] == "2026-11-23T12:10:00Z"
+    state = {c["type"]: (c["status"], c["reason"]) for c in status["conditions"]}
+    assert (state["Ready"], state["Reconciling"], state["Stalled"]) == (
+        ("False", "IdleTimeout"), ("False", "UpToDate"), ("False", "UpToDate"))  # fmt: skip
+    assert body()["spec"].get("suspend") is None  # the user's spec is untouched
+    ray()["status"] = {"state": "suspended", "conditions": [{"type": "RayClusterSuspended", "status": "True"}]}
+    await reconcile(reconciler, body(), IDLE_VIEW)
+    writes = len(kube.writes)
+    clock[0] += datetime.timedelta(hours=5)
+    again = await reconcile(reconciler, body(), IDLE_VIEW)
+    assert (again.status_written, kube.writes[writes:]) == (False, [])  # suspended: nothing moves
+    # The resume gesture: a spec change (a new generation).
+    body()["metadata"]["generation"] = 2
+    await reconcile(reconciler, body(), IDLE_VIEW)
+    assert ray()["spec"]["suspend"] is False
+    assert "idle" not in kube.status_of("MLWorkload", "team-nlp", "demo")
+
+
+def test_a_user_suspend_is_reported_as_suspended_not_idle() -> None:
+    idle = IdleStatus(since="2026-11-23T11:00:00Z", deadline="2026-11-23T11:10:00Z",
+                      suspended_at="2026-11-23T11:10:00Z", suspended_generation=4)  # fmt: skip
+    by_operator = compute_status(seen(suspended=True, idle=idle, idle_known=True), None, NOW)
+    assert conditions(by_operator)["Ready"] == ("False", "IdleTimeout")
+    by_user = compute_status(seen(suspended=True, suspended_by_user=True, idle=idle, idle_known=True), None, NOW)
+    assert conditions(by_user)["Ready"] == ("False", "Suspended")
+    # A refused workload decides nothing: its record stays as it was.
+    kept = compute_status(seen(refusal=[Problem("spec", "no")]), by_operator, NOW)
+    assert kept.idle == idle
