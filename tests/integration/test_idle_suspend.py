@@ -9,7 +9,7 @@ import pytest
 
 from mlworkload.controller import reconcile as reconcile_module
 from tests.support.clock import NOW
-from tests.support.documents import WorkloadDoc, created_workloads, permissive_policy, workload
+from tests.support.documents import WorkloadDoc, permissive_policy, workload
 from tests.support.kube import KubeEmulatorServer, wait_until
 from tests.support.kuberay import KubeRaySimulator
 from tests.support.operator import running_operator
@@ -57,11 +57,6 @@ def operator(
     kubeconfig = server.kubeconfig(tmp_path_factory.mktemp("kube") / "config")
     with running_operator(kubeconfig):
         yield
-
-
-@pytest.fixture
-def create(server: KubeEmulatorServer) -> Iterator[Callable[[WorkloadDoc], str]]:
-    yield from created_workloads(server.put_object, lambda name: server.delete_object(MLW, "MLWorkload", name, NS))
 
 
 def status(server: KubeEmulatorServer, name: str) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.documents import WorkloadDoc, created_workloads, permissive_policy, workload
+from tests.support.documents import WorkloadDoc, permissive_policy, workload
 from tests.support.kube import KubeEmulatorServer, wait_until
 from tests.support.kuberay import KubeRaySimulator
 from tests.support.observed import workload_condition, workload_status
@@ -51,11 +51,6 @@ def operator(server: KubeEmulatorServer, tmp_path_factory: pytest.TempPathFactor
     kubeconfig = server.kubeconfig(tmp_path_factory.mktemp("kube") / "config")
     with running_operator(kubeconfig, webhook_port=free_port()):
         yield
-
-
-@pytest.fixture
-def create(server: KubeEmulatorServer) -> Iterator[Callable[[WorkloadDoc], str]]:
-    yield from created_workloads(server.put_object, lambda name: server.delete_object(MLW, "MLWorkload", name, NS))
 
 
 def status(server: KubeEmulatorServer, name: str) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from typing import Any
 import prometheus_client
 import pytest
 
-from tests.support.documents import PolicyDoc, WorkloadDoc, created_workloads, permissive_policy, policy, workload
+from tests.support.documents import PolicyDoc, WorkloadDoc, permissive_policy, policy, workload
 from tests.support.kube import KubeEmulatorServer, wait_until
 from tests.support.kuberay import KubeRaySimulator
 from tests.support.observed import workload_condition, workload_status
@@ -39,11 +39,6 @@ def operator(server: KubeEmulatorServer, tmp_path_factory: pytest.TempPathFactor
     kubeconfig = server.kubeconfig(tmp_path_factory.mktemp("kube") / "config")
     with running_operator(kubeconfig, webhook_port=webhook_port):
         yield
-
-
-@pytest.fixture
-def create(server: KubeEmulatorServer) -> Iterator[Callable[[WorkloadDoc], str]]:
-    yield from created_workloads(server.put_object, lambda name: server.delete_object(MLW, "MLWorkload", name, NS))
 
 
 def status(server: KubeEmulatorServer, name: str) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from prometheus_client import REGISTRY
 
-from tests.support.documents import WorkloadDoc, created_workloads, permissive_policy, workload
+from tests.support.documents import WorkloadDoc, permissive_policy, workload
 from tests.support.kube import KubeEmulatorServer, wait_until
 from tests.support.kuberay import NODE_SHUTDOWN_MESSAGE, KubeRaySimulator, preempted, worker_pod
 from tests.support.observed import workload_condition, workload_status
@@ -34,11 +34,6 @@ def server() -> Iterator[KubeEmulatorServer]:
 def operator(server: KubeEmulatorServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     with running_operator(server.kubeconfig(tmp_path_factory.mktemp("kube") / "config")):
         yield
-
-
-@pytest.fixture
-def create(server: KubeEmulatorServer) -> Iterator[Callable[[WorkloadDoc], str]]:
-    yield from created_workloads(server.put_object, lambda name: server.delete_object(MLW, "MLWorkload", name, NS))
 
 
 def status(server: KubeEmulatorServer, name: str) -> dict[str, Any]:
