@@ -75,6 +75,8 @@ CONDITION_IDENTITY_READY: Final = "IdentityReady"
 CONDITION_RAY_READY: Final = "RayReady"
 CONDITION_ENDPOINTS_READY: Final = "EndpointsReady"
 CONDITION_NETWORK_POLICIES_ENFORCED: Final = "NetworkPoliciesEnforced"
+# Kueue's admission of a queued workload's Ray object (spec.queue), as the Ray object shows it.
+CONDITION_QUEUE_ADMITTED: Final = "QueueAdmitted"
 # Present while a node pool is RUNNING_WITH_ERROR (GKE: "partially usable"): the workload may still be Ready.
 CONDITION_DEGRADED: Final = "Degraded"
 
@@ -99,6 +101,9 @@ REASON_UNTRUSTED_STATUS: Final = "UntrustedStatus"  # an Event: a status entry t
 # an Event on a deleted workload: a member it had added passes to others, whose status must record it first
 REASON_HANDING_OVER: Final = "HandingOver"
 REASON_INVALID_POLICY: Final = "InvalidPolicy"  # an Event on a stored policy the operator cannot read
+# Kueue holds the queued Ray object suspended until its ClusterQueue has quota (QueueAdmitted False).
+REASON_WAITING_FOR_QUOTA: Final = "WaitingForQuota"
+REASON_QUEUE_ADMITTED: Final = "Admitted"  # QueueAdmitted True: Kueue admitted (unsuspended) the Ray object
 REASON_NO_ENDPOINTS: Final = "NoEndpoints"
 REASON_SERVING: Final = "Serving"
 REASON_WAITING_FOR_ADDRESS: Final = "WaitingForAddress"
@@ -106,3 +111,7 @@ REASON_WAITING_FOR_CERTIFICATE: Final = "WaitingForCertificate"
 REASON_WAITING_FOR_BACKEND: Final = "WaitingForBackend"
 REASON_NETWORK_POLICIES_ENFORCED: Final = "Enforced"
 REASON_NETWORK_POLICIES_NOT_ENFORCED: Final = "NotEnforced"
+
+# Kueue (kueue.x-k8s.io): the labels that put a Ray object in a LocalQueue, with a WorkloadPriorityClass.
+KUEUE_LABEL_QUEUE_NAME: Final = "kueue.x-k8s.io/queue-name"
+KUEUE_LABEL_PRIORITY_CLASS: Final = "kueue.x-k8s.io/priority-class"

@@ -870,3 +870,35 @@ def test_the_hook_waits_while_ray_runs_work_here_but_never_past_its_budget(tmp_p
         busy.wait()
     assert [call.split()[0] for call in calls] == ["drain-node", "stop"]
     assert 1.5 < took < 7
+
+
+# --- Kueue (docs/platform/quotas.md#kueue-and-the-static-gpu-quota) ---------------------------------------------
+
+QUEUED_POLICY = permissive_policy().set("queues", {"default": "team-queue"})
+
+
+@pytest.mark.parametrize("doc", [workload().group(), workload().job()], ids=["cluster", "job"])
+def test_a_queued_ray_object_carries_kueues_labels_and_no_suspend(doc: WorkloadDoc) -> None:
+    """Kueue's docs (site/content/en/docs/tasks/run/rayjobs.md): "The target local queue should be specified in
+    the metadata.labels section"; Kueue's webhook suspends the object and its reconciler unsuspends it, so the
+    operator sends no spec.suspend at all (server-side apply: a field never sent is never owned)."""
+    ray = only(render(doc.set("spec.queue", {"name": "urgent", "priorityClass": "high"})), doc.obj().spec.type.ray_kind)
+    assert ray["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "urgent"
+    assert ray["metadata"]["labels"]["kueue.x-k8s.io/priority-class"] == "high"
+    assert "suspend" not in ray["spec"]
+
+
+def test_the_policys_default_queue_applies_to_clusters_and_jobs_only() -> None:
+    job = only(render(workload().job(), QUEUED_POLICY), "RayJob")
+    assert job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "team-queue"
+    assert "kueue.x-k8s.io/priority-class" not in job["metadata"]["labels"]
+    service = only(render(workload().service(), QUEUED_POLICY), "RayService")
+    assert not any(key.startswith("kueue.x-k8s.io/") for key in service["metadata"]["labels"])
+    # Only the Ray object is queued: Kueue creates a Workload for it, none for a ServiceAccount or a Service.
+    others = [o for o in render(workload().job(), QUEUED_POLICY) if o["kind"] != "RayJob"]
+    assert all("kueue.x-k8s.io/queue-name" not in o["metadata"].get("labels", {}) for o in others)
+
+
+def test_an_unqueued_workload_keeps_sending_suspend() -> None:
+    assert only(render(workload().job()), "RayJob")["spec"]["suspend"] is False
+    assert "kueue.x-k8s.io/queue-name" not in only(render(workload().job()), "RayJob")["metadata"]["labels"]

@@ -77,7 +77,7 @@ def test_names_scope_columns_and_status() -> None:
     shown = [c["name"] for c in columns if not c.get("priority")]
     assert shown == ["Type", "Phase", "Ready", "Reason", "GPUs", "Age"]
     wide = [c["name"] for c in columns if c.get("priority") == 1]
-    assert wide == ["Dashboard", "Serve", "Ray", "Ray State", "Workers"]
+    assert wide == ["Dashboard", "Serve", "Ray", "Ray State", "Workers", "Queue"]
     assert columns[2]["jsonPath"] == '.status.conditions[?(@.type=="Ready")].status'
     policy_version = policy["spec"]["versions"][0]
     assert policy_version["subresources"] == {"status": {}}

@@ -801,3 +801,61 @@ def test_lifecycle_is_for_clusters_and_the_runtime_cap_is_validated() -> None:
         .spec.lifecycle.max_cluster_runtime_seconds
         == 86400
     )
+
+
+# --- Kueue queues ---------------------------------------------------------------------------------------------
+
+
+def _queue_problems(doc: WorkloadDoc, rules: PolicyDoc) -> list[str]:
+    verdict = admit(doc.obj(), [rules.obj()], None)
+    return [str(problem) for problem in verdict.problems if problem.rule == "queue"]
+
+
+def _queue_of(doc: WorkloadDoc, rules: PolicyDoc) -> str | None:
+    return admit(doc.obj(), [rules.obj()], None).resolved.queue
+
+
+QUEUES = permissive_policy().set("queues", {"default": "team-queue", "allowed": ["team-queue", "urgent"]})
+
+
+def test_the_workloads_queue_else_the_policys_default() -> None:
+    assert _queue_of(workload().job().set("spec.queue", {"name": "urgent"}), QUEUES) == "urgent"
+    assert _queue_of(workload().job(), QUEUES) == "team-queue"
+    assert _queue_of(workload().job(), permissive_policy()) is None
+    assert _queue_of(workload().service(), QUEUES) is None  # Kueue does not manage RayService
+
+
+def test_a_queue_the_policy_does_not_allow_is_refused_naming_both_fields() -> None:
+    [problem] = _queue_problems(workload().job().set("spec.queue", {"name": "other"}), QUEUES)
+    assert "spec.queue.name" in problem
+    assert "queues.allowed" in problem
+    assert "team-queue, urgent" in problem
+
+
+def test_a_service_cannot_be_queued() -> None:
+    [problem] = _queue_problems(workload().service().set("spec.queue", {"name": "urgent"}), QUEUES)
+    assert "not RayService" in problem
+
+
+def test_what_kueue_refuses_or_fights_over_is_refused_when_queued() -> None:
+    """Kueue's webhook refuses autoscaled Ray objects ("a kueue managed job can use autoscaling only when the
+    ElasticJobsViaWorkloadSlices feature gate is on") and more than 7 worker groups; a user's suspend would fight
+    Kueue's admission."""
+    cluster = workload().group().set("spec.autoscaling", {"enabled": True}).set("spec.suspend", True)
+    problems = _queue_problems(cluster, QUEUES)
+    assert [p.split(":")[0] for p in problems] == ["spec.suspend", "spec.autoscaling.enabled"]
+    assert "queues.default" in problems[0]
+    many = workload().job()
+    for index in range(8):
+        many.group(f"g{index}")
+    assert [p.split(":")[0] for p in _queue_problems(many, QUEUES)] == ["spec.workerGroups"]
+    assert _queue_problems(cluster, permissive_policy()) == []  # not queued: nothing to fight over
+
+
+def test_queue_names_are_validated_as_label_values() -> None:
+    assert verdicts(workload().job().set("spec.queue", {"name": "Not_A_Queue"}))[1] is False
+    assert verdicts(workload().job().set("spec.queue", {"name": "q" * 64}))[1] is False
+    assert verdicts(workload().job().set("spec.queue", {"name": "urgent", "priorityClass": "high"})) == ([], True)
+    refused = permissive_policy().set("queues", {"default": "x", "allowed": ["y"]})
+    with pytest.raises(Refused, match=r"queues.default 'x' is not in queues.allowed"):
+        refused.obj()

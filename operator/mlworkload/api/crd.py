@@ -158,6 +158,7 @@ def build_crds() -> list[Schema]:
             {"name": "Ray", "type": "string", "jsonPath": ".status.ray.kind", "priority": 1},
             {"name": "Ray State", "type": "string", "jsonPath": ".status.ray.state", "priority": 1},
             {"name": "Workers", "type": "string", "jsonPath": ".status.ray.workers", "priority": 1},
+            {"name": "Queue", "type": "string", "jsonPath": ".spec.queue.name", "priority": 1},
         ],
         with_status=True,
     )

@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, StrictBool, StrictInt, field_validator, model_validator
 
 from mlworkload.api.base import ApiModel, cel, with_cel
-from mlworkload.api.meta import LabelSelector, NetworkPolicyPeer, ObjectMeta, valid_cidrs
+from mlworkload.api.meta import DNS1123_SUBDOMAIN, LabelSelector, NetworkPolicyPeer, ObjectMeta, valid_cidrs
 from mlworkload.api.workload import GSA_PATTERN, INT32_MAX, Isolation, UpgradeStrategyType
 from mlworkload.gcp.labels import GCP_LABEL_VALUE_PATTERN, MAX_POLICY_LABELS, label_problems
 from mlworkload.gcp.machines import GKE_ACCELERATORS, accelerator_machines, disk_type_problem
@@ -149,6 +149,35 @@ class PolicyQuota(ApiModel):
         alias="maxGPUs",
         description="Most GPUs all workloads of the governed namespaces may use together, at max scale.",
     )
+
+
+# A Kueue LocalQueue's name (a DNS-1123 subdomain) that is also a label value (63 characters at most).
+QueueName = Annotated[str, Field(pattern=DNS1123_SUBDOMAIN, min_length=1, max_length=63)]
+
+
+class PolicyQueues(ApiModel):
+    """Kueue LocalQueues the governed workloads wait in (types Cluster and Job)."""
+
+    default: QueueName | None = Field(
+        default=None,
+        description=(
+            "The LocalQueue of workloads that name none (spec.queue). Omitted: such workloads are not queued."
+        ),
+    )
+    allowed: list[QueueName] | None = Field(
+        default=None,
+        description="LocalQueues workloads may name (the default must be one of them). Omitted: any.",
+        json_schema_extra={"x-kubernetes-list-type": "set"},
+    )
+
+    @model_validator(mode="after")
+    def _default_is_allowed(self) -> "PolicyQueues":
+        if self.default is not None and self.allowed is not None and self.default not in self.allowed:
+            raise ValueError(f"queues.default {self.default!r} is not in queues.allowed ({', '.join(self.allowed)})")
+        return self
+
+    def allows(self, queue: str) -> bool:
+        return self.allowed is None or queue in self.allowed
 
 
 class PolicyCapacity(ApiModel):
@@ -476,6 +505,7 @@ class MLWorkloadPolicySpec(ApiModel):
     identity: PolicyIdentity = Field(default_factory=PolicyIdentity, description="GCP identity and buckets.")
     accelerators: PolicyAccelerators = Field(default_factory=PolicyAccelerators, description="GPU rules.")
     quota: PolicyQuota = Field(default_factory=PolicyQuota, description="GPU quota.")
+    queues: PolicyQueues = Field(default_factory=PolicyQueues, description="Kueue LocalQueues.")
     capacity: PolicyCapacity = Field(default_factory=PolicyCapacity, description="Spot rules.")
     node_pools: PolicyNodePools = Field(default_factory=PolicyNodePools, description="Node pool settings.")
     ray: PolicyRay = Field(default_factory=PolicyRay, description="Ray versions and images.")

@@ -616,6 +616,27 @@ class LifecycleSpec(ApiModel):
     )
 
 
+class QueueSpec(ApiModel):
+    """The Kueue LocalQueue the Ray object waits in (types Cluster and Job; Kueue manages no RayService)."""
+
+    name: str = Field(
+        description=(
+            "The LocalQueue in the workload's namespace: the Ray object gets the label kueue.x-k8s.io/queue-name,"
+            " and Kueue holds it suspended until its ClusterQueue has quota. Must be allowed by the policy."
+        ),
+        pattern=DNS1123_SUBDOMAIN,
+        min_length=1,
+        max_length=63,  # a label value
+    )
+    priority_class: str | None = Field(
+        default=None,
+        description="A Kueue WorkloadPriorityClass: the label kueue.x-k8s.io/priority-class. Default: none.",
+        pattern=DNS1123_SUBDOMAIN,
+        min_length=1,
+        max_length=63,
+    )
+
+
 class MLWorkloadSpec(ApiModel):
     """What to run: a Ray cluster, job or service, and what surrounds it on GKE."""
 
@@ -653,6 +674,13 @@ class MLWorkloadSpec(ApiModel):
     network: NetworkSpec = Field(default_factory=NetworkSpec, description="Network isolation of the Ray pods.")
     expose: ExposeSpec = Field(default_factory=ExposeSpec, description="Dashboard and Serve Ingresses.")
     lifecycle: LifecycleSpec | None = Field(default=None, description="Cluster: idle limit.")
+    queue: QueueSpec | None = Field(
+        default=None,
+        description=(
+            "Cluster and Job: wait for quota in this Kueue LocalQueue. Default: the policy's queues.default;"
+            " none: not queued."
+        ),
+    )
 
     @model_validator(mode="after")
     def _type_sections(self) -> Self:

@@ -4,6 +4,8 @@ from typing import Any
 
 from mlworkload.constants import (
     API_VERSION,
+    KUEUE_LABEL_PRIORITY_CLASS,
+    KUEUE_LABEL_QUEUE_NAME,
     LABEL_GROUP,
     LABEL_MANAGED_BY,
     LABEL_ROLE,
@@ -24,6 +26,18 @@ def selector_labels(resolved: ResolvedWorkload) -> dict[str, str]:
 def object_labels(resolved: ResolvedWorkload) -> dict[str, str]:
     """Ownership labels plus the cost labels the policy requires, for every child object."""
     return {**resolved.cost_labels, **selector_labels(resolved)}
+
+
+def queue_labels(resolved: ResolvedWorkload) -> dict[str, str]:
+    """Kueue's labels for a queued Ray object (RayJob or RayCluster): kueue.x-k8s.io/queue-name puts it in a
+    LocalQueue, kueue.x-k8s.io/priority-class gives it a WorkloadPriorityClass (Kueue's docs,
+    site/content/en/docs/tasks/run/rayjobs.md: "metadata: labels: kueue.x-k8s.io/queue-name: user-queue")."""
+    if resolved.queue is None:
+        return {}
+    labels = {KUEUE_LABEL_QUEUE_NAME: resolved.queue}
+    if resolved.priority_class is not None:
+        labels[KUEUE_LABEL_PRIORITY_CLASS] = resolved.priority_class
+    return labels
 
 
 def pod_labels(resolved: ResolvedWorkload, role: str, group: str) -> dict[str, str]:

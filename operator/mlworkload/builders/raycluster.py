@@ -1,6 +1,6 @@
 """RayCluster (ray.io/v1), and the RayClusterSpec that RayJob and RayService embed too."""
 
-from mlworkload.builders.metadata import Manifest, object_meta
+from mlworkload.builders.metadata import Manifest, object_meta, queue_labels
 from mlworkload.builders.names import ray_object_name
 from mlworkload.builders.pods import autoscaler_container_options, build_head_template, build_worker_template
 from mlworkload.constants import RAY_API_VERSION
@@ -51,16 +51,22 @@ def build_ray_cluster_spec(resolved: ResolvedWorkload) -> Manifest:
 
 
 def ray_object(resolved: ResolvedWorkload, kind: str, spec: Manifest) -> Manifest:
-    return {
-        "apiVersion": RAY_API_VERSION,
-        "kind": kind,
-        "metadata": object_meta(resolved, ray_object_name(resolved)),
-        "spec": spec,
-    }
+    meta = object_meta(resolved, ray_object_name(resolved))
+    meta["labels"] = {**meta["labels"], **queue_labels(resolved)}
+    return {"apiVersion": RAY_API_VERSION, "kind": kind, "metadata": meta, "spec": spec}
+
+
+def kueue_owns_suspend(resolved: ResolvedWorkload) -> bool:
+    """A queued Ray object's spec.suspend is Kueue's: its webhook creates the object suspended
+    (ApplyDefaultForSuspend, pkg/controller/jobs/rayjob/rayjob_webhook.go) and its reconciler unsuspends it on
+    admission (RunWithPodSetsInfo: "j.Spec.Suspend = false", rayjob_controller.go). The builders leave the field
+    out, so that server-side apply neither sets nor owns it: no write fight (docs/platform/quotas.md)."""
+    return resolved.queue is not None
 
 
 def build_ray_cluster(resolved: ResolvedWorkload) -> Manifest:
     spec = build_ray_cluster_spec(resolved)
-    # The user's suspend, or the operator's after an idle window (controller/idle.py, status.idle).
-    spec["suspend"] = resolved.workload.spec.suspend or resolved.idle_suspended
+    if not kueue_owns_suspend(resolved):
+        # The user's suspend, or the operator's after an idle window (controller/idle.py, status.idle).
+        spec["suspend"] = resolved.workload.spec.suspend or resolved.idle_suspended
     return ray_object(resolved, "RayCluster", spec)

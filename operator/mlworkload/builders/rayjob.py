@@ -4,7 +4,7 @@ from typing import Any
 
 from mlworkload.builders.metadata import Manifest
 from mlworkload.builders.pods import build_submitter_template
-from mlworkload.builders.raycluster import build_ray_cluster_spec, ray_object
+from mlworkload.builders.raycluster import build_ray_cluster_spec, kueue_owns_suspend, ray_object
 from mlworkload.policy.resolve import ResolvedWorkload
 from mlworkload.yamlio import dump
 
@@ -19,10 +19,11 @@ def build_ray_job(resolved: ResolvedWorkload) -> Manifest:
         "shutdownAfterJobFinishes": True,
         "ttlSecondsAfterFinished": job.ttl_seconds_after_finished,
         "backoffLimit": job.backoff_limit,
-        "suspend": resolved.workload.spec.suspend,
         "rayClusterSpec": build_ray_cluster_spec(resolved),
         "submitterPodTemplate": build_submitter_template(resolved),
     }
+    if not kueue_owns_suspend(resolved):
+        spec["suspend"] = resolved.workload.spec.suspend
     if job.runtime_env:
         spec["runtimeEnvYAML"] = dump(job.runtime_env)
     if resolved.active_deadline_seconds is not None:

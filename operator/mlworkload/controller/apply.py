@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from mlworkload.constants import (
+    KUEUE_LABEL_QUEUE_NAME,
     LABEL_MANAGED_BY,
     LABEL_WORKLOAD,
     MANAGED_BY,
@@ -105,6 +106,58 @@ def with_autoscaled_replicas(desired: Manifest, live: Manifest | None) -> Manife
     return merged
 
 
+def is_queued(manifest: Manifest) -> bool:
+    """A Ray object that waits in a Kueue queue: Kueue owns its suspend and what admission injects."""
+    labels = manifest.get("metadata", {}).get("labels") or {}
+    return manifest["apiVersion"].startswith("ray.io/") and KUEUE_LABEL_QUEUE_NAME in labels
+
+
+# What Kueue's admission merges into each pod template of a Ray object (podset.Merge, called for the head, every
+# worker group and the submitter by RunWithPodSetsInfo in pkg/controller/jobs/rayjob/rayjob_controller.go and
+# .../raycluster/raycluster_controller.go): the ResourceFlavor's node labels and tolerations, and Kueue's own
+# labels, annotations and scheduling gates. Maps gain keys (a key already set to another value is a conflict Kueue
+# refuses: utilmaps.HaveConflict -> BadPodSetsUpdateError, pkg/podset/podset.go), lists gain entries at their end.
+_KUEUE_MAPS: Final = (("metadata", "labels"), ("metadata", "annotations"), ("spec", "nodeSelector"))
+_KUEUE_LISTS: Final = (("spec", "tolerations"), ("spec", "schedulingGates"))
+
+
+def _pod_templates(spec: Manifest, kind: str) -> dict[str, Manifest]:
+    """A Ray object's pod templates by Kueue's pod set: head, each worker group, the submitter."""
+    cluster: Any = spec
+    for key in RAY_CLUSTER_SPEC.get(kind, ()):
+        cluster = cluster.get(key) if isinstance(cluster, dict) else None
+    cluster = cluster if isinstance(cluster, dict) else {}
+    templates = {"head": (cluster.get("headGroupSpec") or {}).get("template")}
+    for group in cluster.get("workerGroupSpecs") or []:
+        templates[f"worker:{group.get('groupName')}"] = group.get("template")
+    templates["submitter"] = spec.get("submitterPodTemplate")
+    return {name: template for name, template in templates.items() if isinstance(template, dict)}
+
+
+def with_kueue_admission(desired: Manifest, live: Manifest | None) -> Manifest:
+    """Once Kueue admitted a queued Ray object (unsuspended it), what it merged into the pod templates is Kueue's:
+    kept as the live object has it, so that the operator neither sees it as drift nor strips it when it applies
+    (worker groups are an atomic list: an apply replaces the whole list). The operator's own fields win where
+    both set one; a held object (spec.suspend true) carries nothing, Kueue restored the templates on suspending."""
+    if live is None or not is_queued(desired) or (live.get("spec") or {}).get("suspend") is not False:
+        return desired
+    merged = copy.deepcopy(desired)
+    live_templates = _pod_templates(live.get("spec") or {}, desired["kind"])
+    for name, template in _pod_templates(merged["spec"], desired["kind"]).items():
+        current = live_templates.get(name) or {}
+        for section, key in _KUEUE_MAPS:
+            theirs = (current.get(section) or {}).get(key) or {}
+            ours = (template.get(section) or {}).get(key) or {}
+            if extra := {k: v for k, v in theirs.items() if k not in ours}:
+                template.setdefault(section, {})[key] = {**ours, **extra}
+        for section, key in _KUEUE_LISTS:
+            their_entries = (current.get(section) or {}).get(key) or []
+            our_entries = (template.get(section) or {}).get(key) or []
+            if appended := [entry for entry in their_entries if entry not in our_entries]:
+                template.setdefault(section, {})[key] = [*our_entries, *appended]
+    return merged
+
+
 def contains(live: Any, desired: Any) -> bool:
     """Whether every field of `desired` has the same value in `live` (which may hold more)."""
     if isinstance(desired, dict):
@@ -187,7 +240,9 @@ async def _apply_one(
             live = await api.get(resource, meta.get("namespace"), meta["name"])
     elif live is None:  # not in the cache as ours: make sure nobody else's object has that name
         live = await api.get(resource, meta.get("namespace"), meta["name"])
-    stamped = with_autoscaled_replicas(stamped, live)
+    if live is not None and is_sketch(live) and is_queued(stamped):  # Kueue's admission is kept: see it whole
+        live = await api.get(resource, meta.get("namespace"), meta["name"])
+    stamped = with_kueue_admission(with_autoscaled_replicas(stamped, live), live)
     if live is not None and not owned_by(live, _owner(resource, workload)):
         raise _Conflict(Problem(_describe(stamped), "exists and is not managed by this workload; the operator leaves"
                                 " it alone: delete or rename it"))  # fmt: skip

@@ -3,9 +3,10 @@
 kopf watches every kind a workload owns (filtered server-side by the operator's ownership label) and keeps
 one index per kind, keyed by (namespace, workload), of *sketches*: each child shaped like the object but
 holding only what reconcile reads (identity, ownership, the applied-hash annotation, owner references,
-the autoscaler's worker replicas, and the status fields raystatus.py and exposure.py read), plus a digest
-of everything else. kopf fills every index before any handler runs, so a reconcile never sees a half-listed
-cache; a steady reconcile of an unchanged workload reads nothing from the API server.
+the autoscaler's worker replicas, a Ray object's spec.suspend (Kueue's hold), and the status fields
+raystatus.py and exposure.py read), plus a digest of everything else. kopf fills every index before any
+handler runs, so a reconcile never sees a half-listed cache; a steady reconcile of an unchanged workload
+reads nothing from the API server.
 
 A sketch cannot be compared field by field with the desired object, so drift is judged by the process's
 `AppliedMemory` (what it applied or verified, by uid, resourceVersion and digest):
@@ -167,7 +168,10 @@ def sketch(obj: Mapping[str, Any]) -> Manifest:
     kept: Manifest = {"apiVersion": obj.get("apiVersion"), "kind": kind, "metadata": kept_meta, DIGEST_KEY: digest(obj)}
     status = obj.get("status") or {}
     if kind in _RAY_STATUS:
-        kept["spec"] = _worker_replicas(kind, obj.get("spec") or {})
+        spec = obj.get("spec") or {}
+        kept["spec"] = _worker_replicas(kind, spec)
+        if isinstance(spec.get("suspend"), bool):  # a queued one's is Kueue's: held or admitted (status.py)
+            kept["spec"]["suspend"] = spec["suspend"]
         kept["status"] = _ray_status(kind, status)
     elif kind == "Ingress" and status.get("loadBalancer"):
         kept["status"] = {"loadBalancer": status["loadBalancer"]}

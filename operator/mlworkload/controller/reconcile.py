@@ -343,7 +343,9 @@ async def reconcile(
     if not outcome.apply.applied and not outcome.apply.deleted:
         outcome.result = "unchanged"
     # Applying may have stopped before the Ray object (a refused write): then it is as last listed.
-    ray = observe_ray(kind, outcome.apply.live.get((kind, workload.name)) or observed.get((kind, workload.name)))
+    ray = observe_ray(
+        kind, ray_object := outcome.apply.live.get((kind, workload.name)) or observed.get((kind, workload.name))
+    )
     # Worker pods preempted since the last status (its pods are read only when Ray is short of workers).
     disruption = await observe_disruptions(reconciler.kube, workload.namespace, workload.name, ray, previous)
     node_pools = gcp.node_pools
@@ -379,6 +381,9 @@ async def reconcile(
         serve_url=exposure.urls.get("serve"),
         disruptions=disruption.status,
         recovering=disruption.recovering,
+        queue=resolved.queue,
+        # Kueue's hold, from the Ray object itself (its sketch keeps spec.suspend): no Workload to watch.
+        queue_held=ray_object is not None and (ray_object.get("spec") or {}).get("suspend") is True,
     )
     outcome = await _write_status(reconciler, body, previous, seen, outcome)
     _report(outcome, body, resolved, disruption.new, idle)

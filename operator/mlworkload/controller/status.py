@@ -30,6 +30,7 @@ from mlworkload.constants import (
     CONDITION_NETWORK_POLICIES_ENFORCED,
     CONDITION_NODE_POOLS_READY,
     CONDITION_POLICY_ADMITTED,
+    CONDITION_QUEUE_ADMITTED,
     CONDITION_RAY_READY,
     CONDITION_READY,
     CONDITION_RECONCILING,
@@ -40,8 +41,10 @@ from mlworkload.constants import (
     REASON_IDLE_TIMEOUT,
     REASON_NODE_POOL_DEGRADED,
     REASON_POLICY_VIOLATION,
+    REASON_QUEUE_ADMITTED,
     REASON_SUSPENDED,
     REASON_UP_TO_DATE,
+    REASON_WAITING_FOR_QUOTA,
 )
 from mlworkload.controller.idle import describe as describe_idle
 from mlworkload.controller.raystatus import RayObservation, RayState
@@ -84,6 +87,8 @@ class Observation:
     # refused or deleted workload keeps its record: nothing is decided for it).
     idle: IdleStatus | None = None
     idle_known: bool = False
+    queue: str | None = None  # the Kueue LocalQueue the Ray object waits in (resolve_queue); None: not queued
+    queue_held: bool = False  # the queued Ray object exists and Kueue holds it (its spec.suspend is true)
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,7 +116,7 @@ class ConditionFactory:
 def _phase(seen: Observation, ray: RayObservation, ready: bool) -> Phase:
     if seen.deleting:
         return Phase.DELETING
-    if seen.refusal:
+    if seen.refusal or ray.reason == REASON_WAITING_FOR_QUOTA:
         return Phase.PENDING
     if ray.state is RayState.FAILED:
         return Phase.FAILED
@@ -170,6 +175,32 @@ def _with_preempted_attempt(ray: RayObservation, disruptions: DisruptionsStatus 
     return dataclasses.replace(ray, message=f"{note}; KubeRay: {ray.message}" if ray.message else note, job=job)
 
 
+def _waiting_for_quota(seen: Observation, ray: RayObservation) -> RayObservation:
+    """A queued Ray object Kueue holds suspended is waiting for quota, not suspended: Progressing for Argo CD
+    (Reconciling True, reason WaitingForQuota), never Suspended (settled) nor Stalled. KubeRay itself reports the
+    held object as suspended (RayJob deployment status Suspended, RayCluster state suspended)."""
+    held = seen.queue is not None and seen.queue_held and not (seen.refusal or seen.deleting or seen.suspended)
+    if not held or ray.state in {RayState.ABSENT, RayState.SUCCEEDED, RayState.FAILED}:
+        return ray
+    message = (f"waiting for quota in Kueue queue {seen.queue!r}: Kueue holds the {seen.ray_kind} suspended until"
+               " its ClusterQueue admits it (kubectl get workloads.kueue.x-k8s.io shows its place)")  # fmt: skip
+    return dataclasses.replace(ray, state=RayState.PROVISIONING, reason=REASON_WAITING_FOR_QUOTA, message=message,
+                               progressing=False, permanent=False)  # fmt: skip
+
+
+def _queue_condition(seen: Observation, ray: RayObservation, cond: "ConditionFactory") -> list[Condition]:
+    """QueueAdmitted, for a queued workload: Kueue's admission as the Ray object shows it."""
+    if seen.queue is None or seen.refusal:
+        return []
+    if ray.reason == REASON_WAITING_FOR_QUOTA:
+        return [cond(CONDITION_QUEUE_ADMITTED, False, REASON_WAITING_FOR_QUOTA, ray.message)]
+    if ray.state is RayState.ABSENT:
+        absent = f"the {seen.ray_kind} is not created yet; it will wait in Kueue queue {seen.queue!r}"
+        return [cond(CONDITION_QUEUE_ADMITTED, False, REASON_WAITING_FOR_QUOTA, absent)]
+    return [cond(CONDITION_QUEUE_ADMITTED, True, REASON_QUEUE_ADMITTED,
+                 f"Kueue admitted the {seen.ray_kind} from queue {seen.queue!r}")]  # fmt: skip
+
+
 def _suspended_why(seen: Observation, idle: IdleStatus | None) -> tuple[str, str]:
     """Ready's reason while suspended: the user's spec.suspend, else the operator's idle suspension."""
     if idle is not None and idle.suspended_at is not None and not seen.suspended_by_user:
@@ -193,7 +224,7 @@ def compute_status(seen: Observation, previous: MLWorkloadStatus | None, now: da
     else:
         ray = RayObservation(RayState.ABSENT, "NotStarted", "waiting for admission")
     disruptions = seen.disruptions if seen.disruptions is not None else previous.disruptions if previous else None
-    ray = _with_preempted_attempt(ray, disruptions)
+    ray = _waiting_for_quota(seen, _with_preempted_attempt(ray, disruptions))
     idle = seen.idle if seen.idle_known else previous.idle if previous else None
     blocker = _blocker(seen, ray)
     suspended = (seen.suspended or ray.state is RayState.SUSPENDED) and not seen.refusal
@@ -239,6 +270,7 @@ def compute_status(seen: Observation, previous: MLWorkloadStatus | None, now: da
         cond(CONDITION_NODE_POOLS_READY, seen.node_pools.ready, seen.node_pools.reason, seen.node_pools.message),
         cond(CONDITION_IDENTITY_READY, seen.identity.ready, seen.identity.reason, seen.identity.message),
         cond(CONDITION_RAY_READY, ray.state in {RayState.READY, RayState.SUCCEEDED}, ray.reason, ray.message),
+        *_queue_condition(seen, ray, cond),
         *seen.extra_conditions,
     ]  # fmt: skip
     for kind, readiness in ((CONDITION_ENDPOINTS_READY, seen.endpoints),

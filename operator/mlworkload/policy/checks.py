@@ -12,7 +12,7 @@ from fnmatch import fnmatchcase
 
 from mlworkload.api.policy import SpotRule, TokenAuth
 from mlworkload.api.quantity import GIB, parse_quantity
-from mlworkload.api.workload import Capacity, Isolation, Resources, UpgradeStrategyType, Visibility
+from mlworkload.api.workload import Capacity, Isolation, Resources, UpgradeStrategyType, Visibility, WorkloadType
 from mlworkload.constants import PORT_GCS
 from mlworkload.gcp.machines import (
     CPU_FAMILIES,
@@ -431,6 +431,52 @@ def check_upgrade_strategy(resolved: ResolvedWorkload) -> list[Problem]:
     return problems
 
 
+# Kueue's RayJob and RayCluster webhooks (pkg/controller/jobs/raycluster/raycluster_webhook.go, ValidateCreate):
+# "a kueue managed job can use autoscaling only when the ElasticJobsViaWorkloadSlices feature gate is on and the
+# job is an elastic job", and at most 7 worker groups ("max podSets num - cluster head").
+KUEUE_MAX_WORKER_GROUPS = 7
+
+
+def check_queue(resolved: ResolvedWorkload) -> list[Problem]:
+    """A Kueue queue: one the policy allows, on a kind Kueue manages, in a shape Kueue's webhooks admit."""
+    spec = resolved.workload.spec
+    if spec.type is WorkloadType.SERVICE:
+        if spec.queue is None:
+            return []
+        # Kueue integrates ray.io/rayjob and ray.io/raycluster (pkg/controller/jobs/rayjob, .../raycluster), no
+        # RayService: the label would be ignored and the service never held.
+        return [Problem("spec.queue", "Kueue manages RayJob and RayCluster, not RayService: a Service cannot wait"
+                        " in a Kueue queue; remove spec.queue (the policy's static GPU quota, quota.maxGPUs,"
+                        " still applies)")]  # fmt: skip
+    queue = resolved.queue
+    if queue is None:
+        return []
+    queues = resolved.policy.queues
+    problems = []
+    if spec.queue is not None and not queues.allows(queue):
+        problems.append(Problem("spec.queue.name", f"{queue!r} is not allowed by {_by(resolved)} (queues.allowed);"
+                                f" allowed: {_listing(queues.allowed or [])}"))  # fmt: skip
+    whose = "spec.queue" if spec.queue is not None else f"the default queue of {_by(resolved)} (queues.default)"
+    if spec.suspend:
+        problems.append(Problem("spec.suspend", f"the workload waits in Kueue queue {queue!r} ({whose}): Kueue"
+                                " owns the Ray object's suspend and would resume it on admission; to stop it,"
+                                " delete the workload"))  # fmt: skip
+    if spec.autoscaling.enabled:
+        problems.append(Problem("spec.autoscaling.enabled", f"the workload waits in Kueue queue {queue!r} ({whose}),"
+                                " and Kueue refuses autoscaled Ray objects (\"a kueue managed job can use"
+                                " autoscaling only when the ElasticJobsViaWorkloadSlices feature gate is on\"):"
+                                " set a fixed size"))  # fmt: skip
+    if len(spec.worker_groups) > KUEUE_MAX_WORKER_GROUPS:
+        problems.append(
+            Problem(
+                "spec.workerGroups",
+                f"{len(spec.worker_groups)} groups; Kueue admits at most"
+                f" {KUEUE_MAX_WORKER_GROUPS} in a queued Ray object (queue {queue!r}, {whose})",
+            )
+        )
+    return problems
+
+
 CHECKS: tuple[Check, ...] = (
     check_governed,
     check_labels,
@@ -444,6 +490,7 @@ CHECKS: tuple[Check, ...] = (
     check_exposure,
     check_lifecycle,
     check_upgrade_strategy,
+    check_queue,
 )
 
 

@@ -117,6 +117,11 @@ class ResolvedWorkload:
     idle_seconds: int | None = None
     """Cluster with the autoscaler: spec.lifecycle.idleSeconds, or the policy's lifecycle.maxClusterIdleSeconds
     (controller/idle.py); None: never suspended for idleness."""
+    queue: str | None = None
+    """The Kueue LocalQueue: spec.queue.name, else (types Cluster and Job) the policy's queues.default. Set: Kueue
+    owns the Ray object's spec.suspend (builders never send it) and no idle window applies."""
+    priority_class: str | None = None
+    """spec.queue.priorityClass: a Kueue WorkloadPriorityClass."""
     idle_suspended: bool = False
     """The operator holds the Ray cluster suspended for idleness (status.idle, set by the reconcile, never by
     resolve): the builders suspend it whatever spec.suspend says."""
@@ -194,6 +199,17 @@ def idle_window(workload: MLWorkload, policy_max: int | None) -> int | None:
     return own if own is not None else policy_max
 
 
+def resolve_queue(workload: MLWorkload, rules: MLWorkloadPolicySpec) -> tuple[str | None, str | None]:
+    """The LocalQueue and priority class: the workload's own, else the policy's default queue. A Service gets no
+    default (Kueue manages RayJob and RayCluster, not RayService); one it names itself is refused by the checks."""
+    own = workload.spec.queue
+    if own is not None:
+        return own.name, own.priority_class
+    if workload.spec.type is WorkloadType.SERVICE:
+        return None, None
+    return rules.queues.default, None
+
+
 def resolve(
     workload: MLWorkload, policy: MLWorkloadPolicy | None, defaults: PlatformDefaults | None = None
 ) -> ResolvedWorkload:
@@ -211,6 +227,7 @@ def resolve(
     if spec.job is not None:
         deadline = spec.job.active_deadline_seconds or rules.lifecycle.max_job_runtime_seconds
         pre_running = spec.job.pre_running_deadline_seconds or rules.lifecycle.max_job_pending_seconds
+    queue, priority_class = resolve_queue(workload, rules)
     return ResolvedWorkload(
         workload=workload,
         policy_name=governing.name,
@@ -229,5 +246,8 @@ def resolve(
         api_server_cidrs=tuple(rules.network.api_server_cidrs) or defaults.api_server_cidrs,
         token_auth=_token_auth(rules.ray.token_auth, spec.ray.version),
         pre_running_deadline_seconds=pre_running,
-        idle_seconds=idle_window(workload, rules.lifecycle.max_cluster_idle_seconds),
+        # Queued: Kueue owns spec.suspend, an idle suspension by the operator would fight its admission.
+        idle_seconds=None if queue else idle_window(workload, rules.lifecycle.max_cluster_idle_seconds),
+        queue=queue,
+        priority_class=priority_class,
     )

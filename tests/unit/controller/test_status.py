@@ -8,6 +8,7 @@ from mlworkload.api.workload import (
     IdleStatus,
     MLWorkloadStatus,
     NodePoolStatus,
+    Phase,
     PreemptionStatus,
 )
 from mlworkload.controller.raystatus import RayObservation, RayState
@@ -324,3 +325,44 @@ def test_a_user_suspend_is_reported_as_suspended_not_idle() -> None:
     # A refused workload decides nothing: its record stays as it was.
     kept = compute_status(seen(refusal=[Problem("spec", "no")]), by_operator, NOW)
     assert kept.idle == idle
+
+
+# --- Kueue: QueueAdmitted ---------------------------------------------------------------------------------------
+
+HELD_JOB = RayObservation(RayState.SUSPENDED, "RayJobSuspended", "the job is suspended", "Suspended",
+                          job={"status": ""})  # fmt: skip
+
+
+def test_a_job_kueue_holds_is_waiting_for_quota_not_suspended() -> None:
+    """Argo CD shows Progressing with the reason (kstatus Reconciling=True), never a settled Suspended."""
+    status = compute_status(seen(ray_kind="RayJob", ray=HELD_JOB, queue="urgent", queue_held=True,
+                                 node_pools=Readiness(True, "Provisioned"), identity=Readiness(True, "Ready")),
+                            None, NOW)  # fmt: skip
+    found = conditions(status)
+    assert found["QueueAdmitted"] == ("False", "WaitingForQuota")
+    assert found["Reconciling"] == ("True", "WaitingForQuota")
+    assert found["Ready"] == ("False", "WaitingForQuota")
+    assert found["Stalled"] == ("False", "UpToDate")
+    assert status.phase is Phase.PENDING
+    message = next(c.message for c in status.conditions if c.type == "QueueAdmitted")
+    assert "'urgent'" in message
+
+
+def test_an_admitted_job_runs_with_queue_admitted_true() -> None:
+    running = RayObservation(RayState.READY, "RayJobRunning", "running", "Running", job={"status": "RUNNING"})
+    status = compute_status(seen(ray_kind="RayJob", ray=running, queue="urgent", queue_held=False,
+                                 node_pools=Readiness(True, "Provisioned"), identity=Readiness(True, "Ready")),
+                            None, NOW)  # fmt: skip
+    found = conditions(status)
+    assert found["QueueAdmitted"] == ("True", "Admitted")
+    assert (found["Ready"][0], found["Reconciling"][0], status.phase) == ("True", "False", Phase.RUNNING)
+
+
+def test_queue_admitted_is_absent_when_not_queued_and_false_before_the_ray_object_exists() -> None:
+    assert "QueueAdmitted" not in conditions(compute_status(seen(ray=RUNNING), None, NOW))
+    waiting = compute_status(seen(ray_kind="RayJob", queue="urgent"), None, NOW)
+    assert conditions(waiting)["QueueAdmitted"] == ("False", "WaitingForQuota")
+    # A finished job stays finished, even if the Ray object's suspend flag were set again.
+    done = RayObservation(RayState.SUCCEEDED, "RayJobSucceeded", "ok", "Complete", job={"status": "SUCCEEDED"})
+    finished = compute_status(seen(ray_kind="RayJob", ray=done, queue="urgent", queue_held=True), None, NOW)
+    assert finished.phase is Phase.SUCCEEDED
