@@ -88,6 +88,8 @@ REASON_GCP_NOT_CONFIGURED: Final = "GcpNotConfigured"
 REASON_DELETING: Final = "Deleting"
 REASON_SUSPENDED: Final = "Suspended"
 REASON_IDLE_TIMEOUT: Final = "IdleTimeout"  # the operator suspended an idle Cluster (controller/idle.py)
+# The operator suspended a Cluster that ran the policy's lifecycle.maxClusterRuntimeSeconds (controller/idle.py)
+REASON_RUNTIME_LIMIT: Final = "RuntimeLimit"
 REASON_UP_TO_DATE: Final = "UpToDate"
 REASON_NODE_POOL_DEGRADED: Final = "NodePoolDegraded"
 # A child's write refused by the Kubernetes API: retried with backoff (ApplyFailed), or Stalled until someone

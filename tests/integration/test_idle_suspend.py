@@ -15,6 +15,8 @@ from tests.support.kuberay import KubeRaySimulator
 from tests.support.operator import running_operator
 
 NS = "team-idle"
+RUNTIME_NS = "team-runtime"
+RUNTIME = 7200
 MLW = "mlworkload.io/v1alpha1"
 WAIT = 30.0
 WINDOW = 600
@@ -47,6 +49,11 @@ def server() -> Iterator[KubeEmulatorServer]:
         )
         rules = permissive_policy("idle").set("namespaceSelector", {"matchLabels": {"team": "idle"}})
         emulator.put_object(rules.set("lifecycle.maxClusterIdleSeconds", WINDOW).doc)
+        emulator.put_object(
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": RUNTIME_NS, "labels": {"team": "runtime"}}}
+        )
+        capped = permissive_policy("runtime").set("namespaceSelector", {"matchLabels": {"team": "runtime"}})
+        emulator.put_object(capped.set("lifecycle.maxClusterRuntimeSeconds", RUNTIME).doc)
         yield emulator
 
 
@@ -59,16 +66,16 @@ def operator(
         yield
 
 
-def status(server: KubeEmulatorServer, name: str) -> dict[str, Any]:
-    return (server.get_object(MLW, "MLWorkload", name, NS) or {}).get("status") or {}
+def status(server: KubeEmulatorServer, name: str, ns: str = NS) -> dict[str, Any]:
+    return (server.get_object(MLW, "MLWorkload", name, ns) or {}).get("status") or {}
 
 
-def ready_reason(server: KubeEmulatorServer, name: str) -> str:
-    return next((c["reason"] for c in status(server, name).get("conditions", []) if c["type"] == "Ready"), "")
+def ready_reason(server: KubeEmulatorServer, name: str, ns: str = NS) -> str:
+    return next((c["reason"] for c in status(server, name, ns).get("conditions", []) if c["type"] == "Ready"), "")
 
 
-def ray_suspend(server: KubeEmulatorServer, name: str) -> object:
-    return (server.get_object("ray.io/v1", "RayCluster", name, NS) or {}).get("spec", {}).get("suspend")
+def ray_suspend(server: KubeEmulatorServer, name: str, ns: str = NS) -> object:
+    return (server.get_object("ray.io/v1", "RayCluster", name, ns) or {}).get("spec", {}).get("suspend")
 
 
 def test_an_idle_cluster_is_suspended_after_the_window_and_a_spec_change_resumes_it(
@@ -106,3 +113,35 @@ def test_an_idle_cluster_is_suspended_after_the_window_and_a_spec_change_resumes
     assert "idle" not in status(server, name)
     kuberay.cluster_ready(NS, name, workers=1)
     wait_until(lambda: status(server, name).get("phase") == "Running", timeout=WAIT, what="phase Running again")
+
+
+def test_a_cluster_is_suspended_at_the_policys_runtime_limit(
+    server: KubeEmulatorServer, clock: MovableClock, create: Callable[[WorkloadDoc], str]
+) -> None:
+    """No autoscaler (never idle), busy all along: the policy's lifecycle.maxClusterRuntimeSeconds suspends it."""
+    kuberay = KubeRaySimulator(server)
+    name = create(workload("capped", RUNTIME_NS).group(replicas=1))
+    wait_until(lambda: server.get_object("ray.io/v1", "RayCluster", name, RUNTIME_NS), timeout=WAIT,
+               what="the RayCluster")  # fmt: skip
+    kuberay.cluster_ready(RUNTIME_NS, name, workers=1)
+    wait_until(lambda: status(server, name, RUNTIME_NS).get("phase") == "Running", timeout=WAIT, what="Running")
+    wait_until(lambda: (status(server, name, RUNTIME_NS).get("idle") or {}).get("reason") == "RuntimeLimit",
+               timeout=WAIT, what="the runtime deadline in status")  # fmt: skip
+    record = status(server, name, RUNTIME_NS)["idle"]
+    created = (server.get_object(MLW, "MLWorkload", name, RUNTIME_NS) or {})["metadata"]["creationTimestamp"]
+    deadline = datetime.datetime.fromisoformat(record["deadline"].replace("Z", "+00:00"))
+    assert deadline - datetime.datetime.fromisoformat(created.replace("Z", "+00:00")) == datetime.timedelta(
+        seconds=RUNTIME
+    )
+    clock.now = deadline - datetime.timedelta(seconds=60)  # not yet: nothing changes
+    wait_until(lambda: status(server, name, RUNTIME_NS).get("idle") == record
+               and ray_suspend(server, name, RUNTIME_NS) is False, timeout=WAIT, what="still running")  # fmt: skip
+    clock.advance(61)
+    wait_until(lambda: ray_suspend(server, name, RUNTIME_NS) is True, timeout=WAIT, what="the RayCluster suspended")
+    kuberay.cluster_suspended(RUNTIME_NS, name)
+    wait_until(lambda: status(server, name, RUNTIME_NS).get("phase") == "Suspended", timeout=WAIT,
+               what="phase Suspended")  # fmt: skip
+    assert ready_reason(server, name, RUNTIME_NS) == "RuntimeLimit"
+    events = [e for e in server.list_objects("v1", "Event", RUNTIME_NS)
+              if e.get("reason") == "RuntimeLimit" and e.get("involvedObject", {}).get("name") == name]  # fmt: skip
+    assert len(events) == 1

@@ -451,8 +451,8 @@ class PolicyLifecycle(ApiModel):
         gt=0,
         le=INT32_MAX,
         description=(
-            "Cluster and Service types: the longest a workload may run, from its creation. Accepted and"
-            " validated; not enforced yet (docs/platform/policies.md)."
+            "The longest a Cluster may run, from its creation or its last resume: then its Ray cluster is"
+            " suspended (reason RuntimeLimit). Not enforced for Services (a RayService cannot be suspended)."
         ),
     )
     max_job_runtime_seconds: StrictInt | None = Field(

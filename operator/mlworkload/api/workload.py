@@ -819,12 +819,26 @@ class Phase(StrEnum):
 
 
 class IdleStatus(ApiModel):
-    """The idle window of a Cluster (controller/idle.py), kept in status so that a restart resumes it."""
+    """The idle window and the runtime limit of a Cluster (controller/idle.py), kept in status so that a restart
+    resumes them: the earlier of their deadlines, and which one it is."""
 
-    since: str = Field(description="Since when the Ray cluster is seen idle without a break (RFC 3339).")
-    deadline: str = Field(description="When it is suspended if it stays idle (RFC 3339).")
+    since: str | None = Field(
+        default=None, description="Since when the Ray cluster is seen idle without a break (RFC 3339)."
+    )
+    deadline: str = Field(description="When it is suspended, for the reason below, if nothing changes (RFC 3339).")
+    reason: str | None = Field(
+        default=None,
+        description=(
+            "Which limit the deadline is: IdleTimeout (idle since `since`) or RuntimeLimit (the policy's"
+            " lifecycle.maxClusterRuntimeSeconds, from the creation or `resumedAt`). Absent: IdleTimeout."
+        ),
+    )
+    resumed_at: str | None = Field(
+        default=None,
+        description="When a spec change last resumed it from the operator's suspension: the runtime counts from it.",
+    )
     suspended_at: str | None = Field(
-        default=None, description="When the operator suspended it for idleness; a spec change resumes it."
+        default=None, description="When the operator suspended it for the reason above; a spec change resumes it."
     )
     suspended_generation: StrictInt | None = Field(
         default=None, description="The spec generation it was suspended at: any later one resumes it."
@@ -849,7 +863,9 @@ class MLWorkloadStatus(ApiModel):
     serve_url: str | None = Field(default=None, alias="serveURL", description="Ray Serve URL.")
     job: JobRunStatus | None = Field(default=None, description="Job outcome (type Job).")
     disruptions: DisruptionsStatus | None = Field(default=None, description="Worker pods lost to preemptions.")
-    idle: IdleStatus | None = Field(default=None, description="Cluster: the idle window, or the idle suspension.")
+    idle: IdleStatus | None = Field(
+        default=None, description="Cluster: the idle window or runtime limit, or the suspension for it."
+    )
 
 
 class MLWorkload(ApiModel):

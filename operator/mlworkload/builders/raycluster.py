@@ -67,6 +67,6 @@ def kueue_owns_suspend(resolved: ResolvedWorkload) -> bool:
 def build_ray_cluster(resolved: ResolvedWorkload) -> Manifest:
     spec = build_ray_cluster_spec(resolved)
     if not kueue_owns_suspend(resolved):
-        # The user's suspend, or the operator's after an idle window (controller/idle.py, status.idle).
+        # The user's suspend, or the operator's after an idle window or the runtime limit (controller/idle.py).
         spec["suspend"] = resolved.workload.spec.suspend or resolved.idle_suspended
     return ray_object(resolved, "RayCluster", spec)

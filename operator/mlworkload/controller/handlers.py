@@ -520,14 +520,15 @@ async def gcp_progress(
 
 
 def _idle_window_open(status: kopf.Status, meta: kopf.Meta, **_: Any) -> bool:
-    """An idle window runs (controller/idle.py): its deadline needs a reconcile when it comes. kopf judges this on
-    the workload's events (the status write that opens or closes the window is one), not on time."""
+    """An idle window or a runtime limit runs (controller/idle.py; status.idle.deadline is the earlier of the two):
+    its deadline needs a reconcile when it comes. kopf judges this on the workload's events (the status write that
+    opens or closes the window is one), not on time."""
     idle = status.get("idle") or {}
     return bool(idle.get("deadline")) and not idle.get("suspendedAt") and not meta.get("deletionTimestamp")
 
 
 async def idle_deadline(body: kopf.Body, status: kopf.Status, memo: kopf.Memo, **indexes: Any) -> None:
-    """Reconcile once the idle window's deadline has passed: the reconcile suspends the Ray cluster."""
+    """Reconcile once the deadline (idle window or runtime limit) has passed: the reconcile suspends the Ray cluster."""
     due = seconds_until((status.get("idle") or {}).get("deadline"), memo.reconciler.clock())
     if due is not None and due <= 0:
         await run_reconcile(body, memo, indexes)

@@ -16,6 +16,12 @@ one. What is not seen: a driver (a notebook, `ray.init()` through Ray Client) co
 resources, Serve traffic to deployments that fit on the floor, Ray jobs that need no more than the floor: Ray's
 own APIs are not read (the operator needs no new access for this, and no route to the head's dashboard).
 
+The runtime limit (the policy's `lifecycle.maxClusterRuntimeSeconds`, type Cluster only: a RayService cannot be
+suspended) counts from the later of the workload's creation and its last resume from the operator's suspension,
+busy or idle, and suspends it the same way (reason RuntimeLimit) with the same resume gesture (any spec change).
+Not for a queued Cluster (Kueue owns its spec.suspend), like the idle window. `status.idle` holds the earlier of
+the two deadlines and which one it is, so that one timer wakes for either.
+
 Everything comes from the RayCluster as the watch cache holds it (observe.py keeps its worker counts) and the
 window from the workload's status (`status.idle`), so a restart resumes it, and it is written only when it
 changes: zero writes while a window runs.
@@ -25,8 +31,10 @@ import datetime
 from dataclasses import dataclass
 from typing import Any
 
-from mlworkload.api.workload import IdleStatus, MLWorkload
+from mlworkload.api.workload import IdleStatus, MLWorkload, WorkloadType
+from mlworkload.constants import REASON_IDLE_TIMEOUT, REASON_RUNTIME_LIMIT
 from mlworkload.controller.raystatus import RayState, observe_ray_cluster
+from mlworkload.policy.resolve import ResolvedWorkload
 
 
 def rfc3339(now: datetime.datetime) -> str:
@@ -47,6 +55,14 @@ def floor_of(workload: MLWorkload) -> int:
     return sum(group.effective_min_replicas for group in workload.spec.worker_groups)
 
 
+def runtime_limit(resolved: ResolvedWorkload) -> int | None:
+    """The policy's lifecycle.maxClusterRuntimeSeconds, where the operator can enforce it: type Cluster (KubeRay's
+    RayService has no suspend), not queued (Kueue owns the RayCluster's spec.suspend). None: not enforced."""
+    if resolved.workload.spec.type is not WorkloadType.CLUSTER or resolved.queue is not None:
+        return None
+    return resolved.policy.lifecycle.max_cluster_runtime_seconds
+
+
 def is_idle(ray_cluster: dict[str, Any] | None, floor: int) -> bool:
     """Whether the RayCluster, as last seen, is idle: ready, and no worker wanted or ready above the floor."""
     if ray_cluster is None:
@@ -65,43 +81,90 @@ class IdleDecision:
     suspend: bool  # the operator holds the RayCluster suspended
     newly_suspended: bool = False  # this decision suspends it (an Event follows the status write)
 
+    @property
+    def reason(self) -> str:
+        """Why the record's deadline suspends (or suspended) it: IdleTimeout or RuntimeLimit."""
+        return limit_reason(self.record)
+
+
+def limit_reason(record: IdleStatus | None) -> str:
+    """Which limit a record's deadline is; records written before the runtime limit carry none: idleness."""
+    return REASON_RUNTIME_LIMIT if record is not None and record.reason == REASON_RUNTIME_LIMIT else REASON_IDLE_TIMEOUT
+
 
 def decide(
-    previous: IdleStatus | None, *, window: int | None, idle: bool, generation: int, now: datetime.datetime
+    previous: IdleStatus | None,
+    *,
+    window: int | None,
+    idle: bool,
+    generation: int,
+    now: datetime.datetime,
+    runtime: int | None = None,
+    created: datetime.datetime | None = None,
 ) -> IdleDecision:
     """The idle record after this observation.
 
-    - Suspended for idleness before: it stays so while the spec generation is the one it was suspended at; any
-      spec change (the resume gesture) clears the record, and a new window opens once it is idle again.
-    - No window (no limit, or not observable): no record.
-    - Not idle now: no record (the window restarts at the next idle observation).
-    - Idle: the window opened at the first idle observation is kept (its deadline follows a changed limit); past
-      the deadline, the suspension.
+    - Suspended by the operator before (idle or runtime): it stays so while the spec generation is the one it was
+      suspended at; any spec change (the resume gesture) clears the suspension and the idle window, and restarts
+      the runtime count (`resumedAt`); a new window opens once it is idle again.
+    - The idle window (`window`, None: none): no window while not idle (it restarts at the next idle
+      observation); idle, the window opened at the first idle observation is kept (its deadline follows a changed
+      limit).
+    - The runtime limit (`runtime`, the policy's lifecycle.maxClusterRuntimeSeconds, None: none): counted from
+      the later of `created` (metadata.creationTimestamp) and the last resume, busy or idle.
+    - The record holds the earlier of the two deadlines and which one it is (a tie: idleness); no deadline, no
+      record. Past it, the suspension, for that reason.
     """
+    resumed = parse_time(previous.resumed_at) if previous is not None else None
     if previous is not None and previous.suspended_at is not None:
         if previous.suspended_generation == generation:
             return IdleDecision(previous, suspend=True)
-        previous = None  # resumed by a spec change
-    if window is None or not idle:
+        previous, resumed = None, now  # resumed by a spec change
+    since = None
+    if window is not None and idle:
+        since = parse_time(previous.since) if previous is not None else None
+        if since is None or since > now:
+            since = now
+    deadlines = []
+    if since is not None and window is not None:
+        deadlines.append((since + datetime.timedelta(seconds=window), REASON_IDLE_TIMEOUT))
+    start = max((when for when in (created, resumed) if when is not None), default=None)
+    if runtime is not None and start is not None:
+        deadlines.append((start + datetime.timedelta(seconds=runtime), REASON_RUNTIME_LIMIT))
+    if not deadlines:
         return IdleDecision(None, suspend=False)
-    since = parse_time(previous.since) if previous is not None else None
-    if since is None or since > now:
-        since = now
-    deadline = since + datetime.timedelta(seconds=window)
-    record = IdleStatus(since=rfc3339(since), deadline=rfc3339(deadline))
+    deadline, reason = min(deadlines, key=lambda item: item[0])  # min keeps the first of equals: idleness
+    record = IdleStatus(
+        since=rfc3339(since) if since is not None else None,
+        deadline=rfc3339(deadline),
+        reason=reason,
+        # Only while a runtime limit counts from it: without one, a resumed Cluster keeps no record.
+        resumed_at=rfc3339(resumed) if resumed is not None and runtime is not None else None,
+    )
     if now < deadline:
         return IdleDecision(record, suspend=False)
     suspended = record.model_copy(update={"suspended_at": rfc3339(now), "suspended_generation": generation})
     return IdleDecision(suspended, suspend=True, newly_suspended=True)
 
 
+_RESUME = (
+    "; any spec change resumes it,"
+    ' e.g. kubectl patch mlw NAME --type merge -p \'{"spec":{"suspend":true}}\' then'
+    ' \'{"spec":{"suspend":false}}\''
+)
+
+
 def describe(record: IdleStatus) -> str:
-    """The Ready condition's and the Event's message for a Cluster suspended for idleness."""
+    """The Ready condition's and the Event's message for a Cluster the operator suspended."""
+    if limit_reason(record) == REASON_RUNTIME_LIMIT:
+        start = f"its last resume at {record.resumed_at}" if record.resumed_at else "its creation"
+        return (
+            f"suspended at {record.suspended_at}: it ran the policy's lifecycle.maxClusterRuntimeSeconds (from"
+            f" {start}, until {record.deadline})" + _RESUME
+        )
     return (
         f"suspended at {record.suspended_at}: idle since {record.since} (every worker group at its minReplicas,"
-        " spec.lifecycle.idleSeconds or the policy's lifecycle.maxClusterIdleSeconds); any spec change resumes it,"
-        ' e.g. kubectl patch mlw NAME --type merge -p \'{"spec":{"suspend":true}}\' then'
-        ' \'{"spec":{"suspend":false}}\''
+        " spec.lifecycle.idleSeconds or the policy's lifecycle.maxClusterIdleSeconds)" + _RESUME
     )
 
 

@@ -24,7 +24,6 @@ from mlworkload.builders.iam import WORKLOAD_IDENTITY_USER, could_have_granted, 
 from mlworkload.constants import (
     CONDITION_NETWORK_POLICIES_ENFORCED,
     REASON_GCP_NOT_CONFIGURED,
-    REASON_IDLE_TIMEOUT,
     REASON_INVALID_SPEC,
     REASON_NETWORK_POLICIES_ENFORCED,
     REASON_NETWORK_POLICIES_NOT_ENFORCED,
@@ -33,7 +32,7 @@ from mlworkload.constants import (
 from mlworkload.controller.apply import ApplyResult, apply_children, delete_stale
 from mlworkload.controller.exposure import observe_exposure
 from mlworkload.controller.freshness import WorkloadVersions
-from mlworkload.controller.idle import IdleDecision, decide, describe, floor_of, is_idle
+from mlworkload.controller.idle import IdleDecision, decide, describe, floor_of, is_idle, parse_time, runtime_limit
 from mlworkload.controller.kube import RESOURCES, WORKLOADS, KubeApi, KubeError, Resource
 from mlworkload.controller.observe import OWNED_KINDS, AppliedMemory, ChildSource, ListedChildren
 from mlworkload.controller.raystatus import RayState, observe_ray
@@ -261,6 +260,9 @@ async def _write_status(
         patch = status.to_dict()
         # A merge patch keeps keys it does not mention: fields that no longer apply are nulled.
         patch |= {key: None for key in (body.get("status") or {}) if key in _STATUS_KEYS and key not in patch}
+        # Within status.idle too: a resume drops suspendedAt, a busy cluster the window's since (controller/idle.py).
+        if isinstance(patch.get("idle"), dict) and isinstance(was := (body.get("status") or {}).get("idle"), dict):
+            patch["idle"] = dict.fromkeys(was) | patch["idle"]
         written = await reconciler.kube.patch_status(WORKLOADS, meta["namespace"], meta["name"], patch)
         outcome.status_written = True
         outcome.version = (written.get("metadata") or {}).get("resourceVersion")
@@ -322,9 +324,9 @@ async def reconcile(
     source = children if children is not None else ListedChildren(reconciler.kube)
     scope = (workload.namespace, workload.name)
     observed = await source.children(*scope)
-    # The idle window is judged on the Ray cluster as last seen, before applying: an expired window suspends it
-    # in this very pass (the builders read `idle_suspended`).
-    resolved, idle = _decide_idle(reconciler, resolved, observed.get((kind, workload.name)), previous, base)
+    # The idle window (and runtime limit) is judged on the Ray cluster as last seen, before applying: an expired
+    # one suspends it in this very pass (the builders read `idle_suspended`).
+    resolved, idle = _decide_idle(reconciler, resolved, observed.get((kind, workload.name)), previous, body)
     exposure = observe_exposure(resolved, observed)
     gcp = await _provision(reconciler, resolved, recorded, exposure.backends)
     # Children are applied while node pools provision: their pods simply wait for the nodes.
@@ -397,8 +399,9 @@ def _report(
     if not outcome.status_written:
         return
     report_preemptions(body, resolved, new)
-    if idle.newly_suspended and idle.record is not None:
-        _post_event(body, REASON_IDLE_TIMEOUT, describe(idle.record))
+    # Not while the user's spec.suspend holds it too (a runtime limit passing then): the user's, not ours.
+    if idle.newly_suspended and idle.record is not None and not resolved.workload.spec.suspend:
+        _post_event(body, idle.reason, describe(idle.record))
 
 
 def _decide_idle(
@@ -406,13 +409,18 @@ def _decide_idle(
     resolved: ResolvedWorkload,
     ray_object: Mapping[str, Any] | None,
     previous: MLWorkloadStatus | None,
-    base: Mapping[str, Any],
+    body: Mapping[str, Any],
 ) -> tuple[ResolvedWorkload, IdleDecision]:
-    """The idle record after this pass, and the workload as the builders see it (suspended if idle too long)."""
+    """The idle record after this pass, and the workload as the builders see it (suspended if idle too long, or
+    past the policy's runtime limit)."""
     window = resolved.idle_seconds
     seen_idle = window is not None and is_idle(dict(ray_object) if ray_object else None, floor_of(resolved.workload))
     before = previous.idle if previous is not None else None
-    idle = decide(before, window=window, idle=seen_idle, generation=base["generation"], now=reconciler.clock())
+    meta = body["metadata"]
+    idle = decide(
+        before, window=window, idle=seen_idle, generation=int(meta.get("generation") or 0), now=reconciler.clock(),
+        runtime=runtime_limit(resolved), created=parse_time(meta.get("creationTimestamp")),
+    )  # fmt: skip
     return (dataclasses.replace(resolved, idle_suspended=True) if idle.suspend else resolved), idle
 
 

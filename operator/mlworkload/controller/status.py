@@ -38,7 +38,6 @@ from mlworkload.constants import (
     REASON_ALLOWED,
     REASON_CHILD_CONFLICT,
     REASON_DELETING,
-    REASON_IDLE_TIMEOUT,
     REASON_NODE_POOL_DEGRADED,
     REASON_POLICY_VIOLATION,
     REASON_QUEUE_ADMITTED,
@@ -47,6 +46,7 @@ from mlworkload.constants import (
     REASON_WAITING_FOR_QUOTA,
 )
 from mlworkload.controller.idle import describe as describe_idle
+from mlworkload.controller.idle import limit_reason
 from mlworkload.controller.raystatus import RayObservation, RayState
 from mlworkload.gcp.provisioner import NO_IDENTITY, NO_NODE_POOLS, Readiness
 from mlworkload.problems import Problem
@@ -70,7 +70,7 @@ class Observation:
     pools: Sequence[NodePoolStatus] = ()
     identity: Readiness = NO_IDENTITY
     bindings: Sequence[IamBindingStatus] = ()
-    suspended: bool = False  # by the user (spec.suspend) or for idleness (idle.suspendedAt)
+    suspended: bool = False  # by the user (spec.suspend) or the operator (idle.suspendedAt: idle or runtime limit)
     suspended_by_user: bool = False  # spec.suspend: reported as Suspended even when idle as well
     deleting: bool = False
     gpus: GpuStatus | None = None
@@ -202,9 +202,10 @@ def _queue_condition(seen: Observation, ray: RayObservation, cond: "ConditionFac
 
 
 def _suspended_why(seen: Observation, idle: IdleStatus | None) -> tuple[str, str]:
-    """Ready's reason while suspended: the user's spec.suspend, else the operator's idle suspension."""
+    """Ready's reason while suspended: the user's spec.suspend, else the operator's suspension (IdleTimeout or
+    RuntimeLimit)."""
     if idle is not None and idle.suspended_at is not None and not seen.suspended_by_user:
-        return REASON_IDLE_TIMEOUT, describe_idle(idle)
+        return limit_reason(idle), describe_idle(idle)
     return REASON_SUSPENDED, "the workload is suspended"
 
 

@@ -5,7 +5,7 @@ import datetime
 import pytest
 
 from mlworkload.api.workload import IdleStatus
-from mlworkload.controller.idle import decide, is_idle, seconds_until
+from mlworkload.controller.idle import decide, describe, is_idle, seconds_until
 
 NOW = datetime.datetime(2026, 11, 23, 12, 0, tzinfo=datetime.UTC)
 READY = [{"type": "HeadPodReady", "status": "True"}, {"type": "RayClusterProvisioned", "status": "True"}]
@@ -39,7 +39,9 @@ def test_idle_is_ready_with_no_worker_above_the_floor(ray: dict[str, object] | N
 
 def test_the_window_opens_runs_without_writes_and_suspends_at_its_deadline() -> None:
     opened = decide(None, window=600, idle=True, generation=3, now=NOW)
-    assert opened.record == IdleStatus(since="2026-11-23T12:00:00Z", deadline="2026-11-23T12:10:00Z")
+    assert opened.record == IdleStatus(
+        since="2026-11-23T12:00:00Z", deadline="2026-11-23T12:10:00Z", reason="IdleTimeout"
+    )
     assert not opened.suspend
     running = decide(opened.record, window=600, idle=True, generation=3, now=at(599))
     assert running.record == opened.record  # the same record: nothing to write while the window runs
@@ -82,9 +84,86 @@ def test_a_spec_change_resumes_an_idle_suspension() -> None:
 
 
 def test_a_restart_resumes_the_window_from_status() -> None:
-    record = IdleStatus(since="2026-11-23T11:55:00Z", deadline="2026-11-23T12:05:00Z")
+    record = IdleStatus(since="2026-11-23T11:55:00Z", deadline="2026-11-23T12:05:00Z", reason="IdleTimeout")
     assert decide(record, window=600, idle=True, generation=1, now=at(299)).record == record
     assert decide(record, window=600, idle=True, generation=1, now=at(300)).suspend
+
+
+# --- the policy's runtime limit (lifecycle.maxClusterRuntimeSeconds) ----------------------------------------------
+
+CREATED = NOW - datetime.timedelta(hours=1)
+
+
+def test_the_runtime_limit_counts_from_the_creation_and_suspends_at_its_deadline() -> None:
+    # Busy (not idle), no idle window: the runtime deadline alone, written once and then the same record.
+    running = decide(None, window=None, idle=False, generation=2, now=NOW, runtime=7200, created=CREATED)
+    assert running.record == IdleStatus(deadline="2026-11-23T13:00:00Z", reason="RuntimeLimit")
+    assert not running.suspend
+    assert decide(running.record, window=None, idle=False, generation=2, now=at(3599), runtime=7200,
+                  created=CREATED) == running  # fmt: skip
+    due = decide(running.record, window=None, idle=False, generation=2, now=at(3600), runtime=7200, created=CREATED)
+    assert (due.suspend, due.newly_suspended, due.reason) == (True, True, "RuntimeLimit")
+    assert due.record is not None
+    assert (due.record.suspended_at, due.record.suspended_generation) == ("2026-11-23T13:00:00Z", 2)
+    assert "maxClusterRuntimeSeconds (from its creation" in describe(due.record)
+    kept = decide(due.record, window=None, idle=False, generation=2, now=at(9000), runtime=7200, created=CREATED)
+    assert (kept.record, kept.suspend, kept.newly_suspended) == (due.record, True, False)
+
+
+def test_a_resume_restarts_the_runtime_count() -> None:
+    due = decide(None, window=None, idle=False, generation=2, now=at(3600), runtime=7200, created=CREATED)
+    assert due.suspend
+    resumed = decide(due.record, window=None, idle=False, generation=3, now=at(4000), runtime=7200, created=CREATED)
+    assert not resumed.suspend
+    assert resumed.record == IdleStatus(
+        deadline="2026-11-23T15:06:40Z", reason="RuntimeLimit", resumed_at="2026-11-23T13:06:40Z"
+    )
+    # The resume is kept (the count goes on from it, not from the creation), and suspends again 2 h after it.
+    again = decide(resumed.record, window=None, idle=False, generation=3, now=at(11200), runtime=7200,
+                   created=CREATED)  # fmt: skip
+    assert (again.suspend, again.newly_suspended) == (True, True)
+    assert again.record is not None
+    assert "from its last resume at 2026-11-23T13:06:40Z" in describe(again.record)
+    # An idle suspension resumed: the runtime counts from that resume too.
+    idle_due = decide(IdleStatus(since="2026-11-23T11:50:00Z", deadline="2026-11-23T12:00:00Z", reason="IdleTimeout"),
+                      window=600, idle=True, generation=2, now=NOW, runtime=86400, created=CREATED)  # fmt: skip
+    assert (idle_due.suspend, idle_due.reason) == (True, "IdleTimeout")
+    back = decide(idle_due.record, window=600, idle=False, generation=3, now=at(60), runtime=86400, created=CREATED)
+    assert back.record is not None
+    assert (back.record.reason, back.record.resumed_at, back.record.deadline) == (
+        "RuntimeLimit", "2026-11-23T12:01:00Z", "2026-11-24T12:01:00Z")  # fmt: skip
+
+
+def test_the_earlier_of_the_idle_and_runtime_deadlines_is_recorded() -> None:
+    # Idle window first: the idle deadline, reason IdleTimeout.
+    idle_first = decide(None, window=600, idle=True, generation=1, now=NOW, runtime=7200, created=CREATED)
+    assert idle_first.record == IdleStatus(
+        since="2026-11-23T12:00:00Z", deadline="2026-11-23T12:10:00Z", reason="IdleTimeout"
+    )
+    # The runtime limit first: its deadline, while the idle window keeps its start.
+    runtime_first = decide(None, window=600, idle=True, generation=1, now=at(3300), runtime=7200, created=CREATED)
+    assert runtime_first.record == IdleStatus(
+        since="2026-11-23T12:55:00Z", deadline="2026-11-23T13:00:00Z", reason="RuntimeLimit"
+    )
+    due = decide(runtime_first.record, window=600, idle=True, generation=1, now=at(3600), runtime=7200,
+                 created=CREATED)  # fmt: skip
+    assert (due.suspend, due.reason) == (True, "RuntimeLimit")
+    # Busy again: the window closes, the runtime deadline stays.
+    busy = decide(runtime_first.record, window=600, idle=False, generation=1, now=at(3400), runtime=7200,
+                  created=CREATED)  # fmt: skip
+    assert busy.record == IdleStatus(deadline="2026-11-23T13:00:00Z", reason="RuntimeLimit")
+
+
+def test_a_busy_cluster_still_hits_the_runtime_limit() -> None:
+    busy = decide(None, window=600, idle=False, generation=1, now=at(3600), runtime=7200, created=CREATED)
+    assert (busy.suspend, busy.newly_suspended, busy.reason) == (True, True, "RuntimeLimit")
+
+
+def test_no_runtime_limit_without_a_creation_time_and_no_record_kept_for_a_resume_without_one() -> None:
+    assert decide(None, window=None, idle=False, generation=1, now=NOW, runtime=60).record is None
+    suspended = IdleStatus(since="2026-11-23T11:50:00Z", deadline="2026-11-23T12:00:00Z", reason="IdleTimeout",
+                           suspended_at="2026-11-23T12:00:00Z", suspended_generation=1)  # fmt: skip
+    assert decide(suspended, window=600, idle=False, generation=2, now=NOW, created=CREATED).record is None
 
 
 def test_seconds_until_the_deadline() -> None:

@@ -286,7 +286,7 @@ async def test_an_idle_cluster_is_suspended_after_its_window_with_no_writes_mean
     ray()["status"] = AT_THE_FLOOR  # the autoscaler removed it: idle from now
     await reconcile(reconciler, body(), IDLE_VIEW)
     assert kube.status_of("MLWorkload", "team-nlp", "demo")["idle"] == {
-        "since": "2026-11-23T12:00:00Z", "deadline": "2026-11-23T12:10:00Z"}  # fmt: skip
+        "since": "2026-11-23T12:00:00Z", "deadline": "2026-11-23T12:10:00Z", "reason": "IdleTimeout"}  # fmt: skip
     writes = len(kube.writes)
     clock[0] = NOW + datetime.timedelta(seconds=599)
     steady = await reconcile(reconciler, body(), IDLE_VIEW)
@@ -313,6 +313,54 @@ async def test_an_idle_cluster_is_suspended_after_its_window_with_no_writes_mean
     await reconcile(reconciler, body(), IDLE_VIEW)
     assert ray()["spec"]["suspend"] is False
     assert "idle" not in kube.status_of("MLWorkload", "team-nlp", "demo")
+
+
+RUNTIME_VIEW = ClusterView(policies=[permissive_policy().set("lifecycle.maxClusterRuntimeSeconds", 3600).obj()],
+                           default_labels={})  # fmt: skip
+
+
+async def test_a_cluster_is_suspended_at_the_runtime_limit_with_no_writes_before(kube: FakeKubeApi) -> None:
+    clock = [NOW]
+    reconciler = Reconciler(kube=kube, gcp=DryRunProvisioner(), clock=lambda: clock[0])
+    doc = workload().group(replicas=2).set("metadata.generation", 1)  # no autoscaler: never idle
+    kube.put(doc.set("metadata.creationTimestamp", "2026-11-23T11:30:00Z").doc)
+    body = lambda: kube.objects["MLWorkload", "team-nlp", "demo"]  # noqa: E731
+    ray = lambda: kube.objects["RayCluster", "team-nlp", "demo"]  # noqa: E731
+    await reconcile(reconciler, body(), RUNTIME_VIEW)
+    ray()["status"] = READY_CLUSTER  # busy: both workers ready
+    await reconcile(reconciler, body(), RUNTIME_VIEW)
+    assert kube.status_of("MLWorkload", "team-nlp", "demo")["idle"] == {
+        "deadline": "2026-11-23T12:30:00Z", "reason": "RuntimeLimit"}  # fmt: skip
+    writes = len(kube.writes)
+    clock[0] = NOW + datetime.timedelta(seconds=1799)
+    steady = await reconcile(reconciler, body(), RUNTIME_VIEW)
+    assert (steady.status_written, kube.writes[writes:]) == (False, [])  # before the deadline: nothing written
+    clock[0] = NOW + datetime.timedelta(seconds=1800)
+    suspended = await reconcile(reconciler, body(), RUNTIME_VIEW)
+    assert suspended.status_written
+    assert ray()["spec"]["suspend"] is True
+    status = kube.status_of("MLWorkload", "team-nlp", "demo")
+    assert status["phase"] == "Suspended"
+    assert (status["idle"]["suspendedAt"], status["idle"]["reason"]) == ("2026-11-23T12:30:00Z", "RuntimeLimit")
+    state = {c["type"]: (c["status"], c["reason"]) for c in status["conditions"]}
+    assert state["Ready"] == ("False", "RuntimeLimit")
+    # The resume gesture restarts the count: the next deadline is an hour after it.
+    clock[0] = NOW + datetime.timedelta(hours=2)
+    body()["metadata"]["generation"] = 2
+    await reconcile(reconciler, body(), RUNTIME_VIEW)
+    assert ray()["spec"]["suspend"] is False
+    assert kube.status_of("MLWorkload", "team-nlp", "demo")["idle"] == {
+        "deadline": "2026-11-23T15:00:00Z", "reason": "RuntimeLimit", "resumedAt": "2026-11-23T14:00:00Z"}  # fmt: skip
+
+
+async def test_a_service_is_not_held_to_the_runtime_limit(kube: FakeKubeApi) -> None:
+    reconciler = Reconciler(kube=kube, gcp=DryRunProvisioner(), clock=lambda: NOW + datetime.timedelta(days=30))
+    doc = workload().set("spec.type", "Service").set("metadata.generation", 1)
+    kube.put(doc.set("metadata.creationTimestamp", "2026-11-23T11:30:00Z").doc)
+    await reconcile(reconciler, kube.objects["MLWorkload", "team-nlp", "demo"], RUNTIME_VIEW)
+    status = kube.status_of("MLWorkload", "team-nlp", "demo")
+    assert "idle" not in status
+    assert status.get("phase") != "Suspended"
 
 
 def test_a_user_suspend_is_reported_as_suspended_not_idle() -> None:
