@@ -145,3 +145,28 @@ def test_a_cluster_is_suspended_at_the_policys_runtime_limit(
     events = [e for e in server.list_objects("v1", "Event", RUNTIME_NS)
               if e.get("reason") == "RuntimeLimit" and e.get("involvedObject", {}).get("name") == name]  # fmt: skip
     assert len(events) == 1
+
+
+def test_a_service_loses_its_rayservice_at_the_policys_runtime_limit(
+    server: KubeEmulatorServer, clock: MovableClock, create: Callable[[WorkloadDoc], str]
+) -> None:
+    """A RayService cannot be suspended: at the policy's lifecycle.maxClusterRuntimeSeconds it is deleted."""
+    kuberay = KubeRaySimulator(server)
+    name = create(workload("served", RUNTIME_NS).service())
+    wait_until(lambda: server.get_object("ray.io/v1", "RayService", name, RUNTIME_NS), timeout=WAIT,
+               what="the RayService")  # fmt: skip
+    kuberay.service_running(RUNTIME_NS, name)
+    wait_until(lambda: (status(server, name, RUNTIME_NS).get("idle") or {}).get("reason") == "RuntimeLimit",
+               timeout=WAIT, what="the runtime deadline in status")  # fmt: skip
+    deadline = datetime.datetime.fromisoformat(
+        status(server, name, RUNTIME_NS)["idle"]["deadline"].replace("Z", "+00:00")
+    )
+    clock.now = deadline + datetime.timedelta(seconds=1)
+    wait_until(lambda: server.get_object("ray.io/v1", "RayService", name, RUNTIME_NS) is None, timeout=WAIT,
+               what="the RayService deleted")  # fmt: skip
+    wait_until(lambda: status(server, name, RUNTIME_NS).get("phase") == "Suspended", timeout=WAIT,
+               what="phase Suspended")  # fmt: skip
+    assert ready_reason(server, name, RUNTIME_NS) == "RuntimeLimit"
+    events = [e for e in server.list_objects("v1", "Event", RUNTIME_NS)
+              if e.get("reason") == "RuntimeLimit" and e.get("involvedObject", {}).get("name") == name]  # fmt: skip
+    assert len(events) == 1

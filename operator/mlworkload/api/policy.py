@@ -451,8 +451,9 @@ class PolicyLifecycle(ApiModel):
         gt=0,
         le=INT32_MAX,
         description=(
-            "The longest a Cluster may run, from its creation or its last resume: then its Ray cluster is"
-            " suspended (reason RuntimeLimit). Not enforced for Services (a RayService cannot be suspended)."
+            "The longest a Cluster or Service may run, from its creation or its last resume (any spec change):"
+            " then a Cluster's RayCluster is suspended, and a Service's RayService is deleted, so its Serve"
+            " endpoints are down until a spec change brings a new one (reason RuntimeLimit)."
         ),
     )
     max_job_runtime_seconds: StrictInt | None = Field(

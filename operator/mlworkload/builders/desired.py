@@ -2,6 +2,7 @@
 
 from collections.abc import Mapping, Sequence
 
+from mlworkload.api.workload import WorkloadType
 from mlworkload.builders.backendconfig import build_backend_config
 from mlworkload.builders.computeclass import build_compute_classes
 from mlworkload.builders.endpoints import exposed_endpoints
@@ -28,7 +29,10 @@ def build_objects(resolved: ResolvedWorkload) -> list[Manifest]:
         *build_compute_classes(resolved),
         *build_pod_disruption_budgets(resolved),
     ]
-    objects.append(build_ray_object(resolved))
+    # A Service past the policy's runtime limit (controller/idle.py) has no RayService: left out here, the owned
+    # one is pruned (controller/apply.py delete_stale); its Service, Ingress and NetworkPolicies stay.
+    if not (resolved.idle_suspended and resolved.workload.spec.type is WorkloadType.SERVICE):
+        objects.append(build_ray_object(resolved))
     for endpoint in exposed_endpoints(resolved):
         certificate = build_managed_certificate(resolved, endpoint)
         objects += [

@@ -16,11 +16,13 @@ one. What is not seen: a driver (a notebook, `ray.init()` through Ray Client) co
 resources, Serve traffic to deployments that fit on the floor, Ray jobs that need no more than the floor: Ray's
 own APIs are not read (the operator needs no new access for this, and no route to the head's dashboard).
 
-The runtime limit (the policy's `lifecycle.maxClusterRuntimeSeconds`, type Cluster only: a RayService cannot be
-suspended) counts from the later of the workload's creation and its last resume from the operator's suspension,
-busy or idle, and suspends it the same way (reason RuntimeLimit) with the same resume gesture (any spec change).
-Not for a queued Cluster (Kueue owns its spec.suspend), like the idle window. `status.idle` holds the earlier of
-the two deadlines and which one it is, so that one timer wakes for either.
+The runtime limit (the policy's `lifecycle.maxClusterRuntimeSeconds`, types Cluster and Service) counts from the
+later of the workload's creation and its last resume from the operator's suspension, busy or idle, and suspends it
+(reason RuntimeLimit) with the same resume gesture (any spec change): a Cluster the same way as an idle one, a
+Service by deleting its RayService (KubeRay's RayService has no suspend; builders/desired.py leaves it out and
+apply.delete_stale prunes it), so its Serve endpoints are down until a resume creates a new one. Not for a queued
+Cluster (Kueue owns its spec.suspend), like the idle window, which stays Cluster-only. `status.idle` holds the
+earlier of the two deadlines and which one it is, so that one timer wakes for either.
 
 Everything comes from the RayCluster as the watch cache holds it (observe.py keeps its worker counts) and the
 window from the workload's status (`status.idle`), so a restart resumes it, and it is written only when it
@@ -56,9 +58,11 @@ def floor_of(workload: MLWorkload) -> int:
 
 
 def runtime_limit(resolved: ResolvedWorkload) -> int | None:
-    """The policy's lifecycle.maxClusterRuntimeSeconds, where the operator can enforce it: type Cluster (KubeRay's
-    RayService has no suspend), not queued (Kueue owns the RayCluster's spec.suspend). None: not enforced."""
-    if resolved.workload.spec.type is not WorkloadType.CLUSTER or resolved.queue is not None:
+    """The policy's lifecycle.maxClusterRuntimeSeconds, where the operator can enforce it: type Cluster (its
+    RayCluster suspended) or Service (its RayService deleted), not queued (Kueue owns the Ray object's
+    spec.suspend). None: not enforced (type Job: its own job.activeDeadlineSeconds)."""
+    kind = resolved.workload.spec.type
+    if kind not in {WorkloadType.CLUSTER, WorkloadType.SERVICE} or resolved.queue is not None:
         return None
     return resolved.policy.lifecycle.max_cluster_runtime_seconds
 
@@ -154,8 +158,16 @@ _RESUME = (
 )
 
 
-def describe(record: IdleStatus) -> str:
-    """The Ready condition's and the Event's message for a Cluster the operator suspended."""
+def describe(record: IdleStatus, *, service: bool = False) -> str:
+    """The Ready condition's and the Event's message for a Cluster the operator suspended, or a Service whose
+    RayService it deleted at the runtime limit (`service`)."""
+    if service:
+        start = f"its last resume at {record.resumed_at}" if record.resumed_at else "its creation"
+        return (
+            f"suspended at {record.suspended_at}: it ran the policy's lifecycle.maxClusterRuntimeSeconds (from"
+            f" {start}, until {record.deadline}), so its RayService was deleted: the Serve endpoints are down until"
+            " a spec change resumes it (a new RayService, started from scratch), e.g. kubectl edit mlw NAME"
+        )
     if limit_reason(record) == REASON_RUNTIME_LIMIT:
         start = f"its last resume at {record.resumed_at}" if record.resumed_at else "its creation"
         return (

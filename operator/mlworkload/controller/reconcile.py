@@ -344,10 +344,10 @@ async def reconcile(
     _note_write_failure(reconciler, owner_key(workload.namespace, workload.name), base["generation"], outcome)
     if not outcome.apply.applied and not outcome.apply.deleted:
         outcome.result = "unchanged"
-    # Applying may have stopped before the Ray object (a refused write): then it is as last listed.
-    ray = observe_ray(
-        kind, ray_object := outcome.apply.live.get((kind, workload.name)) or observed.get((kind, workload.name))
-    )
+    # Applying may have stopped before the Ray object (a refused write): then it is as last listed. A Service's
+    # RayService deleted at the runtime limit is gone, whatever the cache still shows (status.py reports why).
+    ray = observe_ray(kind, ray_object := None if kind == WorkloadType.SERVICE.ray_kind and idle.suspend else (
+        outcome.apply.live.get((kind, workload.name)) or observed.get((kind, workload.name))))  # fmt: skip
     # Worker pods preempted since the last status (its pods are read only when Ray is short of workers).
     disruption = await observe_disruptions(reconciler.kube, workload.namespace, workload.name, ray, previous)
     node_pools = gcp.node_pools
@@ -401,7 +401,9 @@ def _report(
     report_preemptions(body, resolved, new)
     # Not while the user's spec.suspend holds it too (a runtime limit passing then): the user's, not ours.
     if idle.newly_suspended and idle.record is not None and not resolved.workload.spec.suspend:
-        _post_event(body, idle.reason, describe(idle.record))
+        _post_event(
+            body, idle.reason, describe(idle.record, service=resolved.workload.spec.type is WorkloadType.SERVICE)
+        )
 
 
 def _decide_idle(

@@ -205,8 +205,18 @@ def _suspended_why(seen: Observation, idle: IdleStatus | None) -> tuple[str, str
     """Ready's reason while suspended: the user's spec.suspend, else the operator's suspension (IdleTimeout or
     RuntimeLimit)."""
     if idle is not None and idle.suspended_at is not None and not seen.suspended_by_user:
-        return limit_reason(idle), describe_idle(idle)
+        return limit_reason(idle), describe_idle(idle, service=seen.ray_kind == "RayService")
     return REASON_SUSPENDED, "the workload is suspended"
+
+
+def _withdrawn(seen: Observation, ray: RayObservation, idle: IdleStatus | None) -> RayObservation:
+    """A Service whose RayService the operator deleted at the runtime limit: its absence is the suspension, not a
+    RayService still to be created (RayObjectMissing)."""
+    suspended = seen.suspended and not seen.suspended_by_user and idle is not None and idle.suspended_at is not None
+    if seen.ray_kind != "RayService" or ray.state is not RayState.ABSENT or not suspended or seen.refusal:
+        return ray
+    assert idle is not None
+    return RayObservation(RayState.ABSENT, limit_reason(idle), describe_idle(idle, service=True))
 
 
 def rfc3339(now: datetime.datetime) -> str:
@@ -227,6 +237,7 @@ def compute_status(seen: Observation, previous: MLWorkloadStatus | None, now: da
     disruptions = seen.disruptions if seen.disruptions is not None else previous.disruptions if previous else None
     ray = _waiting_for_quota(seen, _with_preempted_attempt(ray, disruptions))
     idle = seen.idle if seen.idle_known else previous.idle if previous else None
+    ray = _withdrawn(seen, ray, idle)
     blocker = _blocker(seen, ray)
     suspended = (seen.suspended or ray.state is RayState.SUSPENDED) and not seen.refusal
     ready = blocker is None and not suspended and not seen.deleting

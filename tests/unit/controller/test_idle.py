@@ -5,7 +5,8 @@ import datetime
 import pytest
 
 from mlworkload.api.workload import IdleStatus
-from mlworkload.controller.idle import decide, describe, is_idle, seconds_until
+from mlworkload.controller.idle import decide, describe, is_idle, runtime_limit, seconds_until
+from tests.support.documents import permissive_policy, resolved, workload
 
 NOW = datetime.datetime(2026, 11, 23, 12, 0, tzinfo=datetime.UTC)
 READY = [{"type": "HeadPodReady", "status": "True"}, {"type": "RayClusterProvisioned", "status": "True"}]
@@ -170,3 +171,28 @@ def test_seconds_until_the_deadline() -> None:
     assert seconds_until("2026-11-23T12:10:00Z", NOW) == 600
     assert seconds_until("2026-11-23T11:50:00Z", NOW) == 0
     assert seconds_until(None, NOW) is None
+
+
+def test_the_runtime_limit_holds_a_service_too_and_the_idle_window_stays_cluster_only() -> None:
+    policy = (
+        permissive_policy().set("lifecycle.maxClusterRuntimeSeconds", 7200).set("lifecycle.maxClusterIdleSeconds", 600)
+    )
+    service = resolved(workload().service(), policy)
+    assert (runtime_limit(service), service.idle_seconds) == (7200, None)  # the runtime cap only
+    cluster_ = resolved(
+        workload().group(minReplicas=0, maxReplicas=2).set("spec.autoscaling", {"enabled": True}), policy
+    )
+    assert (runtime_limit(cluster_), cluster_.idle_seconds) == (7200, 600)
+    assert runtime_limit(resolved(workload().job(), policy)) is None  # a Job has its own deadline
+    # The same decision as a Cluster's: counted from the creation, suspended at the deadline, resumed by a spec change.
+    running = decide(None, window=service.idle_seconds, idle=False, generation=1, now=NOW,
+                     runtime=runtime_limit(service), created=CREATED)  # fmt: skip
+    assert running.record == IdleStatus(deadline="2026-11-23T13:00:00Z", reason="RuntimeLimit")
+    due = decide(running.record, window=None, idle=False, generation=1, now=at(3600), runtime=7200, created=CREATED)
+    assert (due.suspend, due.newly_suspended, due.reason) == (True, True, "RuntimeLimit")
+    assert due.record is not None
+    message = describe(due.record, service=True)
+    assert "RayService was deleted" in message
+    assert "Serve endpoints are down until a spec change resumes it" in message
+    back = decide(due.record, window=None, idle=False, generation=2, now=at(3700), runtime=7200, created=CREATED)
+    assert (back.suspend, back.record and back.record.resumed_at) == (False, "2026-11-23T13:01:40Z")

@@ -353,14 +353,56 @@ async def test_a_cluster_is_suspended_at_the_runtime_limit_with_no_writes_before
         "deadline": "2026-11-23T15:00:00Z", "reason": "RuntimeLimit", "resumedAt": "2026-11-23T14:00:00Z"}  # fmt: skip
 
 
-async def test_a_service_is_not_held_to_the_runtime_limit(kube: FakeKubeApi) -> None:
-    reconciler = Reconciler(kube=kube, gcp=DryRunProvisioner(), clock=lambda: NOW + datetime.timedelta(days=30))
-    doc = workload().set("spec.type", "Service").set("metadata.generation", 1)
+READY_SERVICE = {"serviceStatus": "Running",
+                 "conditions": [{"type": "Ready", "status": "True", "reason": "NonZeroServeEndpoints"},
+                                {"type": "UpgradeInProgress", "status": "False"}],
+                 "activeServiceStatus": {"applicationStatuses": {"app": {"status": "RUNNING"}}}}  # fmt: skip
+
+
+async def test_a_service_past_the_runtime_limit_loses_its_rayservice_and_a_spec_change_brings_it_back(
+    kube: FakeKubeApi,
+) -> None:
+    clock = [NOW]
+    reconciler = Reconciler(kube=kube, gcp=DryRunProvisioner(), clock=lambda: clock[0])
+    doc = workload().service().set("metadata.generation", 1)
     kube.put(doc.set("metadata.creationTimestamp", "2026-11-23T11:30:00Z").doc)
-    await reconcile(reconciler, kube.objects["MLWorkload", "team-nlp", "demo"], RUNTIME_VIEW)
+    body = lambda: kube.objects["MLWorkload", "team-nlp", "demo"]  # noqa: E731
+    await reconcile(reconciler, body(), RUNTIME_VIEW)
+    kube.objects["RayService", "team-nlp", "demo"]["status"] = READY_SERVICE
+    await reconcile(reconciler, body(), RUNTIME_VIEW)
     status = kube.status_of("MLWorkload", "team-nlp", "demo")
-    assert "idle" not in status
-    assert status.get("phase") != "Suspended"
+    assert status["idle"] == {"deadline": "2026-11-23T12:30:00Z", "reason": "RuntimeLimit"}
+    assert status["phase"] == "Running"
+    ours = {key for key in kube.objects if key[0] != "MLWorkload"}
+    writes = len(kube.writes)
+    clock[0] = NOW + datetime.timedelta(seconds=1800)
+    due = await reconcile(reconciler, body(), RUNTIME_VIEW)
+    assert due.status_written
+    # The RayService, and nothing else of ours, is deleted.
+    assert [w for w in kube.writes[writes:] if not w.startswith("status ")] == ["delete RayService/demo"]
+    assert {key for key in kube.objects if key[0] != "MLWorkload"} == ours - {("RayService", "team-nlp", "demo")}
+    status = kube.status_of("MLWorkload", "team-nlp", "demo")
+    assert status["phase"] == "Suspended"
+    assert (status["idle"]["suspendedAt"], status["idle"]["reason"]) == ("2026-11-23T12:30:00Z", "RuntimeLimit")
+    found = {c["type"]: (c["status"], c["reason"], c["message"]) for c in status["conditions"]}
+    assert found["Ready"][:2] == ("False", "RuntimeLimit")
+    assert "Serve endpoints are down until a spec change resumes it" in found["Ready"][2]
+    assert found["RayReady"][:2] == ("False", "RuntimeLimit")  # not RayObjectMissing: the suspension wins
+    assert (found["Reconciling"][:2], found["Stalled"][:2]) == (("False", "UpToDate"), ("False", "UpToDate"))
+    assert "ray" not in status
+    # The next passes, however late: nothing is written.
+    writes = len(kube.writes)
+    clock[0] = NOW + datetime.timedelta(hours=5)
+    again = await reconcile(reconciler, body(), RUNTIME_VIEW)
+    assert (again.status_written, kube.writes[writes:]) == (False, [])
+    # The resume gesture (a spec change): a new RayService, and the count restarts.
+    body()["metadata"]["generation"] = 2
+    await reconcile(reconciler, body(), RUNTIME_VIEW)
+    assert ("RayService", "team-nlp", "demo") in kube.objects
+    status = kube.status_of("MLWorkload", "team-nlp", "demo")
+    assert status["idle"] == {
+        "deadline": "2026-11-23T18:00:00Z", "reason": "RuntimeLimit", "resumedAt": "2026-11-23T17:00:00Z"}  # fmt: skip
+    assert status["phase"] != "Suspended"
 
 
 def test_a_user_suspend_is_reported_as_suspended_not_idle() -> None:
