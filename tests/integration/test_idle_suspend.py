@@ -12,6 +12,7 @@ from tests.support.clock import NOW
 from tests.support.documents import WorkloadDoc, permissive_policy, workload
 from tests.support.kube import KubeEmulatorServer, wait_until
 from tests.support.kuberay import KubeRaySimulator
+from tests.support.observed import workload_condition, workload_events, workload_status
 from tests.support.operator import running_operator
 
 NS = "team-idle"
@@ -67,11 +68,11 @@ def operator(
 
 
 def status(server: KubeEmulatorServer, name: str, ns: str = NS) -> dict[str, Any]:
-    return (server.get_object(MLW, "MLWorkload", name, ns) or {}).get("status") or {}
+    return workload_status(server, ns, name)
 
 
 def ready_reason(server: KubeEmulatorServer, name: str, ns: str = NS) -> str:
-    return next((c["reason"] for c in status(server, name, ns).get("conditions", []) if c["type"] == "Ready"), "")
+    return str(workload_condition(server, ns, name, "Ready").get("reason", ""))
 
 
 def ray_suspend(server: KubeEmulatorServer, name: str, ns: str = NS) -> object:
@@ -100,9 +101,7 @@ def test_an_idle_cluster_is_suspended_after_the_window_and_a_spec_change_resumes
     wait_until(lambda: status(server, name).get("phase") == "Suspended", timeout=WAIT, what="phase Suspended")
     assert ready_reason(server, name) == "IdleTimeout"
     assert status(server, name)["idle"]["suspendedAt"]
-    events = [e for e in server.list_objects("v1", "Event", NS)
-              if e.get("reason") == "IdleTimeout" and e.get("involvedObject", {}).get("name") == name]  # fmt: skip
-    assert len(events) == 1
+    assert len(workload_events(server, NS, name, "IdleTimeout")) == 1
     workload_spec = (server.get_object(MLW, "MLWorkload", name, NS) or {})["spec"]
     assert workload_spec.get("suspend") in (None, False)  # the user's spec is untouched
     # The resume gesture: spec.suspend true, then false (any spec change would do).
@@ -142,9 +141,7 @@ def test_a_cluster_is_suspended_at_the_policys_runtime_limit(
     wait_until(lambda: status(server, name, RUNTIME_NS).get("phase") == "Suspended", timeout=WAIT,
                what="phase Suspended")  # fmt: skip
     assert ready_reason(server, name, RUNTIME_NS) == "RuntimeLimit"
-    events = [e for e in server.list_objects("v1", "Event", RUNTIME_NS)
-              if e.get("reason") == "RuntimeLimit" and e.get("involvedObject", {}).get("name") == name]  # fmt: skip
-    assert len(events) == 1
+    assert len(workload_events(server, RUNTIME_NS, name, "RuntimeLimit")) == 1
 
 
 def test_a_service_loses_its_rayservice_at_the_policys_runtime_limit(
@@ -167,6 +164,4 @@ def test_a_service_loses_its_rayservice_at_the_policys_runtime_limit(
     wait_until(lambda: status(server, name, RUNTIME_NS).get("phase") == "Suspended", timeout=WAIT,
                what="phase Suspended")  # fmt: skip
     assert ready_reason(server, name, RUNTIME_NS) == "RuntimeLimit"
-    events = [e for e in server.list_objects("v1", "Event", RUNTIME_NS)
-              if e.get("reason") == "RuntimeLimit" and e.get("involvedObject", {}).get("name") == name]  # fmt: skip
-    assert len(events) == 1
+    assert len(workload_events(server, RUNTIME_NS, name, "RuntimeLimit")) == 1

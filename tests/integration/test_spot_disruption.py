@@ -12,7 +12,7 @@ from prometheus_client import REGISTRY
 from tests.support.documents import WorkloadDoc, permissive_policy, workload
 from tests.support.kube import KubeEmulatorServer, wait_until
 from tests.support.kuberay import NODE_SHUTDOWN_MESSAGE, KubeRaySimulator, preempted, worker_pod
-from tests.support.observed import workload_condition, workload_status
+from tests.support.observed import workload_condition, workload_events, workload_status
 from tests.support.operator import running_operator
 
 NS = "team-spot"
@@ -88,9 +88,7 @@ def test_preemption_of_a_spot_worker_is_observed_in_status(
     assert (reconciling["status"], reconciling["reason"]) == ("True", "RecoveringFromPreemption")
     assert reconciling["message"].endswith("1/2 workers ready")
     assert condition(server, name, "Ready")["status"] == "True"  # the workload runs on while Ray recovers
-    wait_until(lambda: any(e.get("reason") == "Preempted" and e["involvedObject"]["name"] == name
-                           for e in server.list_objects("v1", "Event", NS)),
-               timeout=WAIT, what="a Preempted Event")  # fmt: skip
+    wait_until(lambda: workload_events(server, NS, name, "Preempted"), timeout=WAIT, what="a Preempted Event")
     assert preemptions_counted() == counted + 1
 
     # Resyncs come and go (every 2 s here), each reading the pods while Ray is short: the same pod counts once.

@@ -18,3 +18,12 @@ def workload_condition(server: KubeEmulatorServer, namespace: str, name: str, ki
     """One condition of the workload's status; empty when it is not there."""
     conditions = workload_status(server, namespace, name).get("conditions", [])
     return next((condition for condition in conditions if condition["type"] == kind), {})
+
+
+def workload_events(server: KubeEmulatorServer, namespace: str, name: str, reason: str) -> list[dict[str, Any]]:
+    """The Events with this reason about the workload (the operator posts them on the MLWorkload)."""
+    return [
+        event
+        for event in server.list_objects("v1", "Event", namespace)
+        if event.get("reason") == reason and (event.get("involvedObject") or {}).get("name") == name
+    ]
