@@ -36,20 +36,12 @@ from typing import Any
 from mlworkload.api.workload import IdleStatus, MLWorkload, WorkloadType
 from mlworkload.constants import REASON_IDLE_TIMEOUT, REASON_RUNTIME_LIMIT
 from mlworkload.controller.raystatus import RayState, observe_ray_cluster
+from mlworkload.controller.timestamps import parse_rfc3339
 from mlworkload.policy.resolve import ResolvedWorkload
 
 
 def rfc3339(now: datetime.datetime) -> str:
     return now.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_time(value: str | None) -> datetime.datetime | None:
-    if not value:
-        return None
-    try:
-        return datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
 
 
 def floor_of(workload: MLWorkload) -> int:
@@ -119,14 +111,14 @@ def decide(
     - The record holds the earlier of the two deadlines and which one it is (a tie: idleness); no deadline, no
       record. Past it, the suspension, for that reason.
     """
-    resumed = parse_time(previous.resumed_at) if previous is not None else None
+    resumed = parse_rfc3339(previous.resumed_at) if previous is not None else None
     if previous is not None and previous.suspended_at is not None:
         if previous.suspended_generation == generation:
             return IdleDecision(previous, suspend=True)
         previous, resumed = None, now  # resumed by a spec change
     since = None
     if window is not None and idle:
-        since = parse_time(previous.since) if previous is not None else None
+        since = parse_rfc3339(previous.since) if previous is not None else None
         if since is None or since > now:
             since = now
     deadlines = []
@@ -182,5 +174,5 @@ def describe(record: IdleStatus, *, service: bool = False) -> str:
 
 def seconds_until(deadline: str | None, now: datetime.datetime) -> float | None:
     """Seconds until an open window's deadline (0 when due); None without one."""
-    when = parse_time(deadline)
+    when = parse_rfc3339(deadline)
     return None if when is None else max(0.0, (when - now).total_seconds())

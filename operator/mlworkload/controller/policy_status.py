@@ -15,7 +15,8 @@ from mlworkload.api.policy_status import (
 )
 from mlworkload.api.workload import Condition
 from mlworkload.constants import CONDITION_READY, REASON_INVALID_POLICY
-from mlworkload.controller.status import ConditionFactory, rfc3339
+from mlworkload.controller.status import ConditionFactory
+from mlworkload.controller.timestamps import rfc3339
 from mlworkload.policy import BrokenPolicy, ClusterView
 from mlworkload.problems import Problem
 

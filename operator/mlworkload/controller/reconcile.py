@@ -32,12 +32,13 @@ from mlworkload.constants import (
 from mlworkload.controller.apply import ApplyResult, apply_children, delete_stale
 from mlworkload.controller.exposure import observe_exposure
 from mlworkload.controller.freshness import WorkloadVersions
-from mlworkload.controller.idle import IdleDecision, decide, describe, floor_of, is_idle, parse_time, runtime_limit
+from mlworkload.controller.idle import IdleDecision, decide, describe, floor_of, is_idle, runtime_limit
 from mlworkload.controller.kube import RESOURCES, WORKLOADS, KubeApi, KubeError, Resource
 from mlworkload.controller.observe import OWNED_KINDS, AppliedMemory, ChildSource, ListedChildren
 from mlworkload.controller.raystatus import RayState, observe_ray
 from mlworkload.controller.scaleup import observe_disruptions, observe_scale_up, report_preemptions
 from mlworkload.controller.status import Observation, compute_status
+from mlworkload.controller.timestamps import parse_rfc3339
 from mlworkload.gcp.clusters import ClusterInspector
 from mlworkload.gcp.errors import GcpError
 from mlworkload.gcp.plan import IamBinding
@@ -421,7 +422,7 @@ def _decide_idle(
     meta = body["metadata"]
     idle = decide(
         before, window=window, idle=seen_idle, generation=int(meta.get("generation") or 0), now=reconciler.clock(),
-        runtime=runtime_limit(resolved), created=parse_time(meta.get("creationTimestamp")),
+        runtime=runtime_limit(resolved), created=parse_rfc3339(meta.get("creationTimestamp")),
     )  # fmt: skip
     return (dataclasses.replace(resolved, idle_suspended=True) if idle.suspend else resolved), idle
 

@@ -28,6 +28,7 @@ from mlworkload.api.workload import (
 from mlworkload.constants import CONDITION_RAY_READY, CONDITION_RECONCILING, LABEL_GROUP, LABEL_ROLE, LABEL_WORKLOAD
 from mlworkload.controller.kube import RESOURCES, KubeApi, Manifest
 from mlworkload.controller.raystatus import RayObservation, RayState
+from mlworkload.controller.timestamps import parse_rfc3339
 from mlworkload.gcp.errors import FailureKind, classify_message
 from mlworkload.gcp.provisioner import Readiness
 from mlworkload.metrics import PREEMPTIONS
@@ -43,12 +44,7 @@ _SURFACED: Final = frozenset({FailureKind.QUOTA, FailureKind.STOCKOUT})
 
 def _when(event: Mapping[str, Any]) -> datetime.datetime | None:
     stamp = event.get("lastTimestamp") or event.get("eventTime") or (event.get("series") or {}).get("lastObservedTime")
-    if not isinstance(stamp, str):
-        return None
-    try:
-        return datetime.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
-    except ValueError:
-        return None
+    return parse_rfc3339(stamp)
 
 
 def scale_up_failure(

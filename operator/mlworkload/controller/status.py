@@ -48,6 +48,7 @@ from mlworkload.constants import (
 from mlworkload.controller.idle import describe as describe_idle
 from mlworkload.controller.idle import limit_reason
 from mlworkload.controller.raystatus import RayObservation, RayState
+from mlworkload.controller.timestamps import parse_rfc3339, rfc3339
 from mlworkload.gcp.provisioner import NO_IDENTITY, NO_NODE_POOLS, Readiness
 from mlworkload.problems import Problem
 
@@ -145,15 +146,6 @@ def _blocker(seen: Observation, ray: RayObservation) -> Readiness | None:
     return Readiness(False, ray.reason, ray.message, permanent=ray.permanent)
 
 
-def _parse_time(value: object) -> datetime.datetime | None:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        return datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-
-
 def _with_preempted_attempt(ray: RayObservation, disruptions: DisruptionsStatus | None) -> RayObservation:
     """A RayJob attempt that failed (for good, or retried under backoffLimit) while one of its worker pods was
     preempted says so: the application may well be fine. A preemption counts for the attempt when it came at or
@@ -162,8 +154,8 @@ def _with_preempted_attempt(ray: RayObservation, disruptions: DisruptionsStatus 
     failed = ray.state is RayState.FAILED or ray.reason == "RayJobRetrying"
     if ray.job is None or last is None or not failed:
         return ray
-    when, start, end = (_parse_time(last.time), _parse_time(ray.job.get("startTime")),
-                        _parse_time(ray.job.get("endTime")))  # fmt: skip
+    when, start, end = (parse_rfc3339(last.time), parse_rfc3339(ray.job.get("startTime")),
+                        parse_rfc3339(ray.job.get("endTime")))  # fmt: skip
     if when is None or (start is not None and when < start) or (end is not None and when > end):
         return ray
     attempt = int(ray.job.get("attempts") or 0) or 1
@@ -217,11 +209,6 @@ def _withdrawn(seen: Observation, ray: RayObservation, idle: IdleStatus | None) 
         return ray
     assert idle is not None
     return RayObservation(RayState.ABSENT, limit_reason(idle), describe_idle(idle, service=True))
-
-
-def rfc3339(now: datetime.datetime) -> str:
-    """A condition's time, as metav1.Time serialises it (seconds, UTC)."""
-    return now.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def compute_status(seen: Observation, previous: MLWorkloadStatus | None, now: datetime.datetime) -> MLWorkloadStatus:
